@@ -1,0 +1,357 @@
+"""Multi-scale Next-DiT: the Lumina-Video transformer (reference §2), one class for every size.
+
+Module names mirror the release's checkpoint keys so that its state dict loads without renaming.
+The same class serves the 1.77 B "2B GQA" release, the golden test model and the tiny bundled model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from lumina.patch import PatchSize, parse_patch_size
+
+try:  # optional fast path on CUDA; never required
+    from flash_attn import flash_attn_varlen_func  # type: ignore
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    flash_attn_varlen_func = None
+
+
+def ffn_hidden_dim(dim: int, multiple_of: int) -> int:
+    """SwiGLU width of the release: 2/3 of 4*dim, rounded up to `multiple_of`."""
+    hidden = int(2 * 4 * dim / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 so bf16/fp16 runs keep the reference's statistics."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return out.type_as(x) * self.weight
+
+
+class ScalarEmbedder(nn.Module):
+    """Sinusoid (cos first, then sin) of a scaled scalar followed by Linear-SiLU-Linear.
+
+    Used for both the diffusion time and the motion score, which share the release's shape.
+    """
+
+    def __init__(self, hidden: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def sinusoid(self, value: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=value.device) / half)
+        args = value.float()[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.sinusoid(value).to(self.mlp[0].weight.dtype))
+
+
+def rope_frequencies(
+    grid: Tuple[int, int, int], head_dim: int, theta: float, device: torch.device
+) -> torch.Tensor:
+    """Complex rotations (tokens, head_dim/2) for a (frames, rows, cols) patch grid, in fp32.
+
+    head_dim is split 2:3:3 between frame, row and column axes; each axis rotates its channel pairs
+    by pos * theta^(-2k/part) where pos indexes the patch grid.
+    """
+    unit = head_dim // 8
+    parts = (unit * 2, unit * 3, unit * 3)
+    axes = []
+    for size, part in zip(grid, parts):
+        inv = 1.0 / theta ** (torch.arange(0, part, 2, dtype=torch.float64, device=device)[: part // 2] / part)
+        pos = torch.arange(size, dtype=torch.float64, device=device)
+        axes.append(torch.polar(torch.ones(size, part // 2, dtype=torch.float64, device=device), torch.outer(pos, inv)))
+    f, h, w = grid
+    full = torch.cat(
+        [
+            axes[0][:, None, None, :].expand(f, h, w, -1),
+            axes[1][None, :, None, :].expand(f, h, w, -1),
+            axes[2][None, None, :, :].expand(f, h, w, -1),
+        ],
+        dim=-1,
+    )
+    return full.reshape(f * h * w, head_dim // 2).to(torch.complex64)
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x (B, L, H, D) by freqs (B, L, D/2), in fp32."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    out = torch.view_as_real(xc * freqs[:, :, None, :]).flatten(-2)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    """Self-attention with QK-norm, 3D RoPE and GQA, plus a gated caption cross-attention branch."""
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, cap_dim: int, qk_norm: bool):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = dim // n_heads
+        kv_dim = n_kv_heads * self.head_dim
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, kv_dim, bias=False)
+        self.wv = nn.Linear(dim, kv_dim, bias=False)
+        self.wk_y = nn.Linear(cap_dim, kv_dim, bias=False)
+        self.wv_y = nn.Linear(cap_dim, kv_dim, bias=False)
+        self.gate = nn.Parameter(torch.zeros(n_heads))
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        norm = (lambda d: nn.LayerNorm(d)) if qk_norm else (lambda d: nn.Identity())
+        self.q_norm, self.k_norm, self.ky_norm = norm(n_heads * self.head_dim), norm(kv_dim), norm(kv_dim)
+
+    def _sdpa(self, q, k, v, key_mask):
+        """q (B, Lq, H, D), k/v (B, Lk, Hkv, D), key_mask (B, Lk) bool -> (B, Lq, H, D)."""
+        rep = self.n_heads // self.n_kv_heads
+        k = k.repeat_interleave(rep, dim=2)
+        v = v.repeat_interleave(rep, dim=2)
+        mask = key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=self.head_dim**-0.5
+        )
+        return out.transpose(1, 2)
+
+    def _flash_self_attention(self, q, k, v, lengths: List[int]):
+        """Varlen flash attention over only the valid tokens of each item (CUDA, half precision)."""
+        b, L = q.shape[:2]
+        valid = torch.zeros(b, L, dtype=torch.bool, device=q.device)
+        for i, n in enumerate(lengths):
+            valid[i, :n] = True
+        cu = torch.tensor([0] + list(lengths), device=q.device, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        out = flash_attn_varlen_func(
+            q[valid], k[valid], v[valid], cu, cu, max(lengths), max(lengths), softmax_scale=self.head_dim**-0.5
+        )
+        full = q.new_zeros(q.shape)
+        full[valid] = out
+        return full
+
+    def forward(self, x, x_mask, lengths, freqs, y, y_mask, use_flash: bool):
+        b, L, _ = x.shape
+        q = self.q_norm(self.wq(x)).view(b, L, self.n_heads, self.head_dim)
+        k = self.k_norm(self.wk(x)).view(b, L, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(b, L, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, freqs), apply_rope(k, freqs)
+        if use_flash:
+            out = self._flash_self_attention(q, k, v, lengths)
+        else:
+            out = self._sdpa(q, k, v, x_mask)
+        yk = self.ky_norm(self.wk_y(y)).view(b, -1, self.n_kv_heads, self.head_dim)
+        yv = self.wv_y(y).view(b, -1, self.n_kv_heads, self.head_dim)
+        out_y = self._sdpa(q, yk, yv, y_mask) * self.gate.tanh().view(1, 1, -1, 1).to(q.dtype)
+        return self.wo((out + out_y).flatten(-2))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    """adaLN (scale and tanh gate) with sandwich RMSNorms around attention and FFN."""
+
+    def __init__(self, dim, n_heads, n_kv_heads, cap_dim, ffn_dim, cond_dim, qk_norm, eps):
+        super().__init__()
+        self.attention = Attention(dim, n_heads, n_kv_heads, cap_dim, qk_norm)
+        self.feed_forward = FeedForward(dim, ffn_dim)
+        self.attention_norm1, self.attention_norm2 = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.ffn_norm1, self.ffn_norm2 = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.attention_y_norm = RMSNorm(cap_dim, eps)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 4 * dim))
+
+    def forward(self, x, x_mask, lengths, freqs, y, y_mask, c, use_flash):
+        scale_a, gate_a, scale_f, gate_f = self.adaLN_modulation(c).unsqueeze(1).chunk(4, dim=-1)
+        h = self.attention(
+            self.attention_norm1(x) * (1 + scale_a), x_mask, lengths, freqs, self.attention_y_norm(y), y_mask, use_flash
+        )
+        x = x + gate_a.tanh() * self.attention_norm2(h)
+        x = x + gate_f.tanh() * self.ffn_norm2(self.feed_forward(self.ffn_norm1(x) * (1 + scale_f)))
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int, cond_dim: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, dim))
+
+    def forward(self, x, c):
+        return self.linear(self.norm_final(x) * (1 + self.adaLN_modulation(c).unsqueeze(1)))
+
+
+class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
+    """Velocity v = f(x, t, captions, caption mask, motion score, patch size) of Lumina-Video.
+
+    `x` is a latent batch (B, C, F, H, W) or a list of (C, F, H, W) latents of different sizes; items
+    are padded to a common token count and masked, so no item attends to another's tokens.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerBlock"]
+    _repeated_blocks = ["TransformerBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        dim: int = 2304,
+        n_layers: int = 24,
+        n_heads: int = 16,
+        n_kv_heads: Optional[int] = 8,
+        in_channels: int = 16,
+        qk_norm: bool = True,
+        cap_feat_dim: int = 2304,
+        all_patch_size: Sequence[int] = (2, 2, 4),
+        all_f_patch_size: Sequence[int] = (1, 2, 2),
+        rope_theta: float = 256.0,
+        t_scale: float = 1000.0,
+        motion_scale: float = 20.0,
+        norm_eps: float = 1e-5,
+        multiple_of: int = 256,
+        ffn_dim: Optional[int] = None,
+    ):
+        super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
+        if dim % n_heads or n_heads % n_kv_heads or (dim // n_heads) % 8:
+            raise ValueError(
+                f"dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: dim must split into heads whose size "
+                "is a multiple of 8, and n_heads must be a multiple of n_kv_heads"
+            )
+        self.patch_sizes = [PatchSize(int(f), int(p)) for p, f in zip(all_patch_size, all_f_patch_size)]
+        cond_dim = min(dim, 1024)
+        ffn = ffn_dim or ffn_hidden_dim(dim, multiple_of)
+        self.pad_token = nn.Parameter(torch.zeros(dim))
+        self.all_x_embedder = nn.ModuleDict(
+            {ps.key: nn.Linear(ps.volume * in_channels, dim) for ps in self.patch_sizes}
+        )
+        self.all_final_layer = nn.ModuleDict(
+            {ps.key: FinalLayer(dim, ps.volume * in_channels, cond_dim) for ps in self.patch_sizes}
+        )
+        self.t_embedder = ScalarEmbedder(cond_dim)
+        self.motion_embedder = ScalarEmbedder(cond_dim)
+        self.cap_embedder = nn.Sequential(nn.LayerNorm(cap_feat_dim, eps=norm_eps), nn.Linear(cap_feat_dim, cond_dim))
+        self.layers = nn.ModuleList(
+            [
+                TransformerBlock(dim, n_heads, n_kv_heads, cap_feat_dim, ffn, cond_dim, qk_norm, norm_eps)
+                for _ in range(n_layers)
+            ]
+        )
+        self.gradient_checkpointing = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.dim // self.config.n_heads
+
+    def supported_patch_sizes(self) -> List[PatchSize]:
+        return list(self.patch_sizes)
+
+    def _resolve_patch(self, patch_size: Union[str, PatchSize, Tuple[int, int]]) -> PatchSize:
+        ps = parse_patch_size(patch_size)
+        if ps not in self.patch_sizes:
+            allowed = ", ".join(p.name for p in self.patch_sizes)
+            raise ValueError(f"patch size {ps.name} is not part of this model; it has {allowed}")
+        return ps
+
+    def num_tokens(self, latent_shape: Tuple[int, int, int], patch_size) -> int:
+        """Tokens per item for a latent (F, H, W): the cost unit of one forward pass."""
+        ps = parse_patch_size(patch_size)
+        f, h, w = latent_shape
+        return -(-f // ps.f) * (h // ps.p) * (w // ps.p)
+
+    def patchify(self, x: torch.Tensor, ps: PatchSize) -> Tuple[torch.Tensor, Tuple[int, int, int]]:
+        """(C, F, H, W) -> tokens (N, pf*p*p*C) ordered frame, row, column; frames padded to pf."""
+        c, f, h, w = x.shape
+        if h % ps.p or w % ps.p:
+            raise ValueError(f"latent height {h} and width {w} must be multiples of patch {ps.p} for {ps.name}")
+        if f % ps.f:
+            x = torch.cat([x, x[:, -1:].expand(c, ps.f - f % ps.f, h, w)], dim=1)
+        fg, hg, wg = x.shape[1] // ps.f, h // ps.p, w // ps.p
+        tokens = x.reshape(c, fg, ps.f, hg, ps.p, wg, ps.p).permute(1, 3, 5, 2, 4, 6, 0)
+        return tokens.reshape(fg * hg * wg, ps.volume * c), (fg, hg, wg)
+
+    def unpatchify(self, tokens: torch.Tensor, grid: Tuple[int, int, int], ps: PatchSize, frames: int) -> torch.Tensor:
+        fg, hg, wg = grid
+        c = self.config.in_channels
+        x = tokens.reshape(fg, hg, wg, ps.f, ps.p, ps.p, c).permute(6, 0, 3, 1, 4, 2, 5)
+        return x.reshape(c, fg * ps.f, hg * ps.p, wg * ps.p)[:, :frames]
+
+    def condition(self, t, cap_feats, cap_mask, motion_score):
+        """c = time + pooled caption + motion (zero where the motion score is negative)."""
+        dtype = self.t_embedder.mlp[0].weight.dtype
+        t_emb = self.t_embedder(t * self.config.t_scale)
+        m_emb = self.motion_embedder(motion_score * self.config.motion_scale)
+        m_emb = torch.where((motion_score < 0)[:, None], torch.zeros_like(m_emb), m_emb)
+        maskf = cap_mask.to(cap_feats.dtype)[..., None]
+        pooled = (cap_feats * maskf).sum(1) / maskf.sum(1).clamp(min=1)
+        return t_emb + self.cap_embedder(pooled.to(dtype)) + m_emb
+
+    def forward(
+        self,
+        x: Union[torch.Tensor, List[torch.Tensor]],
+        t: torch.Tensor,
+        cap_feats: torch.Tensor,
+        cap_mask: torch.Tensor,
+        motion_score: torch.Tensor,
+        patch_size: Union[str, PatchSize, Tuple[int, int]] = "1x2",
+    ):
+        ps = self._resolve_patch(patch_size)
+        items = list(x) if isinstance(x, (list, tuple)) or x.dim() == 5 else [x]
+        dtype = self.all_x_embedder[ps.key].weight.dtype
+        device = cap_feats.device
+        b = len(items)
+        t = torch.as_tensor(t, device=device, dtype=torch.float32).reshape(-1).expand(b)
+        motion_score = torch.as_tensor(motion_score, device=device, dtype=torch.float32).reshape(-1).expand(b)
+        c = self.condition(t, cap_feats, cap_mask, motion_score)
+
+        tokens, grids, freqs_list = [], [], []
+        for item in items:
+            tok, grid = self.patchify(item, ps)
+            tokens.append(tok)
+            grids.append(grid)
+            freqs_list.append(rope_frequencies(grid, self.head_dim, self.config.rope_theta, device))
+        lengths = [tok.shape[0] for tok in tokens]
+        L = max(lengths)
+        seq = torch.zeros(b, L, tokens[0].shape[1], dtype=dtype, device=device)
+        freqs = torch.ones(b, L, self.head_dim // 2, dtype=torch.complex64, device=device)
+        x_mask = torch.zeros(b, L, dtype=torch.bool, device=device)
+        for i, (tok, fr) in enumerate(zip(tokens, freqs_list)):
+            seq[i, : lengths[i]] = tok.to(dtype)
+            freqs[i, : lengths[i]] = fr
+            x_mask[i, : lengths[i]] = True
+        h = self.all_x_embedder[ps.key](seq)
+        y = cap_feats.to(dtype)
+        y_mask = cap_mask.bool()
+        use_flash = flash_attn_varlen_func is not None and h.is_cuda and dtype in (torch.float16, torch.bfloat16)
+        for layer in self.layers:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                h = self._gradient_checkpointing_func(layer, h, x_mask, lengths, freqs, y, y_mask, c, use_flash)
+            else:
+                h = layer(h, x_mask, lengths, freqs, y, y_mask, c, use_flash)
+        h = self.all_final_layer[ps.key](h, c)
+        outs = [
+            self.unpatchify(h[i, : lengths[i]], grids[i], ps, item.shape[1]) for i, item in enumerate(items)
+        ]
+        if isinstance(x, (list, tuple)):
+            return outs
+        return torch.stack(outs) if x.dim() == 5 else outs[0]

@@ -1,0 +1,15 @@
+from lumina.sampling.flow import StepPlan, euler_step, guide, plan, shift_time, time_grid
+from lumina.sampling.schedule import (
+    PRESETS,
+    SampleConfig,
+    format_schedule,
+    get_preset,
+    parse_schedule_string,
+    resolve_sample_config,
+    value_at,
+)
+
+__all__ = [
+    "PRESETS", "SampleConfig", "StepPlan", "euler_step", "format_schedule", "get_preset", "guide", "plan",
+    "parse_schedule_string", "resolve_sample_config", "shift_time", "time_grid", "value_at",
+]
