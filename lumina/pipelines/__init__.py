@@ -1,0 +1,3 @@
+from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline, LuminaVideoPipelineOutput
+
+__all__ = ["LuminaVideoPipeline", "LuminaVideoPipelineOutput"]

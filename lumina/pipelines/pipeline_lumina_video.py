@@ -1,0 +1,240 @@
+"""LuminaVideoPipeline: encode prompts -> Euler flow sampling with a patch schedule -> CogVideoX decode."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.video_processor import VideoProcessor
+
+from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
+from lumina.sampling import SampleConfig, euler_step, guide, plan, resolve_sample_config
+from lumina.validation import check_latent_shape, check_size_and_frames
+
+SYSTEM_PROMPT = (
+    "You are an assistant designed to generate high-quality videos with the highest degree of image-text "
+    "alignment based on user prompts. <Prompt Start> "
+)
+MAX_PROMPT_TOKENS = 256
+RELEASE_VAE_SCALING = 1.15258426
+VAE_SPATIAL, VAE_TEMPORAL = 8, 4
+NAN_CHECK_EVERY = 8
+
+
+@dataclass
+class LuminaVideoPipelineOutput(BaseOutput):
+    """frames: the video (np/pt/pil) or the final latent; schedule: what ran at each step."""
+
+    frames: Any
+    schedule: List[Dict[str, Any]] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+    prompt_truncated: bool = False
+
+
+class LuminaVideoPipeline(DiffusionPipeline):
+    """Text-to-video with Lumina-Video's multi-scale Next-DiT.
+
+    Any component but the transformer may be None when its inputs are given directly
+    (`prompt_embeds`, `output_type="latent"`), which is how checkpoint parity is tested.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents"]
+    _optional_components = ["vae", "text_encoder", "tokenizer"]
+
+    def __init__(self, transformer, vae=None, text_encoder=None, tokenizer=None, max_resolution: int = 960):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_to_config(max_resolution=max_resolution)
+        self.video_processor = VideoProcessor(vae_scale_factor=VAE_SPATIAL)
+        self._interrupt = False
+
+    @property
+    def vae_scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor) if self.vae is not None else RELEASE_VAE_SCALING
+
+    def interrupt(self) -> None:
+        """Ask a running call to stop after its current step (e.g. from a UI stop button)."""
+        self._interrupt = True
+
+    def encode_prompt(self, prompt: Union[str, List[str]], device=None):
+        """System prompt + prompt -> hidden_states[-2], right padded to a multiple of 8, at most 256 tokens.
+
+        Returns (embeds, mask, truncated) where truncated says whether any prompt lost tokens.
+        """
+        if self.text_encoder is None or self.tokenizer is None:
+            raise InvalidRequestError("this pipeline has no text encoder: pass prompt_embeds and prompt_attention_mask")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        texts = [SYSTEM_PROMPT + p for p in prompts]
+        device = device or self._execution_device
+        full = self.tokenizer(texts, padding=False, truncation=False)["input_ids"]
+        truncated = any(len(ids) > MAX_PROMPT_TOKENS for ids in full)
+        tok = self.tokenizer(
+            texts,
+            padding=True,
+            pad_to_multiple_of=8,
+            max_length=MAX_PROMPT_TOKENS,
+            truncation=True,
+            padding_side="right",
+            return_tensors="pt",
+        )
+        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        with torch.no_grad():
+            out = self.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        return out.hidden_states[-2], mask, truncated
+
+    def prepare_latents(self, batch, frames, height, width, dtype, device, generator):
+        shape = (batch, self.transformer.config.in_channels, max(frames // VAE_TEMPORAL, 1),
+                 height // VAE_SPATIAL, width // VAE_SPATIAL)
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu").to(device=device, dtype=dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latent -> video in [-1, 1], (B, C, F, H, W); the VAE's causal cache is cleared for the next video."""
+        video = self.vae.decode(latents.to(self.vae.dtype) / self.vae_scaling_factor).sample
+        clear = getattr(self.vae, "_clear_fake_context_parallel_cache", None)
+        if clear is not None:
+            clear()
+        return video
+
+    def enable_vae_tiling(self):
+        self.vae.enable_tiling()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[None, str, List[str]] = None,
+        negative_prompt: Union[None, str, List[str]] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_frames: Optional[int] = None,
+        sample_config: Union[None, str, Dict[str, Any], SampleConfig] = None,
+        num_inference_steps: Optional[int] = None,
+        patch_schedule=None,
+        guidance_scale=None,
+        motion_score=None,
+        negative_motion_score=None,
+        time_shift: Optional[float] = None,
+        renorm: Optional[float] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        prompt_attention_mask: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_attention_mask: Optional[torch.Tensor] = None,
+        latents: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
+    ):
+        """Generate videos.
+
+        `sample_config` is a preset name, a release-format dict or a SampleConfig; the keyword settings
+        after it override its fields (`num_inference_steps` is the release's `step`: grid points, so one
+        fewer model evaluation per branch). Returns frames as np (B, F, H, W, 3) in [0, 1], pt
+        (B, F, 3, H, W), pil, or the final latent (B, 16, F', H', W') before the VAE scaling factor.
+        """
+        t_start = time.perf_counter()
+        if output_type not in ("np", "pt", "pil", "latent"):
+            raise InvalidRequestError(f"output_type={output_type!r}; allowed: np, pt, pil, latent")
+        if output_type != "latent" and self.vae is None:
+            raise InvalidRequestError("this pipeline has no VAE: use output_type='latent'")
+        config = resolve_sample_config(sample_config).replace(
+            steps=num_inference_steps, patch=patch_schedule, cfg=guidance_scale, motion=motion_score,
+            neg_motion=negative_motion_score, time_shift=time_shift, renorm=renorm,
+        )
+        steps = plan(config)
+        supported = {p.name for p in self.transformer.supported_patch_sizes()}
+        unknown = sorted({s.patch.name for s in steps} - supported)
+        if unknown:
+            raise InvalidRequestError(
+                f"patch sizes {unknown} are not in this model; it supports {sorted(supported)}"
+            )
+        device = self._execution_device
+        dtype = self.transformer.dtype
+        callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        bad_inputs = set(callback_inputs) - set(self._callback_tensor_inputs)
+        if bad_inputs:
+            raise InvalidRequestError(f"callback tensor inputs {sorted(bad_inputs)}; allowed: {self._callback_tensor_inputs}")
+
+        t0 = time.perf_counter()
+        truncated = False
+        if prompt_embeds is None:
+            if prompt is None:
+                raise InvalidRequestError("give a prompt or prompt_embeds with prompt_attention_mask")
+            prompt_embeds, prompt_attention_mask, truncated = self.encode_prompt(prompt, device)
+        elif prompt_attention_mask is None:
+            raise InvalidRequestError("prompt_embeds needs prompt_attention_mask (1 = token, 0 = padding)")
+        batch = prompt_embeds.shape[0]
+        needs_negative = any(s.guided for s in steps)
+        if needs_negative and negative_prompt_embeds is None:
+            neg = negative_prompt if negative_prompt is not None else ""
+            neg = [neg] * batch if isinstance(neg, str) else neg
+            negative_prompt_embeds, negative_prompt_attention_mask, _ = self.encode_prompt(neg, device)
+        elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
+            raise InvalidRequestError("negative_prompt_embeds needs negative_prompt_attention_mask")
+        t_encode = time.perf_counter() - t0
+
+        if latents is None:
+            check_size_and_frames(width, height, num_frames, self.config.max_resolution)
+            latents = self.prepare_latents(batch, num_frames, height, width, dtype, device, generator)
+        else:
+            check_latent_shape(tuple(latents.shape), self.transformer.config.in_channels, batch)
+            latents = latents.to(device=device, dtype=torch.float32)
+        pos = (prompt_embeds.to(device, dtype), prompt_attention_mask.to(device))
+        neg = (
+            (negative_prompt_embeds.to(device, dtype), negative_prompt_attention_mask.to(device))
+            if needs_negative else None
+        )
+
+        self._interrupt = False
+        t0 = time.perf_counter()
+        x = latents.float()
+        schedule_log = []
+        with self.progress_bar(total=len(steps)) as progress:
+            for step in steps:
+                if self._interrupt:
+                    raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
+                t = torch.full((batch,), step.t, device=device)
+                v_pos = self.transformer(x.to(dtype), t, *pos, torch.full((batch,), step.motion, device=device), step.patch)
+                v_neg = None
+                if step.guided:
+                    v_neg = self.transformer(
+                        x.to(dtype), t, *neg, torch.full((batch,), step.neg_motion, device=device), step.patch
+                    )
+                x = euler_step(x, guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm), step.dt)
+                if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
+                    check_finite(x, step.index, dtype)
+                schedule_log.append(
+                    {"step": step.index, "t": round(step.t, 6), "patch": step.patch.name, "cfg": step.cfg,
+                     "motion": step.motion, "neg_motion": step.neg_motion if step.guided else None}
+                )
+                if callback_on_step_end is not None:
+                    cb_out = callback_on_step_end(self, step.index, step.t, {"latents": x})
+                    x = (cb_out or {}).get("latents", x)
+                progress.update()
+        t_denoise = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if output_type == "latent":
+            frames = x
+        else:
+            video = self.decode_latents(x)
+            frames = self.video_processor.postprocess_video(video.float(), output_type=output_type)
+        t_decode = time.perf_counter() - t0
+        timings = {"encode": t_encode, "denoise": t_denoise, "decode": t_decode, "total": time.perf_counter() - t_start}
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return LuminaVideoPipelineOutput(frames=frames, schedule=schedule_log, timings=timings, prompt_truncated=truncated)
+
+
+def check_finite(x: torch.Tensor, step: int, dtype: torch.dtype) -> None:
+    """Stop before a NaN/inf latent turns into a black video presented as a result."""
+    if not torch.isfinite(x).all():
+        hint = " fp16 overflows in video DiTs; use bfloat16 or float32." if dtype == torch.float16 else ""
+        raise NonFiniteLatentsError(f"the latent became NaN/inf at step {step + 1}; no video was written.{hint}")

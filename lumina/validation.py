@@ -1,0 +1,144 @@
+"""Every user-facing limit in one place, shared by the pipeline, the CLI and the app.
+
+Each check raises InvalidRequestError naming the value and the allowed range (reference §4 for sizes).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+from lumina.errors import InvalidRequestError
+
+SIZE_MULTIPLE = 32  # VAE 8 x largest patch 4
+MAX_ASPECT = 4.0
+FRAME_MULTIPLE = 8  # latent frames = frames / 4 must be even for f_patch 2
+MAX_STEPS = 200
+MAX_SEED = 2**32 - 1
+MOTION_RANGE = (-1.0, 100.0)
+GUIDANCE_RANGE = (0.0, 50.0)
+FPS_RANGE = (1, 60)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise InvalidRequestError(message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_size(width, height, max_resolution: int) -> None:
+    """Multiples of 32, aspect at most 4, (w/32)(h/32) <= (max_resolution/32)^2."""
+    _require(_is_int(width) and _is_int(height), f"width and height must be integers, got {width!r} x {height!r}")
+    _require(
+        width >= SIZE_MULTIPLE and height >= SIZE_MULTIPLE and width % SIZE_MULTIPLE == 0 and height % SIZE_MULTIPLE == 0,
+        f"size {width}x{height}: width and height must be positive multiples of {SIZE_MULTIPLE} "
+        f"(VAE 8 x largest patch 4)",
+    )
+    aspect = max(width, height) / min(width, height)
+    _require(aspect <= MAX_ASPECT, f"size {width}x{height}: aspect ratio {aspect:.2f} exceeds {MAX_ASPECT:g}")
+    budget = (max_resolution // SIZE_MULTIPLE) ** 2
+    cells = (width // SIZE_MULTIPLE) * (height // SIZE_MULTIPLE)
+    _require(
+        cells <= budget,
+        f"size {width}x{height} is larger than this model's {max_resolution} budget: (w/32)*(h/32) = {cells} "
+        f"must be at most {budget} (e.g. {max_resolution}x{max_resolution})",
+    )
+
+
+def check_frames(frames) -> None:
+    """1 (an image) or a positive multiple of 8 (latent frames = frames/4, divisible by f_patch 2)."""
+    _require(
+        _is_int(frames) and (frames == 1 or (frames > 0 and frames % FRAME_MULTIPLE == 0)),
+        f"frames={frames!r}: must be 1 (an image) or a positive multiple of {FRAME_MULTIPLE} "
+        f"(the VAE packs 4 frames per latent and the 2x patches take 2 latents)",
+    )
+
+
+def check_size_and_frames(width, height, frames, max_resolution: int) -> None:
+    _require(
+        width is not None and height is not None and frames is not None,
+        "give width, height and num_frames, or initial latents",
+    )
+    check_size(width, height, max_resolution)
+    check_frames(frames)
+
+
+def check_latent_shape(shape: Tuple[int, ...], channels: int, batch: int) -> None:
+    _require(
+        len(shape) == 5 and shape[1] == channels and shape[0] == batch,
+        f"latents of shape {shape}: expected ({batch}, {channels}, F, H, W)",
+    )
+    f, h, w = shape[2:]
+    _require(h % 4 == 0 and w % 4 == 0, f"latent size {h}x{w} must be multiples of 4 (the largest patch)")
+    _require(f == 1 or f % 2 == 0, f"latent frames {f} must be 1 or even (f_patch 2)")
+
+
+def supported_sizes(max_resolution: int, min_side: int = 128) -> List[Tuple[int, int]]:
+    """Usable (width, height) pairs at the model's target resolution, largest area first."""
+    budget = (max_resolution // SIZE_MULTIPLE) ** 2
+    sizes = []
+    for w in range(min_side, SIZE_MULTIPLE * budget + 1, SIZE_MULTIPLE):
+        for h in range(min_side, SIZE_MULTIPLE * budget + 1, SIZE_MULTIPLE):
+            cells = (w // SIZE_MULTIPLE) * (h // SIZE_MULTIPLE)
+            if cells <= budget and max(w, h) / min(w, h) <= MAX_ASPECT:
+                sizes.append((w, h))
+    return sorted(sizes, key=lambda s: (-s[0] * s[1], -s[0]))
+
+
+def snap_size(value: int) -> int:
+    """Nearest multiple of 32, at least 32 (the app says when it snapped)."""
+    return max(SIZE_MULTIPLE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+
+def frames_for(seconds: float, fps: int) -> int:
+    """Frames for a duration, rounded to the nearest allowed count (a multiple of 8)."""
+    check_fps(fps)
+    _require(isinstance(seconds, (int, float)) and seconds > 0 and math.isfinite(seconds), f"duration {seconds!r} must be > 0 s")
+    return max(FRAME_MULTIPLE, int(round(seconds * fps / FRAME_MULTIPLE)) * FRAME_MULTIPLE)
+
+
+def check_fps(fps) -> None:
+    _require(_is_int(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1], f"fps={fps!r}: must be an integer in {FPS_RANGE[0]}..{FPS_RANGE[1]}")
+
+
+def check_steps(steps) -> None:
+    _require(
+        _is_int(steps) and 2 <= steps <= MAX_STEPS,
+        f"steps={steps!r}: must be an integer in 2..{MAX_STEPS} (grid points; steps - 1 denoising evaluations)",
+    )
+
+
+def check_seed(seed) -> None:
+    _require(_is_int(seed) and 0 <= seed <= MAX_SEED, f"seed={seed!r}: must be an integer in 0..{MAX_SEED}")
+
+
+def check_number(name: str, value, lo: float, hi: float) -> None:
+    _require(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi,
+        f"{name}={value!r}: must be a number in {lo:g}..{hi:g}",
+    )
+
+
+def check_motion(name: str, value) -> None:
+    """Motion scores are optical-flow magnitudes (reference §5); negative means 'no motion condition'."""
+    check_number(name, value, *MOTION_RANGE)
+
+
+def check_guidance(value) -> None:
+    check_number("guidance", value, *GUIDANCE_RANGE)
+
+
+def parse_resolution(text: str) -> Tuple[int, int]:
+    """'WxH' -> (W, H)."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    _require(len(parts) == 2 and all(p.isdigit() for p in parts), f"resolution {text!r}: write it as WxH, e.g. 256x128")
+    return int(parts[0]), int(parts[1])
+
+
+def check_prompt(prompt: Optional[str], max_chars: int = 4000) -> str:
+    _require(isinstance(prompt, str) and prompt.strip() != "", "the prompt is empty: describe the video you want")
+    _require(len(prompt) <= max_chars, f"the prompt has {len(prompt)} characters; at most {max_chars} are accepted")
+    return prompt.strip()
