@@ -1,0 +1,5 @@
+import sys
+
+from lumina.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""One generation request -> mp4 + JSON sidecar. Shared by the CLI, the batch runner and the app."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+
+from lumina import validation as V
+from lumina.errors import InvalidRequestError
+from lumina.media import write_mp4
+from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
+from lumina.sampling import SampleConfig, format_schedule, get_preset, parse_schedule_string
+
+Setting = Union[None, float, str]
+
+
+@dataclass
+class GenerationRequest:
+    """What a user asks for; None means "the model's default" (from its preset and ModelDefaults).
+
+    `schedule`, `cfg` and `neg_motion` take schedule strings ("2x4, 1x2@0.1", "20, 0@0.2") or plain values.
+    `steps` is the release's `step` (grid points): steps - 1 denoising evaluations.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    width: Optional[int] = None
+    height: Optional[int] = None
+    frames: Optional[int] = None
+    fps: Optional[int] = None
+    preset: Optional[str] = None
+    schedule: Optional[str] = None
+    motion: Setting = None
+    neg_motion: Setting = None
+    cfg: Setting = None
+    steps: Optional[int] = None
+    time_shift: Optional[float] = None
+    renorm: Optional[float] = None
+    seed: Optional[int] = None
+    audio: bool = False
+
+
+def _time_aware(value: Setting, name: str):
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return parse_schedule_string(str(value), kind=name)
+
+
+def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> SampleConfig:
+    base = get_preset(req.preset or defaults.preset)
+    if req.steps is None and defaults.steps is not None:
+        base = base.replace(steps=defaults.steps)
+    if req.steps is not None:
+        V.check_steps(req.steps)
+    for name, value in (("motion", req.motion), ("negative motion", req.neg_motion), ("guidance", req.cfg)):
+        if isinstance(value, (int, float)):
+            (V.check_guidance(value) if name == "guidance" else V.check_motion(name, value))
+    return base.replace(
+        patch=None if req.schedule is None else parse_schedule_string(req.schedule, "patch"),
+        steps=req.steps,
+        cfg=_time_aware(req.cfg, "cfg"),
+        motion=_time_aware(req.motion, "motion"),
+        neg_motion=_time_aware(req.neg_motion, "negMotion"),
+        time_shift=req.time_shift,
+        renorm=req.renorm,
+    )
+
+
+def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> GenerationRequest:
+    """Fill defaults, draw a seed if none, and validate everything before any model work starts."""
+    V.check_prompt(req.prompt)
+    filled = GenerationRequest(**{**asdict(req)})
+    filled.width = req.width or defaults.width
+    filled.height = req.height or defaults.height
+    filled.frames = req.frames or defaults.frames
+    filled.fps = req.fps or defaults.fps
+    filled.seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
+    V.check_seed(filled.seed)
+    V.check_fps(filled.fps)
+    V.check_size(filled.width, filled.height, defaults.max_resolution)
+    V.check_frames(filled.frames)
+    return filled
+
+
+def generate_video(
+    pipe: LuminaVideoPipeline,
+    defaults: ModelDefaults,
+    req: GenerationRequest,
+    out_path: Union[str, Path],
+    callback_on_step_end: Optional[Callable] = None,
+    audio_fn: Optional[Callable] = None,
+) -> Dict[str, Any]:
+    """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings)."""
+    t_start = time.perf_counter()
+    req = resolve_request(req, defaults)
+    config = sample_config_for(req, defaults)
+    generator = torch.Generator("cpu").manual_seed(req.seed)
+    out = pipe(
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=req.width,
+        height=req.height,
+        num_frames=req.frames,
+        sample_config=config,
+        generator=generator,
+        output_type="np",
+        callback_on_step_end=callback_on_step_end,
+    )
+    frames = out.frames[0]
+    audio = None
+    timings = dict(out.timings)
+    if req.audio:
+        if audio_fn is None:
+            raise InvalidRequestError("sound was requested but no V2A model is loaded")
+        t0 = time.perf_counter()
+        audio = audio_fn(frames, req.fps, req.prompt)
+        timings["audio"] = time.perf_counter() - t0
+    out_path = Path(out_path)
+    write_mp4(out_path, frames, req.fps, audio=audio)
+    timings["total"] = time.perf_counter() - t_start
+    sidecar = {
+        "video": out_path.name,
+        "request": asdict(req),
+        "sample_config": config.to_dict(),
+        "patch_schedule": format_schedule(config.patch),
+        "schedule": out.schedule,
+        "prompt_truncated": out.prompt_truncated,
+        "tokens_per_step": {
+            s: pipe.transformer.num_tokens((max(req.frames // 4, 1), req.height // 8, req.width // 8), s)
+            for s in sorted({row["patch"] for row in out.schedule})
+        },
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }
+    out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    return sidecar

@@ -1,0 +1,73 @@
+"""Resolve a user's MODEL argument to a ready pipeline and its sensible defaults.
+
+MODEL is "tiny" (the bundled offline model in assets/), a diffusers-layout directory
+(model_index.json), a release directory (consolidated.00-of-01.*) or a Hub id of the release.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+from lumina.errors import ModelFilesError
+from lumina.models.components import RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder
+from lumina.models.loading import WEIGHT_FILES, load_official_transformer
+from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+TINY_DIR = ASSETS / "lumina-video-tiny"
+DEFAULTS_FILE = "studio_defaults.json"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a model was trained for: the UI and CLI start from these."""
+
+    width: int = 1248
+    height: int = 704
+    frames: int = 96
+    fps: int = 24
+    preset: str = "f24F96R960-MultiScale"
+    max_resolution: int = 960
+    steps: Optional[int] = None
+
+    @classmethod
+    def read(cls, folder: Path) -> "ModelDefaults":
+        path = Path(folder) / DEFAULTS_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def write(self, folder: Path) -> None:
+        (Path(folder) / DEFAULTS_FILE).write_text(json.dumps(asdict(self), indent=1))
+
+
+def load_pipeline(
+    model: str = "tiny",
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    text_encoder: str = RELEASE_TEXT_ENCODER,
+    vae: str = RELEASE_VAE,
+) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
+    if model == "tiny":
+        if not (TINY_DIR / "model_index.json").exists():
+            raise ModelFilesError(
+                f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
+                f"`python -m lumina.train all` or pass --model DIR"
+            )
+        model = str(TINY_DIR)
+    folder = Path(model)
+    if (folder / "model_index.json").exists():
+        pipe = LuminaVideoPipeline.from_pretrained(str(folder), torch_dtype=dtype)
+        return pipe.to(device), ModelDefaults.read(folder)
+    if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
+        raise ModelFilesError(
+            f"{folder} holds neither a diffusers pipeline (model_index.json) nor release weights ({', '.join(WEIGHT_FILES)})"
+        )
+    transformer = load_official_transformer(model, dtype=dtype)
+    tokenizer, encoder = load_text_encoder(text_encoder, dtype=dtype)
+    pipe = LuminaVideoPipeline(transformer=transformer, vae=load_release_vae(vae, dtype), text_encoder=encoder,
+                               tokenizer=tokenizer)
+    return pipe.to(device), ModelDefaults()
