@@ -81,6 +81,7 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Generati
     filled.height = req.height or defaults.height
     filled.frames = req.frames or defaults.frames
     filled.fps = req.fps or defaults.fps
+    filled.preset = req.preset or defaults.preset
     filled.seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
     V.check_seed(filled.seed)
     V.check_fps(filled.fps)

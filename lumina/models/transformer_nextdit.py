@@ -6,6 +6,7 @@ The same class serves the 1.77 B "2B GQA" release, the golden test model and the
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -64,10 +65,13 @@ class ScalarEmbedder(nn.Module):
         return self.mlp(self.sinusoid(value).to(self.mlp[0].weight.dtype))
 
 
+@functools.lru_cache(maxsize=32)
 def rope_frequencies(
     grid: Tuple[int, int, int], head_dim: int, theta: float, device: torch.device
 ) -> torch.Tensor:
     """Complex rotations (tokens, head_dim/2) for a (frames, rows, cols) patch grid, in fp32.
+
+    Cached: a sampling run asks for the same few grids at every step.
 
     head_dim is split 2:3:3 between frame, row and column axes; each axis rotates its channel pairs
     by pos * theta^(-2k/part) where pos indexes the patch grid.
