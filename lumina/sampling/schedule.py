@@ -83,7 +83,11 @@ def _as_float(what: str):
 
 
 def _as_patch_name(v) -> str:
-    return parse_patch_size(v).name
+    """Patch sizes of the model family (1x2, 2x2, 2x4); a model may still support fewer."""
+    ps = parse_patch_size(v)
+    if ps not in RELEASE_PATCH_SIZES:
+        raise ValueError(f"patch size {ps.name} is not one of {', '.join(p.name for p in RELEASE_PATCH_SIZES)}")
+    return ps.name
 
 
 _MULTI_960 = ("2x4", (0.03, "2x2"), (0.125, "1x2"))

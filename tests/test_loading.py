@@ -1,0 +1,89 @@
+"""Release checkpoint layout: formats, compile prefixes, strict keys, safe unpickling, offline Hub ids."""
+
+import argparse
+import os
+import shutil
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lumina import load_official_transformer
+from lumina.errors import ModelFilesError
+from lumina.models.loading import load_model_args
+
+
+def _copy_as(golden_dir, tmp_path, transform=lambda sd: sd, fmt="safetensors"):
+    sd = transform(load_file(golden_dir / "checkpoint" / "consolidated.00-of-01.safetensors"))
+    if fmt == "safetensors":
+        save_file(sd, tmp_path / "consolidated.00-of-01.safetensors")
+    else:
+        torch.save(sd, tmp_path / "consolidated.00-of-01.pth")
+    shutil.copy(golden_dir / "checkpoint" / "model_args.pth", tmp_path / "model_args.pth")
+    return tmp_path
+
+
+def _same_weights(a, b):
+    return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_pth_and_orig_mod_keys_load_to_the_same_model(golden_dir, tmp_path):
+    ref = load_official_transformer(golden_dir / "checkpoint", dtype=torch.float32)
+    (tmp_path / "pth").mkdir()
+    pth_dir = _copy_as(golden_dir, tmp_path / "pth", fmt="pth")
+    from_pth = load_official_transformer(pth_dir, dtype=torch.float32)
+    (tmp_path / "compiled").mkdir()
+    comp_dir = _copy_as(golden_dir, tmp_path / "compiled", lambda sd: {"_orig_mod." + k: v for k, v in sd.items()})
+    from_compiled = load_official_transformer(comp_dir, dtype=torch.float32)
+    assert _same_weights(ref, from_pth) and _same_weights(ref, from_compiled)
+    assert ref.config.n_kv_heads == 2 and ref.config.cap_feat_dim == 64 and ref.config.ffn_dim == 512
+    assert from_compiled.config.all_patch_size == [2, 2, 4] and from_compiled.config.all_f_patch_size == [1, 2, 2]
+
+
+def test_bf16_load(golden_dir):
+    model = load_official_transformer(golden_dir / "checkpoint", dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+
+
+def test_mismatched_keys_are_named(golden_dir, tmp_path):
+    def damage(sd):
+        sd = dict(sd)
+        sd.pop("layers.1.attention.gate")
+        sd["layers.0.attention.extra"] = torch.zeros(3)
+        return sd
+
+    _copy_as(golden_dir, tmp_path, damage)
+    with pytest.raises(ModelFilesError, match=r"missing keys: \['layers.1.attention.gate'\].*unexpected keys: \['layers.0.attention.extra'\]"):
+        load_official_transformer(tmp_path, dtype=torch.float32)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/lumina_pwned",))
+
+
+def test_tampered_model_args_is_refused(tmp_path):
+    path = tmp_path / "model_args.pth"
+    torch.save(argparse.Namespace(model="x", evil=_Evil()), path)
+    with pytest.raises(ModelFilesError, match="refused"):
+        load_model_args(path)
+    assert not os.path.exists("/tmp/lumina_pwned")
+
+
+def test_namespace_model_args_loads(golden_dir):
+    args = load_model_args(golden_dir / "checkpoint" / "model_args.pth")
+    assert isinstance(args, argparse.Namespace) and args.rope_theta == 256.0
+
+
+def test_hub_id_offline_fails_fast_with_instructions(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelFilesError, match="download"):
+        load_official_transformer("Alpha-VLLM/Lumina-Video-f24R960")
+    assert time.perf_counter() - start < 10
+
+
+def test_not_a_checkpoint_directory(tmp_path):
+    with pytest.raises(ModelFilesError, match="consolidated"):
+        load_official_transformer(tmp_path)
