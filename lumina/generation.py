@@ -16,7 +16,7 @@ from lumina.errors import InvalidRequestError
 from lumina.media import write_mp4
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.sampling import SampleConfig, format_schedule, get_preset, parse_schedule_string
+from lumina.sampling import SampleConfig, coerce_setting, format_schedule, get_preset
 
 Setting = Union[None, float, str]
 
@@ -47,12 +47,6 @@ class GenerationRequest:
     audio: bool = False
 
 
-def _time_aware(value: Setting, name: str):
-    if value is None or isinstance(value, (int, float)):
-        return value
-    return parse_schedule_string(str(value), kind=name)
-
-
 def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> SampleConfig:
     base = get_preset(req.preset or defaults.preset)
     if req.steps is None and defaults.steps is not None:
@@ -63,11 +57,11 @@ def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> Sample
         if isinstance(value, (int, float)):
             (V.check_guidance(value) if name == "guidance" else V.check_motion(name, value))
     return base.replace(
-        patch=None if req.schedule is None else parse_schedule_string(req.schedule, "patch"),
+        patch=coerce_setting(req.schedule, "patch"),
         steps=req.steps,
-        cfg=_time_aware(req.cfg, "cfg"),
-        motion=_time_aware(req.motion, "motion"),
-        neg_motion=_time_aware(req.neg_motion, "negMotion"),
+        cfg=coerce_setting(req.cfg, "cfg"),
+        motion=coerce_setting(req.motion, "motion"),
+        neg_motion=coerce_setting(req.neg_motion, "negMotion"),
         time_shift=req.time_shift,
         renorm=req.renorm,
     )

@@ -13,7 +13,7 @@ from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
-from lumina.sampling import SampleConfig, euler_step, guide, plan, resolve_sample_config
+from lumina.sampling import SampleConfig, coerce_setting, euler_step, guide, plan, resolve_sample_config
 from lumina.validation import check_latent_shape, check_size_and_frames
 
 SYSTEM_PROMPT = (
@@ -144,8 +144,9 @@ class LuminaVideoPipeline(DiffusionPipeline):
         if output_type != "latent" and self.vae is None:
             raise InvalidRequestError("this pipeline has no VAE: use output_type='latent'")
         config = resolve_sample_config(sample_config).replace(
-            steps=num_inference_steps, patch=patch_schedule, cfg=guidance_scale, motion=motion_score,
-            neg_motion=negative_motion_score, time_shift=time_shift, renorm=renorm,
+            steps=num_inference_steps, patch=coerce_setting(patch_schedule, "patch"),
+            cfg=coerce_setting(guidance_scale, "cfg"), motion=coerce_setting(motion_score, "motion"),
+            neg_motion=coerce_setting(negative_motion_score, "negMotion"), time_shift=time_shift, renorm=renorm,
         )
         steps = plan(config)
         supported = {p.name for p in self.transformer.supported_patch_sizes()}

@@ -2,6 +2,7 @@ from lumina.sampling.flow import StepPlan, euler_step, guide, plan, shift_time, 
 from lumina.sampling.schedule import (
     PRESETS,
     SampleConfig,
+    coerce_setting,
     format_schedule,
     get_preset,
     parse_schedule_string,
@@ -10,6 +11,6 @@ from lumina.sampling.schedule import (
 )
 
 __all__ = [
-    "PRESETS", "SampleConfig", "StepPlan", "euler_step", "format_schedule", "get_preset", "guide", "plan",
+    "PRESETS", "SampleConfig", "coerce_setting", "StepPlan", "euler_step", "format_schedule", "get_preset", "guide", "plan",
     "parse_schedule_string", "resolve_sample_config", "shift_time", "time_grid", "value_at",
 ]

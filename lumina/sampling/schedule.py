@@ -130,6 +130,13 @@ def parse_schedule_string(text: str, kind: str = "patch") -> TimeAware:
         raise ValueError(f"{err} (values: {allowed}; syntax: 'v0, v1@t1, v2@t2' with 0 < t1 < t2 < 1)") from None
 
 
+def coerce_setting(value: Any, kind: str) -> TimeAware:
+    """Schedule strings are parsed; constants, tuples and JSON lists pass through (None = keep default)."""
+    if isinstance(value, str):
+        return parse_schedule_string(value, kind)
+    return value
+
+
 def format_schedule(setting: TimeAware) -> str:
     """Inverse of parse_schedule_string: the tuple form written as a schedule string."""
     return ", ".join(_fmt(v) if i == 0 else f"{_fmt(v)}@{_fmt(t)}" for i, (t, v) in enumerate(stages(setting)))

@@ -1,0 +1,140 @@
+"""LuminaVideoPipeline end to end on small real components: encoding, validation, outputs, callbacks."""
+
+import subprocess
+import sys
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
+from lumina.media import read_video
+from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
+from tests.builders import random_pipeline
+
+FAST = dict(num_inference_steps=3, height=64, width=64, num_frames=8)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return random_pipeline()
+
+
+def test_prompt_encoding_right_pads_to_multiple_of_8_and_flags_truncation(pipe):
+    emb, mask, truncated = pipe.encode_prompt(["a red circle", "a much longer prompt about a blue square moving"])
+    assert emb.shape[1] % 8 == 0 and emb.shape[2] == 32 and not truncated
+    assert mask[0].tolist() == sorted(mask[0].tolist(), reverse=True)  # ones then zeros: right padding
+    ids = pipe.tokenizer(SYSTEM_PROMPT + "a red circle")["input_ids"]
+    assert int(mask[0].sum()) == len(ids)
+    long_emb, long_mask, truncated = pipe.encode_prompt("word " * 400)
+    assert truncated and long_emb.shape[1] == MAX_PROMPT_TOKENS and int(long_mask.sum()) == MAX_PROMPT_TOKENS
+
+
+def test_hidden_states_minus_two_are_the_features(pipe):
+    emb, mask, _ = pipe.encode_prompt("a red circle")
+    tok = pipe.tokenizer([SYSTEM_PROMPT + "a red circle"], return_tensors="pt", padding=True, pad_to_multiple_of=8)
+    with torch.no_grad():
+        hs = pipe.text_encoder(**tok, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(emb, hs[-2])
+    assert not torch.allclose(emb, hs[-1])
+
+
+@pytest.mark.parametrize("output_type,check", [
+    ("np", lambda f: isinstance(f, np.ndarray) and f.shape == (1, 8, 64, 64, 3) and 0 <= f.min() and f.max() <= 1),
+    ("pt", lambda f: isinstance(f, torch.Tensor) and tuple(f.shape) == (1, 8, 3, 64, 64)),
+    ("pil", lambda f: len(f) == 1 and len(f[0]) == 8 and f[0][0].size == (64, 64)),
+    ("latent", lambda f: tuple(f.shape) == (1, 16, 2, 8, 8)),
+])
+def test_output_types(pipe, output_type, check):
+    out = pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type=output_type, **FAST)
+    assert check(out.frames)
+    assert set(out.timings) == {"encode", "denoise", "decode", "total"}
+
+
+def test_same_seed_same_video_and_initial_latents_respected(pipe):
+    a = pipe("a red circle", generator=torch.Generator().manual_seed(1), output_type="latent", **FAST).frames
+    b = pipe("a red circle", generator=torch.Generator().manual_seed(1), output_type="latent", **FAST).frames
+    c = pipe("a red circle", generator=torch.Generator().manual_seed(2), output_type="latent", **FAST).frames
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    d = pipe("a red circle", latents=noise, output_type="latent", num_inference_steps=3).frames
+    torch.testing.assert_close(d, a)
+
+
+def test_callback_sees_every_step_and_schedule_is_reported(pipe):
+    seen = []
+
+    def cb(p, i, t, kw):
+        seen.append((i, round(t, 4), tuple(kw["latents"].shape)))
+        return kw
+
+    out = pipe("a red circle", callback_on_step_end=cb, patch_schedule="2x4, 1x2@0.5", time_shift=1.0,
+               output_type="latent", **FAST)
+    assert [s[0] for s in seen] == [0, 1]
+    assert [row["patch"] for row in out.schedule] == ["2x4", "1x2"]
+
+
+def test_interrupt_stops_the_loop_and_pipeline_stays_usable(pipe):
+    def stop_after_first(p, i, t, kw):
+        p.interrupt()
+        return kw
+
+    with pytest.raises(GenerationInterrupted, match="after 1 of"):
+        pipe("a red circle", callback_on_step_end=stop_after_first, output_type="latent", num_inference_steps=6,
+             height=64, width=64, num_frames=8)
+    out = pipe("a red circle", output_type="latent", **FAST)
+    assert torch.isfinite(out.frames).all()
+
+
+def test_nan_latents_are_detected_not_decoded(pipe):
+    def poison(p, i, t, kw):
+        return {"latents": kw["latents"] * float("nan")}
+
+    with pytest.raises(NonFiniteLatentsError, match="no video was written"):
+        pipe("a red circle", callback_on_step_end=poison, **FAST)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(height=60, width=64, num_frames=8), "multiples of 32"),
+    (dict(height=64, width=64, num_frames=12), "multiple of 8"),
+    (dict(height=32, width=256, num_frames=8), "aspect ratio"),
+    (dict(height=512, width=512, num_frames=8), "budget"),
+    (dict(height=64, width=64, num_frames=8, output_type="gif"), "allowed: np, pt, pil, latent"),
+    (dict(height=64, width=64, num_frames=8, patch_schedule="2x4, 3x3@0.5"), "not one of"),
+])
+def test_bad_requests_are_refused_with_the_rule(pipe, kwargs, message):
+    with pytest.raises((InvalidRequestError, ValueError), match=message):
+        pipe("a red circle", num_inference_steps=3, **kwargs)
+
+
+def test_cli_generates_a_decodable_mp4_with_sidecar(random_pipeline_dir, tmp_path):
+    out = tmp_path / "clip.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lumina", "generate", "--model", str(random_pipeline_dir), "--prompt",
+         "a red circle moving right", "--schedule", "multiscale", "--motion", "8", "--neg-motion", "2, 6@0.05",
+         "--cfg", "4, 0@0.5", "--steps", "4", "--seed", "7", "--resolution", "64x32", "--frames", "16",
+         "--fps", "8", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frames, fps = read_video(out)
+    assert frames.shape == (16, 32, 64, 3) and fps == 8
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["request"]["seed"] == 7 and side["request"]["motion"] == 8.0
+    assert side["sample_config"]["P"] == ["2x4", [0.03, "2x2"], [0.125, "1x2"]]
+    assert len(side["schedule"]) == 3 and side["schedule"][0]["patch"] == "2x4"
+    assert set(side["timings"]) >= {"encode", "denoise", "decode", "total"}
+    assert [row["patch"] for row in side["schedule"]] == ["2x4", "2x4", "2x2"]  # t = 0, 0.02, 0.077 at ts 24
+    assert side["tokens_per_step"]["2x4"] * 4 == side["tokens_per_step"]["2x2"]
+
+
+def test_cli_refuses_bad_input_without_traceback(random_pipeline_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lumina", "generate", "--model", str(random_pipeline_dir), "--prompt", "x",
+         "--resolution", "70x64", "--out", str(tmp_path / "x.mp4")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "multiples of 32" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "lumina", "presets"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "f24F96R960-MultiScale" in proc.stdout and "2x4, 2x2@0.03, 1x2@0.125" in proc.stdout
