@@ -32,6 +32,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--fps", type=int)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--memory", default="none",
+                   help="none | model-offload | sequential-offload | group-offload, '+8bit', '+vae-tiling', "
+                        "'+vae-slicing'; or auto (from free GPU memory)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer blocks")
     p.add_argument("--out", required=True, help="FILE.mp4")
 
 
@@ -62,7 +66,8 @@ def cmd_generate(args) -> int:
         neg_motion=_number_or_text(args.neg_motion), cfg=_number_or_text(args.cfg), steps=args.steps,
         time_shift=args.time_shift, renorm=args.renorm, seed=args.seed,
     )
-    pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device)
+    pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
+                                   memory=args.memory, compile_blocks=args.compile)
     sidecar = generate_video(pipe, defaults, req, args.out)
     print(json.dumps({"video": args.out, "seed": sidecar["request"]["seed"], "timings": sidecar["timings"]}))
     return 0

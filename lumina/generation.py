@@ -127,6 +127,7 @@ def generate_video(
         "patch_schedule": format_schedule(config.patch),
         "schedule": out.schedule,
         "prompt_truncated": out.prompt_truncated,
+        "memory": getattr(getattr(pipe, "memory_plan", None), "name", "none"),
         "tokens_per_step": {
             s: pipe.transformer.num_tokens((max(req.frames // 4, 1), req.height // 8, req.width // 8), s)
             for s in sorted({row["patch"] for row in out.schedule})

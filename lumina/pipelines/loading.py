@@ -16,6 +16,7 @@ import torch
 from lumina.errors import ModelFilesError
 from lumina.models.components import RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
+from lumina.pipelines.memory import apply_memory_mode
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -50,7 +51,19 @@ def load_pipeline(
     device: str = "cpu",
     text_encoder: str = RELEASE_TEXT_ENCODER,
     vae: str = RELEASE_VAE,
+    memory: str = "none",
+    compile_blocks: bool = False,
 ) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
+    """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory)."""
+    pipe, defaults = _load(model, dtype, text_encoder, vae)
+    tokens = pipe.transformer.num_tokens((max(defaults.frames // 4, 1), defaults.height // 8, defaults.width // 8), "1x2")
+    pipe.memory_plan = apply_memory_mode(pipe, memory, device, tokens_per_step=tokens)
+    if compile_blocks:
+        pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)
+    return pipe, defaults
+
+
+def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
     if model == "tiny":
         if not (TINY_DIR / "model_index.json").exists():
             raise ModelFilesError(
@@ -60,8 +73,7 @@ def load_pipeline(
         model = str(TINY_DIR)
     folder = Path(model)
     if (folder / "model_index.json").exists():
-        pipe = LuminaVideoPipeline.from_pretrained(str(folder), torch_dtype=dtype)
-        return pipe.to(device), ModelDefaults.read(folder)
+        return LuminaVideoPipeline.from_pretrained(str(folder), torch_dtype=dtype), ModelDefaults.read(folder)
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
         raise ModelFilesError(
             f"{folder} holds neither a diffusers pipeline (model_index.json) nor release weights ({', '.join(WEIGHT_FILES)})"
@@ -70,4 +82,4 @@ def load_pipeline(
     tokenizer, encoder = load_text_encoder(text_encoder, dtype=dtype)
     pipe = LuminaVideoPipeline(transformer=transformer, vae=load_release_vae(vae, dtype), text_encoder=encoder,
                                tokenizer=tokenizer)
-    return pipe.to(device), ModelDefaults()
+    return pipe, ModelDefaults()
