@@ -89,6 +89,15 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from lumina.batch import run_batch
+
+    written = run_batch(args.prompts, args.out, model=args.model, device=args.device, memory=args.memory,
+                        seed=args.seed)
+    print(f"{len(written)} new videos in {args.out}")
+    return 0
+
+
 def cmd_motion_score(args) -> int:
     from lumina.motion import main as motion_main
 
@@ -100,10 +109,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     sub.add_parser("presets", help="list release presets and patch schedules")
+    b = sub.add_parser("batch", help="generate a prompt list (resumable; split over `accelerate launch` processes)")
+    b.add_argument("prompts", help="text file, one prompt a line, or JSON lines of generate settings")
+    b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--model", default="tiny")
+    b.add_argument("--memory", default="none")
+    b.add_argument("--device", default=None, help="default: this process's accelerator, else cpu")
+    b.add_argument("--seed", type=int, default=0, help="base seed: line i uses seed + i unless it sets one")
     ms = sub.add_parser("motion-score", help="measure a video's motion score (release protocol)")
     ms.add_argument("video")
     args = parser.parse_args(argv)
-    handlers = {"generate": cmd_generate, "presets": cmd_presets, "motion-score": cmd_motion_score}
+    handlers = {"generate": cmd_generate, "presets": cmd_presets, "motion-score": cmd_motion_score, "batch": cmd_batch}
     try:
         return handlers[args.command](args)
     except (LuminaError, ValueError) as err:

@@ -49,7 +49,7 @@ def load_release_vae(source: str = RELEASE_VAE, dtype: torch.dtype = torch.bfloa
     local = Path(source)
     subfolder = None if (local / "config.json").exists() else "vae"
     try:
-        return AutoencoderKLCogVideoX.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype).eval()
+        return AutoencoderKLCogVideoX.from_pretrained(source, subfolder=subfolder, dtype=dtype).eval()
     except OSError as err:
         raise ModelFilesError(
             f"could not load the CogVideoX VAE from {source!r} ({str(err).splitlines()[0]}); with no network, "

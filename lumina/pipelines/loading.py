@@ -73,7 +73,7 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str) -> Tuple[
         model = str(TINY_DIR)
     folder = Path(model)
     if (folder / "model_index.json").exists():
-        return LuminaVideoPipeline.from_pretrained(str(folder), torch_dtype=dtype), ModelDefaults.read(folder)
+        return LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype), ModelDefaults.read(folder)
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
         raise ModelFilesError(
             f"{folder} holds neither a diffusers pipeline (model_index.json) nor release weights ({', '.join(WEIGHT_FILES)})"

@@ -1,0 +1,78 @@
+"""Many prompts over many processes: `accelerate launch -m lumina batch PROMPTS --out DIR`.
+
+Each process (accelerate's PartialState: one GPU each, or a single CPU process) takes its share of the
+list; finished outputs (mp4 + sidecar) are skipped, so an interrupted batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import List
+
+from lumina.errors import InvalidRequestError
+from lumina.generation import GenerationRequest
+
+
+def read_prompts(path) -> List[GenerationRequest]:
+    """A text file (one prompt a line) or JSON lines with GenerationRequest fields ("prompt" required)."""
+    allowed = {f.name for f in fields(GenerationRequest)}
+    requests = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InvalidRequestError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+            unknown = sorted(set(item) - allowed)
+            if unknown or "prompt" not in item:
+                raise InvalidRequestError(f"{path}:{n}: needs 'prompt'; unknown keys {unknown}; allowed {sorted(allowed)}")
+            requests.append(GenerationRequest(**item))
+        else:
+            requests.append(GenerationRequest(prompt=line))
+    return requests
+
+
+def output_name(index: int, prompt: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "clip"
+    return f"{index:05d}-{slug}.mp4"
+
+
+def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, memory: str = "none",
+              seed: int = 0) -> List[Path]:
+    """Generate this process's share; returns the outputs it wrote (skipped ones excluded)."""
+    import torch
+    from accelerate import PartialState
+
+    from lumina.generation import generate_video
+    from lumina.pipelines.loading import load_pipeline
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    requests = read_prompts(prompts_file)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [
+        (i, r) for i, r in enumerate(requests)
+        if not ((out_dir / output_name(i, r.prompt)).exists() and (out_dir / output_name(i, r.prompt)).with_suffix(".json").exists())
+    ]
+    written = []
+    with state.split_between_processes(todo) as mine:
+        if not mine:
+            return written
+        device = device or str(state.device)
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        pipe, defaults = load_pipeline(model, dtype=dtype, device=device, memory=memory)
+        pipe.set_progress_bar_config(disable=True)
+        for i, req in mine:
+            if req.seed is None:
+                req.seed = seed + i
+            path = out_dir / output_name(i, req.prompt)
+            generate_video(pipe, defaults, req, path)
+            written.append(path)
+            print(f"[process {state.process_index}] wrote {path}", flush=True)
+    return written

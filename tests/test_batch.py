@@ -1,0 +1,44 @@
+"""Batch generation: split across accelerate processes, resumable, each output with its sidecar."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lumina.batch import output_name, read_prompts
+from lumina.errors import InvalidRequestError
+
+
+def test_prompt_file_formats(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text('# comment\na red circle\n\n{"prompt": "a blue square", "seed": 4, "motion": 2}\n')
+    reqs = read_prompts(f)
+    assert [r.prompt for r in reqs] == ["a red circle", "a blue square"] and reqs[1].seed == 4
+    f.write_text('{"prompt": "x", "colour": 1}\n')
+    with pytest.raises(InvalidRequestError, match="unknown keys"):
+        read_prompts(f)
+    assert output_name(3, "A red Circle!") == "00003-a-red-circle.mp4"
+
+
+def test_accelerate_two_processes_then_resume(random_pipeline_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na green star\na blue square\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lumina", "batch", str(prompts), "--out", str(out),
+           "--model", str(random_pipeline_dir), "--seed", "10"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # two CPU processes over gloo
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[process 0]" in proc.stdout and "[process 1]" in proc.stdout
+    videos = sorted(out.glob("*.mp4"))
+    assert len(videos) == 3
+    seeds = [json.loads(v.with_suffix(".json").read_text())["request"]["seed"] for v in videos]
+    assert seeds == [10, 11, 12]
+    mtimes = [v.stat().st_mtime_ns for v in videos]
+    again = subprocess.run([sys.executable, "-m", "lumina", "batch", str(prompts), "--out", str(out), "--model",
+                            str(random_pipeline_dir)], capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0 and "0 new videos" in again.stdout
+    assert [v.stat().st_mtime_ns for v in videos] == mtimes
