@@ -1,0 +1,69 @@
+"""Seconds per transformer forward for each patch size, relative to 1x2, and the cost-model fit.
+
+    python benchmarks/bench_forward.py --config tiny                     # CPU, seconds
+    python benchmarks/bench_forward.py --config 2b --size 1248x704x96 --device cuda --dtype bf16
+
+The 2B configuration uses random weights (the release's architecture, built directly on the device).
+`--fit` stores overhead and FLOP throughput for the device in results/cost_model.json (used by the app's
+ZeroGPU duration estimate through lumina.costs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from _util import RESULTS, device_name, report, timed
+
+from lumina import LuminaNextDiTVideo
+from lumina.costs import COST_FILE, fit_throughput, forward_flops
+
+CONFIGS = {
+    "tiny": dict(dim=192, n_layers=6, n_heads=4, n_kv_heads=2, cap_feat_dim=384, multiple_of=64),
+    "2b": {},
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
+    p.add_argument("--size", default="128x128x16", help="WxHxFRAMES of the video")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--fit", action="store_true", help="update results/cost_model.json for this device")
+    args = p.parse_args(argv)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    w, h, frames = (int(v) for v in args.size.lower().split("x"))
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = LuminaNextDiTVideo(**CONFIGS[args.config]).to(dtype).eval()
+    latent = torch.randn(1, 16, max(frames // 4, 1), h // 8, w // 8, device=args.device, dtype=dtype)
+    cap = torch.randn(1, 32, model.config.cap_feat_dim, device=args.device, dtype=dtype)
+    mask = torch.ones(1, 32, device=args.device, dtype=torch.long)
+    t, motion = torch.tensor([0.5], device=args.device), torch.tensor([6.0], device=args.device)
+    rows, samples = [], []
+    base = None
+    for ps in ["1x2", "2x2", "2x4"]:
+        tokens = model.num_tokens(tuple(latent.shape[2:]), ps)
+        with torch.no_grad():
+            sec = timed(lambda: model(latent, t, cap, mask, motion, ps), args.device, args.repeats)
+        base = base or sec
+        flops = forward_flops(model.config, tokens, caption_tokens=32)
+        samples.append((flops, sec))
+        rows.append([ps, tokens, f"{sec:.4f}", f"{sec / base:.3f}", f"{flops / sec / 1e12:.2f}"])
+    meta = {"config": args.config, "size": args.size, "dtype": args.dtype, "device": args.device,
+            "device_name": device_name(args.device),
+            "params": sum(p.numel() for p in model.parameters())}
+    report(f"forward_{args.config}_{torch.device(args.device).type}", ["patch", "tokens", "s/forward", "vs 1x2", "TFLOP/s"],
+           rows, meta)
+    if args.fit:
+        fits = json.loads(COST_FILE.read_text()) if COST_FILE.exists() else {}
+        fits[torch.device(args.device).type] = {**fit_throughput(samples), "from": meta}
+        COST_FILE.write_text(json.dumps(fits, indent=1))
+        print(f"cost model for {args.device}: {fits[torch.device(args.device).type]}")
+
+
+if __name__ == "__main__":
+    main()

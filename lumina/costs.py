@@ -1,0 +1,73 @@
+"""How long a request takes: FLOPs per forward from the config, seconds from a fitted throughput.
+
+`seconds(forward) = overhead + flops / flops_per_second`, with the two constants fitted by
+`benchmarks/bench_forward.py` per device and stored in `benchmarks/results/cost_model.json`. The app's
+ZeroGPU duration and the benchmarks' predictions both come from here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from lumina.sampling import SampleConfig, plan
+
+COST_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cost_model.json"
+# Fallback for a CUDA GPU before any benchmark ran: H100-class bf16 at ~35% utilisation.
+DEFAULT_FIT = {"overhead_s": 0.01, "flops_per_second": 3.5e14}
+
+
+def forward_flops(config, tokens: int, caption_tokens: int = 256) -> float:
+    """Multiply-adds x2 of one transformer forward over `tokens` video tokens (one item)."""
+    d, layers = config.dim, config.n_layers
+    kv = (d // config.n_heads) * (config.n_kv_heads or config.n_heads)
+    ffn = config.ffn_dim or 0
+    if not ffn:
+        from lumina.models.transformer_nextdit import ffn_hidden_dim
+
+        ffn = ffn_hidden_dim(d, config.multiple_of)
+    per_token = 2 * (2 * d * d + 2 * d * kv + 3 * d * ffn)
+    caption = 2 * caption_tokens * 2 * config.cap_feat_dim * kv
+    attention = 2 * 2 * tokens * (tokens + caption_tokens) * d
+    return float(layers * (tokens * per_token + caption + attention))
+
+
+def load_fit(device: str = "cuda") -> Dict[str, float]:
+    if COST_FILE.exists():
+        fits = json.loads(COST_FILE.read_text())
+        if device in fits:
+            return fits[device]
+    return DEFAULT_FIT
+
+
+def forward_seconds(config, tokens: int, fit: Dict[str, float]) -> float:
+    return fit["overhead_s"] + forward_flops(config, tokens) / fit["flops_per_second"]
+
+
+def request_seconds(
+    transformer_config, sample_config: SampleConfig, latent_shape: Tuple[int, int, int], fit: Optional[dict] = None
+) -> Tuple[float, Dict[str, int]]:
+    """Predicted denoising seconds for one video, and the tokens per step of each scale used."""
+
+    fit = fit or load_fit()
+    f, h, w = latent_shape
+    total, tokens_by_scale = 0.0, {}
+    for step in plan(sample_config):
+        ps = step.patch
+        tokens = -(-f // ps.f) * (h // ps.p) * (w // ps.p)
+        tokens_by_scale[ps.name] = tokens
+        total += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1)
+    return total, tokens_by_scale
+
+
+def fit_throughput(samples) -> Dict[str, float]:
+    """Least squares of seconds = overhead + flops / throughput over (flops, seconds) pairs."""
+    n = len(samples)
+    mean_x = sum(x for x, _ in samples) / n
+    mean_y = sum(y for _, y in samples) / n
+    var = sum((x - mean_x) ** 2 for x, _ in samples)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in samples) / var if var else mean_y / mean_x
+    slope = max(slope, 1e-18)
+    overhead = max(mean_y - slope * mean_x, 0.0)
+    return {"overhead_s": overhead, "flops_per_second": 1.0 / slope}
