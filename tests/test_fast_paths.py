@@ -1,0 +1,43 @@
+"""Fast paths give the same numbers as the plain SDPA path."""
+
+import pytest
+import torch
+
+from lumina.models import transformer_nextdit as T
+from tests.builders import random_transformer
+
+
+def _inputs(dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    x = [torch.randn(16, 2, 8, 8, generator=g), torch.randn(16, 4, 8, 12, generator=g)]
+    cap = torch.randn(2, 6, 32, generator=g)
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    return ([i.to(device, dtype) for i in x], torch.tensor([0.3, 0.8], device=device), cap.to(device, dtype),
+            mask.to(device), torch.tensor([6.0, -1.0], device=device))
+
+
+def test_compiled_repeated_blocks_match_eager():
+    model = random_transformer()
+    args = _inputs()
+    with torch.no_grad():
+        ref = model(*args, "2x2")
+        model.compile_repeated_blocks(fullgraph=False, dynamic=True)
+        out = model(*args, "2x2")
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(T.flash_attn_varlen_func is None or not torch.cuda.is_available(),
+                    reason="flash-attn and a CUDA GPU are needed for the varlen path")
+def test_flash_varlen_matches_sdpa():
+    model = random_transformer().to("cuda", torch.bfloat16)
+    args = _inputs(torch.bfloat16, "cuda")
+    with torch.no_grad():
+        flash = model(*args, "1x2")
+        saved, T.flash_attn_varlen_func = T.flash_attn_varlen_func, None
+        try:
+            sdpa = model(*args, "1x2")
+        finally:
+            T.flash_attn_varlen_func = saved
+    for a, b in zip(flash, sdpa):
+        assert ((a.float() - b.float()).abs().max() / b.float().abs().max()).item() < 2e-2
