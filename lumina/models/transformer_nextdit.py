@@ -65,34 +65,33 @@ class ScalarEmbedder(nn.Module):
         return self.mlp(self.sinusoid(value).to(self.mlp[0].weight.dtype))
 
 
-@functools.lru_cache(maxsize=32)
-def rope_frequencies(
-    grid: Tuple[int, int, int], head_dim: int, theta: float, device: torch.device
-) -> torch.Tensor:
-    """Complex rotations (tokens, head_dim/2) for a (frames, rows, cols) patch grid, in fp32.
+def rope_from_positions(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """Complex rotations (L, head_dim/2) for per-token (frame, row, col) positions, in fp32.
 
-    Cached: a sampling run asks for the same few grids at every step.
-
-    head_dim is split 2:3:3 between frame, row and column axes; each axis rotates its channel pairs
-    by pos * theta^(-2k/part) where pos indexes the patch grid.
+    head_dim is split 2:3:3 between the three axes; each axis rotates its channel pairs by
+    pos * theta^(-2k/part). Positions may be fractional: V2A scales time so that the same instant gets
+    the same angle in the audio and the video streams.
     """
     unit = head_dim // 8
     parts = (unit * 2, unit * 3, unit * 3)
-    axes = []
-    for size, part in zip(grid, parts):
-        inv = 1.0 / theta ** (torch.arange(0, part, 2, dtype=torch.float64, device=device)[: part // 2] / part)
-        pos = torch.arange(size, dtype=torch.float64, device=device)
-        axes.append(torch.polar(torch.ones(size, part // 2, dtype=torch.float64, device=device), torch.outer(pos, inv)))
-    f, h, w = grid
-    full = torch.cat(
-        [
-            axes[0][:, None, None, :].expand(f, h, w, -1),
-            axes[1][None, :, None, :].expand(f, h, w, -1),
-            axes[2][None, None, :, :].expand(f, h, w, -1),
-        ],
-        dim=-1,
-    )
-    return full.reshape(f * h * w, head_dim // 2).to(torch.complex64)
+    pos = positions.to(torch.float64)
+    angles = []
+    for axis, part in enumerate(parts):
+        inv = 1.0 / theta ** (torch.arange(0, part, 2, dtype=torch.float64, device=pos.device)[: part // 2] / part)
+        angles.append(torch.outer(pos[:, axis], inv))
+    angle = torch.cat(angles, dim=-1)
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+
+
+@functools.lru_cache(maxsize=32)
+def rope_frequencies(grid: Tuple[int, int, int], head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    """Rotations for a (frames, rows, cols) patch grid, tokens ordered frame, row, column.
+
+    Cached: a sampling run asks for the same few grids at every step.
+    """
+    axes = [torch.arange(n, device=device) for n in grid]
+    positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    return rope_from_positions(positions, head_dim, theta)
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
