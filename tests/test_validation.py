@@ -1,0 +1,90 @@
+"""Property-based checks of the validators: every refusal is an InvalidRequestError naming the rule."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lumina import validation as V
+from lumina.errors import InvalidRequestError
+
+anything = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                     st.text(max_size=10))
+
+
+@settings(max_examples=300, deadline=None)
+@given(w=st.integers(-100, 3000), h=st.integers(-100, 3000), r=st.sampled_from([128, 256, 512, 960]))
+def test_size_rule(w, h, r):
+    ok = (w >= 32 and h >= 32 and w % 32 == 0 and h % 32 == 0 and max(w, h) / min(w, h) <= 4
+          and (w // 32) * (h // 32) <= (r // 32) ** 2)
+    if ok:
+        V.check_size(w, h, r)
+    else:
+        with pytest.raises(InvalidRequestError, match=f"{w}x{h}"):
+            V.check_size(w, h, r)
+
+
+@settings(max_examples=200, deadline=None)
+@given(f=st.integers(-20, 400))
+def test_frames_rule(f):
+    if f == 1 or (f > 0 and f % 8 == 0):
+        V.check_frames(f)
+    else:
+        with pytest.raises(InvalidRequestError, match="multiple of 8"):
+            V.check_frames(f)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=anything)
+def test_validators_only_raise_invalid_request(value):
+    for check in (V.check_frames, V.check_seed, V.check_steps, V.check_fps, V.check_guidance,
+                  lambda v: V.check_motion("motion", v), lambda v: V.check_size(v, v, 256), V.check_prompt):
+        try:
+            check(value)
+        except InvalidRequestError as err:
+            assert str(err)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(-2**40, 2**40))
+def test_seed_range_is_full_32_bit(seed):
+    if 0 <= seed < 2**32:
+        V.check_seed(seed)
+    else:
+        with pytest.raises(InvalidRequestError, match="4294967295"):
+            V.check_seed(seed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.floats(-1000, 1000, allow_nan=False))
+def test_motion_and_guidance_ranges(x):
+    lo, hi = V.MOTION_RANGE
+    if lo <= x <= hi:
+        V.check_motion("motion", x)
+    else:
+        with pytest.raises(InvalidRequestError, match="motion"):
+            V.check_motion("motion", x)
+    with pytest.raises(InvalidRequestError):
+        V.check_guidance(math.nan)
+
+
+@settings(max_examples=100, deadline=None)
+@given(v=st.integers(1, 5000))
+def test_snap_size_gives_allowed_multiples(v):
+    s = V.snap_size(v)
+    assert s % 32 == 0 and s >= 32 and abs(s - v) <= max(16, 32 - v)
+
+
+def test_supported_sizes_fit_the_budget_and_frames_for_durations():
+    sizes = V.supported_sizes(128)
+    assert (128, 128) in sizes and all((w // 32) * (h // 32) <= 16 for w, h in sizes)
+    assert V.supported_sizes(960)[0][0] * V.supported_sizes(960)[0][1] <= 960 * 960
+    assert V.frames_for(4, 24) == 96 and V.frames_for(2, 8) == 16 and V.frames_for(0.1, 8) == 8
+    with pytest.raises(InvalidRequestError, match="fps"):
+        V.frames_for(2, 0)
+    assert V.parse_resolution("256x128") == (256, 128)
+    with pytest.raises(InvalidRequestError, match="WxH"):
+        V.parse_resolution("256 by 128")
+    with pytest.raises(InvalidRequestError, match="empty"):
+        V.check_prompt("   ")
