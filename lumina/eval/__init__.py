@@ -1,0 +1,1 @@
+"""Evaluations that measure the paper's claims on our own models (ShapesBench, V2A sync)."""
