@@ -9,7 +9,7 @@ request's size). Combinations that cannot work are resolved or refused here, bef
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -32,6 +32,14 @@ class MemoryPlan:
     def name(self) -> str:
         parts = [self.offload] + [f for f, on in zip(FLAGS, (self.quantize_8bit, self.vae_tiling, self.vae_slicing)) if on]
         return "+".join(parts)
+
+
+def modes_for(device_type: str) -> List[str]:
+    """The modes offered in menus for a device (any other valid combination is accepted too)."""
+    if device_type == "cuda":
+        return ["auto", "none", "model-offload+vae-tiling", "model-offload+8bit+vae-tiling", "group-offload+vae-tiling",
+                "sequential-offload+vae-tiling", "8bit"]
+    return ["none", "8bit", "none+vae-tiling"]
 
 
 def parse_memory_mode(text: str) -> Optional[MemoryPlan]:

@@ -1,0 +1,225 @@
+"""Server-side state: the loaded model (one at a time, behind a lock), the running job's stop control,
+and the folder of generated files (unique names, oldest removed)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+from lumina.errors import GenerationInterrupted, InvalidRequestError, ModelFilesError
+from lumina.generation import GenerationRequest, generate_video, resolve_request, sample_config_for
+import torch
+
+from lumina.pipelines.loading import TINY_DIR, ModelDefaults, load_pipeline
+from lumina.pipelines.memory import modes_for
+from lumina.sampling import plan
+
+log = logging.getLogger("lumina.app")
+
+HOW_TO_GET_A_MODEL = (
+    "no model to serve: the bundled tiny model is missing from {tiny}. Train it with "
+    "`python -m lumina.train all`, or start the app with --model DIR (a diffusers-layout pipeline folder "
+    "with model_index.json, or a release checkpoint folder), or set LUMINA_MODEL=DIR."
+)
+
+def default_model() -> str:
+    """LUMINA_MODEL, else "tiny" when the bundled model exists; otherwise a clear error."""
+    env = os.environ.get("LUMINA_MODEL")
+    if env:
+        return env
+    if (TINY_DIR / "model_index.json").exists():
+        return "tiny"
+    raise ModelFilesError(HOW_TO_GET_A_MODEL.format(tiny=TINY_DIR))
+
+
+def check_model_spec(model: str) -> None:
+    """Fail before loading anything when a local model cannot be there."""
+    if model == "tiny" and not (TINY_DIR / "model_index.json").exists():
+        raise ModelFilesError(HOW_TO_GET_A_MODEL.format(tiny=TINY_DIR))
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise ModelFilesError(f"model folder {model} does not exist. " + HOW_TO_GET_A_MODEL.format(tiny=TINY_DIR))
+
+
+def pick_device() -> Tuple[str, "object"]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32
+
+
+class RunControl:
+    """Who is generating now, which step it is at, and whether someone asked it to stop."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.owner: Optional[str] = None
+        self.running = False
+        self.stop_requested = False
+        self.pipe = None
+        self.step: Optional[int] = None
+        self.total: Optional[int] = None
+
+    def begin(self, owner: Optional[str]) -> None:
+        with self._lock:
+            self.owner, self.running, self.stop_requested = owner, True, False
+            self.step = self.total = None
+
+    def attach(self, pipe, total: int) -> None:
+        with self._lock:
+            self.pipe, self.step, self.total = pipe, None, total
+            if self.stop_requested:
+                pipe.interrupt()
+
+    def at_step(self, step: int) -> None:
+        with self._lock:
+            self.step = step
+            if self.stop_requested and self.pipe is not None:
+                # The pipeline clears its flag when denoising starts, so a stop pressed during
+                # text encoding is re-sent after the first step.
+                self.pipe.interrupt()
+
+    def end(self) -> None:
+        with self._lock:
+            self.running, self.pipe, self.owner = False, None, None
+
+    def request_stop(self, owner: Optional[str] = None) -> bool:
+        """Stop the running job if there is one and it belongs to `owner` (None: any owner)."""
+        with self._lock:
+            if not self.running or (owner is not None and self.owner is not None and owner != self.owner):
+                return False
+            self.stop_requested = True
+            if self.pipe is not None:
+                self.pipe.interrupt()
+            return True
+
+    def check(self) -> None:
+        """Between the videos of a batch: raise if a stop was asked for."""
+        if self.stop_requested:
+            raise GenerationInterrupted("stopped by request")
+
+
+class StepReporter:
+    """callback_on_step_end: report progress with the step's scale and pass stop requests to the pipe."""
+
+    def __init__(self, control: RunControl, patches: Sequence[str], progress=None, label: str = ""):
+        self.control, self.patches, self.progress, self.label = control, list(patches), progress, label
+
+    def __call__(self, pipe, i, t, kwargs):
+        n = len(self.patches)
+        self.control.at_step(i + 1)
+        if self.progress is not None:
+            try:
+                self.progress((i + 1) / n, desc=f"{self.label}step {i + 1}/{n} · scale {self.patches[i]} · t={t:.3f}")
+            except Exception:  # progress is cosmetic; never let it break a run
+                log.debug("progress update failed", exc_info=True)
+        return kwargs
+
+
+class ModelHolder:
+    """Keeps one pipeline loaded; `generate` runs one video at a time."""
+
+    registry: ClassVar[Dict[int, "ModelHolder"]] = {}
+
+    def __init__(self, model: str, extra_models: Sequence[str] = (), loader: Callable = load_pipeline):
+        self.default = model
+        choices = [model] + [m for m in extra_models if m]
+        if model != "tiny" and (TINY_DIR / "model_index.json").exists():
+            choices.append("tiny")
+        self.choices: List[str] = list(dict.fromkeys(choices))
+        self._loader = loader
+        self._load_lock = threading.RLock()
+        self.run_lock = threading.RLock()  # held while a video is made and while models change
+        self._current: Optional[Tuple[str, object, ModelDefaults]] = None
+        self.memory_mode = "none"
+        self.device, self.dtype = pick_device()
+        self.control = RunControl()
+        self.audio_fn: Optional[Callable] = None  # (frames, fps, prompt) -> waveform, once a V2A model exists
+        self.id = id(self)
+        ModelHolder.registry[self.id] = self
+
+    @property
+    def memory_modes(self) -> List[str]:
+        return modes_for(torch.device(self.device).type)
+
+    def get(self, model: Optional[str] = None, memory_mode: Optional[str] = None):
+        """(pipe, defaults) for `model` (default: the one given at start), loading it if needed."""
+        model = model or self.default
+        if model not in self.choices:
+            raise InvalidRequestError(f"model {model!r} is not available here; choose one of {self.choices}")
+        if memory_mode is not None and memory_mode not in self.memory_modes:
+            raise InvalidRequestError(f"memory mode {memory_mode!r} is not available on {self.device}; "
+                                      f"choose one of {self.memory_modes}")
+        want_mode = memory_mode or self.memory_mode
+        with self._load_lock:
+            if self._current is not None and self._current[0] == model and want_mode == self.memory_mode:
+                return self._current[1], self._current[2]
+        with self.run_lock, self._load_lock:  # never swap the model under a running job
+            if self._current is not None and self._current[0] == model and want_mode == self.memory_mode:
+                return self._current[1], self._current[2]
+            self._current = None  # free the old model before loading the next
+            check_model_spec(model)
+            log.info("loading model %s on %s", model, self.device)
+            pipe, defaults = self._loader(model, dtype=self.dtype, device=self.device, memory=want_mode)
+            self.memory_mode = want_mode
+            self._current = (model, pipe, defaults)
+            return pipe, defaults
+
+    def generate(self, model: Optional[str], req: GenerationRequest, out_path, progress=None, label: str = ""):
+        """One video, with per-step progress naming the scale; GenerationInterrupted if stopped.
+
+        The caller holds `run_lock` (Studio does, per job). It is not taken here because on ZeroGPU this
+        runs in a process forked while the parent held it.
+        """
+        pipe, defaults = self.get(model)
+        filled = resolve_request(req, defaults)
+        steps = plan(sample_config_for(filled, defaults))
+        reporter = StepReporter(self.control, [s.patch.name for s in steps], progress, label)
+        self.control.attach(pipe, len(steps))
+        try:
+            return generate_video(pipe, defaults, filled, out_path, callback_on_step_end=reporter,
+                                  audio_fn=self.audio_fn)
+        finally:
+            self.control.pipe = None
+
+
+@dataclass
+class OutputStore:
+    """Generated files live under `root` as <uuid>.mp4 + <uuid>.json (+ <uuid>.tiles.png); only the newest
+    `keep` videos stay."""
+
+    root: Path
+    keep: int = 100
+
+    def __post_init__(self):
+        self.root = Path(self.root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def new_path(self, prefix: str = "") -> Path:
+        return self.root / f"{prefix}{uuid.uuid4().hex}.mp4"
+
+    def cleanup(self) -> List[Path]:
+        """Remove all but the newest `keep` videos (and their sidecars); returns what was removed."""
+        removed = []
+        with self._lock:
+            videos = sorted(self.root.glob("*.mp4"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in videos[self.keep:]:
+                for path in [old] + sorted(self.root.glob(f"{old.stem}.*")):  # sidecar, contact sheet
+                    try:
+                        path.unlink()
+                        removed.append(path)
+                    except FileNotFoundError:
+                        pass
+        return removed
+
+    def examples_cache(self, model: str) -> Path:
+        """A per-model folder for Gradio's cached examples (a new model must not reuse old videos)."""
+        digest = hashlib.sha1(str(Path(model).resolve() if model != "tiny" else TINY_DIR).encode()).hexdigest()[:10]
+        return self.root / ".examples_cache" / digest

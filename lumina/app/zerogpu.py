@@ -1,0 +1,94 @@
+"""Hugging Face ZeroGPU support: the `@spaces.GPU` wrapper and the GPU-time estimate it asks for.
+
+On a ZeroGPU Space (SPACES_ZERO_GPU=true) every call to `run_generation` borrows a GPU for the duration
+returned by `gpu_duration`, which is estimated from the request:
+
+    seconds = OVERHEAD_SECONDS + sum over denoising steps of predicted forward seconds at that step's
+              scale (lumina.costs: FLOPs from the transformer config / fitted GPU throughput) x passes
+
+and capped at ZEROGPU_MAX_SECONDS. Requests whose estimate exceeds the cap are refused before any GPU
+is requested (`check_budget`). Elsewhere `spaces.GPU` returns the function unchanged, so nothing of
+this costs anything locally.
+
+ZeroGPU runs the decorated function in a forked worker and pickles its arguments, so
+`run_generation` takes only plain values (a holder id, a model name, the request, a path) and finds
+the loaded pipeline through `ModelHolder.registry`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+try:  # `spaces` must be imported before anything initialises CUDA (lumina.app imports this first).
+    import spaces
+
+    _GPU = spaces.GPU
+    from spaces.config import Config as _SpacesConfig
+
+    ON_ZEROGPU = bool(_SpacesConfig.zero_gpu)
+except ImportError:  # pragma: no cover - spaces is in requirements.txt
+    spaces = None
+    ON_ZEROGPU = False
+
+    def _GPU(task=None, **_kwargs):
+        return task if callable(task) else (lambda fn: fn)
+
+
+from lumina.errors import InvalidRequestError
+from lumina.generation import GenerationRequest, resolve_request, sample_config_for
+from lumina.costs import load_fit, request_seconds
+
+# Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
+OVERHEAD_SECONDS = 20.0
+# ZeroGPU refuses a single call that asks for more than this ("5 minutes at once").
+ZEROGPU_MAX_SECONDS = 300
+ZEROGPU_MIN_SECONDS = 15
+SAFETY = 1.2
+
+
+def estimate_seconds(transformer_config, defaults, req: GenerationRequest) -> float:
+    """Estimated GPU seconds for one video (before the safety factor and the cap), from lumina.costs."""
+    filled = resolve_request(req, defaults)
+    config = sample_config_for(filled, defaults)
+    latent = (max(filled.frames // 4, 1), filled.height // 8, filled.width // 8)
+    denoise, _ = request_seconds(transformer_config, config, latent, load_fit("cuda"))
+    return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
+
+
+def duration_for(seconds: float) -> int:
+    """The duration to ask ZeroGPU for: the estimate with a margin, within ZeroGPU's limits."""
+    return int(min(ZEROGPU_MAX_SECONDS, max(ZEROGPU_MIN_SECONDS, math.ceil(seconds * SAFETY))))
+
+
+def check_budget(pipe, defaults, req: GenerationRequest, enforce: Optional[bool] = None) -> float:
+    """Refuse a request that cannot finish within one ZeroGPU call; returns the estimate in seconds.
+
+    Enforced only on ZeroGPU unless `enforce` says otherwise.
+    """
+    seconds = estimate_seconds(pipe.transformer.config, defaults, req)
+    if (ON_ZEROGPU if enforce is None else enforce) and seconds * SAFETY > ZEROGPU_MAX_SECONDS:
+        raise InvalidRequestError(
+            f"this request needs about {seconds:.0f} s of GPU time but a ZeroGPU call may last at most "
+            f"{ZEROGPU_MAX_SECONDS} s: use fewer frames, a smaller size, fewer steps or the multiscale schedule"
+        )
+    return seconds
+
+
+def gpu_duration(holder_id: int, model: Optional[str], req: GenerationRequest, out_path: str,
+                 progress=None, label: str = "") -> int:
+    """Dynamic duration for `spaces.GPU`: called with run_generation's arguments."""
+    from lumina.app.state import ModelHolder
+
+    pipe, defaults = ModelHolder.registry[holder_id].get(model)
+    return duration_for(estimate_seconds(pipe.transformer.config, defaults, req))
+
+
+@_GPU(duration=gpu_duration)
+def run_generation(holder_id: int, model: Optional[str], req: GenerationRequest, out_path: str,
+                   progress=None, label: str = "") -> Dict[str, Any]:
+    """One video on the GPU (or CPU): progress per step with its scale, stoppable via the holder's control."""
+    from lumina.app.state import ModelHolder
+
+    holder = ModelHolder.registry[holder_id]
+    return holder.generate(model, req, out_path, progress=progress, label=label)
