@@ -13,6 +13,7 @@ from lumina.errors import InvalidRequestError
 SIZE_MULTIPLE = 32  # VAE 8 x largest patch 4
 MAX_ASPECT = 4.0
 FRAME_MULTIPLE = 8  # latent frames = frames / 4 must be even for f_patch 2
+MAX_FRAMES = 256  # ~10 s at 24 fps; the release was trained on 96
 MAX_STEPS = 200
 MAX_SEED = 2**32 - 1
 MOTION_RANGE = (-1.0, 100.0)
@@ -55,6 +56,7 @@ def check_frames(frames) -> None:
         f"frames={frames!r}: must be 1 (an image) or a positive multiple of {FRAME_MULTIPLE} "
         f"(the VAE packs 4 frames per latent and the 2x patches take 2 latents)",
     )
+    _require(frames <= MAX_FRAMES, f"frames={frames}: at most {MAX_FRAMES} frames (about 10 s at 24 fps) are accepted")
 
 
 def check_size_and_frames(width, height, frames, max_resolution: int) -> None:

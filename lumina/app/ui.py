@@ -205,7 +205,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                         with gr.Row():
                             model = gr.Dropdown(studio.holder.choices, value=studio.holder.default, label="Model")
                             memory_mode = gr.Dropdown(studio.holder.memory_modes, value="none", label="Memory mode",
-                                                      info="only 'none' on CPU")
+                                                      info="offload tiers need a CUDA GPU; '+' joins flags")
                     with gr.Column(scale=4):
                         video = gr.Video(label="Result", autoplay=True, loop=True, elem_id="result-video",
                                          interactive=False, buttons=["download"])
