@@ -18,13 +18,16 @@ def main(argv=None) -> int:
     parser.add_argument("--outputs", default=os.environ.get("LUMINA_OUTPUTS", "outputs"),
                         help="folder for generated videos and their JSON sidecars")
     parser.add_argument("--keep", type=int, default=100, help="keep only the newest N videos in --outputs")
+    parser.add_argument("--queue-size", type=int, default=16,
+                        help="requests that may wait; more get a 'busy' answer at once")
     args = parser.parse_args(argv)
 
     from lumina.app import build_demo, launch_options
     from lumina.errors import LuminaError
 
     try:
-        demo = build_demo(model=args.model, outputs_dir=args.outputs, keep=args.keep, extra_models=args.extra_model)
+        demo = build_demo(model=args.model, outputs_dir=args.outputs, keep=args.keep, extra_models=args.extra_model,
+                          queue_size=args.queue_size)
     except LuminaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ def free_port() -> int:
 class Server:
     """`python app.py` in a subprocess on a free localhost port."""
 
-    def __init__(self, model_dir: Path, workdir: Path):
+    def __init__(self, model_dir: Path, workdir: Path, extra_args=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = workdir / "app.log"
@@ -53,7 +53,7 @@ class Server:
         env.pop("GRADIO_SERVER_PORT", None)
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--model", str(model_dir), "--port", str(self.port),
-             "--outputs", str(workdir / "outputs")],
+             "--outputs", str(workdir / "outputs"), *extra_args],
             cwd=workdir, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
 

@@ -27,6 +27,7 @@ from lumina.app.state import ModelHolder, OutputStore
 from lumina.generation import GenerationRequest
 from lumina.media import read_video
 from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.memory import release_memory
 from lumina.sampling import format_schedule, get_preset, parse_schedule_string
 from lumina.sampling.schedule import PATCH_SHORTHANDS, stages
 
@@ -447,6 +448,7 @@ class Studio:
             finally:
                 control.end()
                 self.store.cleanup()
+                release_memory()
 
     def _run(self, model: Optional[str], req: GenerationRequest, progress=None, label: str = "") -> Dict[str, Any]:
         pipe, defaults = self.holder.get(model)

@@ -159,3 +159,12 @@ def apply_memory_mode(pipe, mode: str = "none", device: str = "cpu", tokens_per_
         (pipe.vae.enable_tiling if plan.vae_tiling else pipe.vae.disable_tiling)()
         (pipe.vae.enable_slicing if plan.vae_slicing else pipe.vae.disable_slicing)()
     return plan
+
+
+def release_memory() -> None:
+    """Return freed activations to the system between requests (and cached CUDA blocks to the driver)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
