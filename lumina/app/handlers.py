@@ -517,6 +517,9 @@ class Studio:
         t = sidecar["timings"]
         status = (f"✓ seed **{req.seed}** · {req.width}x{req.height} · {req.frames} frames @ {req.fps} fps · "
                   f"`{sidecar['patch_schedule']}` · {t['total']:.1f} s (denoise {t.get('denoise', 0):.1f} s)")
+        if sidecar.get("prompt_truncated"):
+            notices.append("the prompt was longer than 256 tokens and was truncated")
+            notify("warning", notices[-1])
         if notices:
             status += "  \nNote: " + "; ".join(notices)
         return video, str(Path(video).with_suffix(".json")), req.seed, settings, status
