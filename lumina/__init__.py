@@ -1,11 +1,24 @@
-"""Lumina-Video Studio: Lumina-Video's multi-scale Next-DiT as a diffusers-style library, CLI and app."""
+"""Lumina-Video Studio: Lumina-Video's multi-scale Next-DiT as a diffusers-style library, CLI and app.
 
-from lumina.models import LuminaNextDiTVideo, load_official_transformer
-from lumina.patch import PatchSize, parse_patch_size
-from lumina.pipelines import LuminaVideoPipeline, LuminaVideoPipelineOutput
-from lumina.sampling import PRESETS, SampleConfig
+Exports load lazily, so `import lumina.world` or the motion scorer do not pay for torch and diffusers.
+"""
 
-__all__ = [
-    "LuminaNextDiTVideo", "LuminaVideoPipeline", "LuminaVideoPipelineOutput", "PRESETS", "PatchSize",
-    "SampleConfig", "load_official_transformer", "parse_patch_size",
-]
+import importlib
+
+_EXPORTS = {
+    "LuminaNextDiTVideo": "lumina.models",
+    "load_official_transformer": "lumina.models",
+    "LuminaVideoPipeline": "lumina.pipelines",
+    "LuminaVideoPipelineOutput": "lumina.pipelines",
+    "PRESETS": "lumina.sampling",
+    "SampleConfig": "lumina.sampling",
+    "PatchSize": "lumina.patch",
+    "parse_patch_size": "lumina.patch",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lumina' has no attribute {name!r}")
