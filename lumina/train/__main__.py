@@ -1,0 +1,206 @@
+"""`python -m lumina.train vae|dit|assemble|all ...`: train the bundled tiny model on CPU.
+
+    python -m lumina.train vae --out /tmp/lt/vae --minutes 12
+    python -m lumina.train dit --vae /tmp/lt/vae --out /tmp/lt/transformer --minutes 25
+    python -m lumina.train decoder --vae /tmp/lt/vae --out /tmp/lt/vae_decoder --minutes 20   # encoder frozen
+    python -m lumina.train assemble --vae /tmp/lt/vae_decoder --dit /tmp/lt/transformer --out assets/lumina-video-tiny
+    python -m lumina.train all --out assets/lumina-video-tiny          # all of the above (decoder || DiT)
+
+Caches (motion labels, caption features, latents) go to --cache (default $LUMINA_TRAIN_CACHE or
+/tmp/lumina_train) and are reused when their inputs match. Use --threads 1 on a busy machine:
+PyTorch's OpenMP threads lose far more than they gain when the cores are oversubscribed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_CACHE = Path(os.environ.get("LUMINA_TRAIN_CACHE", "/tmp/lumina_train"))
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("LUMINA_TRAIN_THREADS", "2")),
+                   help="torch CPU threads (default 2; 1 is faster when the machine is busy)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache folder for labels, features, latents")
+
+
+def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.0) -> None:
+    p.add_argument(f"--{prefix.replace('_', '-')}steps", type=int, default=2000, help="VAE steps (upper bound with --minutes)")
+    p.add_argument(f"--{prefix.replace('_', '-')}batch", type=int, default=4)
+    p.add_argument(f"--{prefix.replace('_', '-')}crop", type=int, default=48)
+    p.add_argument(f"--{prefix.replace('_', '-')}lr", type=float, default=1e-3)
+    p.add_argument(f"--{prefix.replace('_', '-')}minutes", type=float, default=minutes, help="wall-time budget for VAE training")
+
+
+def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
+    p.add_argument(f"--{prefix.replace('_', '-')}steps", type=int, default=100000, help="DiT steps (upper bound with --minutes)")
+    p.add_argument(f"--{prefix.replace('_', '-')}batch", type=int, default=4, help="videos per 1x2 step")
+    p.add_argument(f"--{prefix.replace('_', '-')}lr", type=float, default=6e-4)
+    p.add_argument(f"--{prefix.replace('_', '-')}minutes", type=float, default=minutes, help="wall-time budget for DiT training")
+    p.add_argument(f"--{prefix.replace('_', '-')}dim", type=int, default=128)
+    p.add_argument(f"--{prefix.replace('_', '-')}layers", type=int, default=4)
+    p.add_argument(f"--{prefix.replace('_', '-')}init", type=Path, default=None,
+                   help="continue from this transformer folder (fresh optimizer and schedule)")
+    p.add_argument("--clips", type=int, default=1000, help="world clips with captions/motion labels (images)")
+    p.add_argument("--video-clips", type=int, default=500, help="of those, clips encoded as videos")
+
+
+def run_vae(out: Path, args, prefix: str = ""):
+    from lumina.train.vae import VAERecipe, train_vae
+
+    g = lambda k: getattr(args, prefix + k)  # noqa: E731
+    recipe = VAERecipe(steps=g("steps"), batch=g("batch"), crop=g("crop"), lr=g("lr"), seed=args.seed,
+                       max_minutes=g("minutes") or None)
+    return train_vae(out, recipe, log=_log)
+
+
+def prepare_data(vae_dir: Path, args):
+    from diffusers import AutoencoderKLCogVideoX
+
+    from lumina.train.data import TrainingSet, build_latent_cache, build_meta_cache
+
+    cache = Path(args.cache)
+    meta = build_meta_cache(cache / f"meta_{args.clips}.pt", args.clips, seed0=0,
+                            workers=max(1, args.threads), log=_log)
+    vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir)).eval()
+    latents = build_latent_cache(cache / f"latents_{args.clips}_{args.video_clips}.pt", vae, meta,
+                                 n_video=args.video_clips, log=_log)
+    info = {"clips_with_captions": args.clips, "video_clips": int(latents["videos"].shape[0]),
+            "image_latents": int(latents["images"].shape[0])}
+    return TrainingSet(meta, latents), info
+
+
+def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
+    from lumina.train.dit import DiTRecipe, train_dit
+
+    g = lambda k: getattr(args, prefix + k)  # noqa: E731
+    data, info = prepare_data(vae_dir, args)
+    recipe = DiTRecipe(steps=g("steps"), batch=g("batch"), lr=g("lr"), seed=args.seed, max_minutes=g("minutes") or None,
+                       dim=g("dim"), n_layers=g("layers"), init=str(g("init")) if g("init") else None)
+    train_dit(out, data, recipe, log=_log)
+    (Path(out) / "data_info.json").write_text(json.dumps(info))
+    return info
+
+
+def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
+    """Fine-tune the VAE decoder on the cached latents (encoder frozen: the DiT's latents stay valid)."""
+    from lumina.train.vae import DecoderRecipe, finetune_decoder
+
+    from diffusers import AutoencoderKLCogVideoX
+
+    data, _ = prepare_data(vae_dir, args)
+    vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir))
+    report = Path(vae_dir) / "train_report.json"
+    Path(out).mkdir(parents=True, exist_ok=True)
+    if report.exists() and Path(out).resolve() != Path(vae_dir).resolve():
+        (Path(out) / "train_report.json").write_text(report.read_text())
+    seeds = list(range(data.videos.shape[0]))
+    recipe = DecoderRecipe(seed=args.seed, max_minutes=minutes, lr=getattr(args, "lr", None) or DecoderRecipe.lr,
+                           batch=4, latent_crop=4, latent_frames=2)
+    return finetune_decoder(vae, data.videos, seeds, out, recipe, log=_log)
+
+
+def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: str, notes: Optional[Path] = None):
+    from lumina.train.assemble import assemble
+
+    info_path = Path(dit_dir) / "data_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else None
+    text = Path(notes).read_text() if notes else None
+    return assemble(dit_dir, vae_dir, out, steps=steps, preset=preset, data_info=info, notes=text, log=_log)
+
+
+def main(argv=None) -> int:
+    from lumina.train.assemble import DEFAULT_PRESET, DEFAULT_STEPS
+
+    parser = argparse.ArgumentParser(prog="python -m lumina.train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("vae", help="train the tiny CogVideoX VAE")
+    p.add_argument("--out", type=Path, required=True)
+    _vae_args(p)
+    _common(p)
+    p = sub.add_parser("dit", help="cache data with a trained VAE and train the tiny Next-DiT")
+    p.add_argument("--vae", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    _dit_args(p)
+    _common(p)
+    p = sub.add_parser("decoder", help="fine-tune the VAE decoder on cached latents (encoder frozen)")
+    p.add_argument("--vae", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--clips", type=int, default=1000)
+    p.add_argument("--video-clips", type=int, default=500)
+    _common(p)
+    p = sub.add_parser("assemble", help="write the diffusers pipeline folder, defaults and model card")
+    p.add_argument("--vae", type=Path, required=True)
+    p.add_argument("--dit", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
+    _common(p)
+    p = sub.add_parser("all", help="vae, then dit, then assemble")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--work", type=Path, default=None, help="where the trained parts go (default CACHE/run)")
+    _vae_args(p, "vae_", minutes=10.0)
+    _dit_args(p, "dit_", minutes=22.0)
+    p.add_argument("--decoder-minutes", type=float, default=22.0,
+                   help="decoder fine-tuning, run in a second process while the DiT trains (0: skip)")
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    _common(p)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    t0 = time.time()
+    if args.command == "vae":
+        run_vae(args.out, args)
+    elif args.command == "dit":
+        run_dit(args.vae, args.out, args)
+    elif args.command == "decoder":
+        run_decoder(args.vae, args.out, args, args.minutes)
+    elif args.command == "assemble":
+        run_assemble(args.vae, args.dit, args.out, args.sample_steps, args.preset, args.notes)
+    else:
+        work = args.work or Path(args.cache) / "run"
+        run_vae(work / "vae", args, "vae_")
+        vae_dir = work / "vae"
+        decoder = None
+        if args.decoder_minutes > 0:
+            prepare_data(work / "vae", args)  # build the caches once, before two processes read them
+            # the decoder is fine-tuned on the cached latents in a second process while the DiT trains:
+            # the encoder stays frozen, so the DiT's latents stay valid
+            import subprocess
+
+            cmd = [sys.executable, "-m", "lumina.train", "decoder", "--vae", str(work / "vae"), "--out",
+                   str(work / "vae_decoder"), "--minutes", str(args.decoder_minutes), "--threads", "1",
+                   "--clips", str(args.clips), "--video-clips", str(args.video_clips),
+                   "--cache", str(args.cache), "--seed", str(args.seed)]
+            decoder = subprocess.Popen(cmd)
+            _log(f"all: decoder fine-tuning in process {decoder.pid}")
+        run_dit(work / "vae", work / "transformer", args, "dit_")
+        if decoder is not None:
+            if decoder.wait() == 0:
+                vae_dir = work / "vae_decoder"
+            else:
+                _log("all: decoder fine-tuning failed; assembling with the trained VAE as is")
+        run_assemble(vae_dir, work / "transformer", args.out, args.sample_steps, args.preset)
+    _log(f"{args.command}: done in {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Training data from the procedural world: clips, captions, motion labels and cached encodings.
+
+Everything expensive is computed once and cached with ``torch.save``:
+
+* the *meta cache* (independent of the VAE): per clip seed its caption, the MiniLM caption
+  features (the pipeline's exact prompt encoding: system prompt + caption -> hidden_states[-2])
+  and the motion score from ``lumina.motion.motion_score``, plus the empty-prompt features used
+  for caption dropout (classifier-free guidance);
+* the *latent cache* (per VAE): VAE posterior means of every clip (16, F/4, H/8, W/8) and of its
+  first frame encoded as a 1-frame video (16, 1, H/8, W/8), already multiplied by the VAE's
+  ``scaling_factor`` so they are the DiT's data x1.
+
+Clips are rendered deterministically from their seed, so the two caches always agree.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
+
+WIDTH, HEIGHT, FRAMES, FPS = 128, 128, 16, 8
+
+# The world's only blue background is "navy"; some captions call it (dark) blue so prompts that
+# say "blue background" land on it.  A caption-side augmentation: pixels are untouched.
+_NAVY_SYNONYMS = ("navy", "navy", "blue", "dark blue")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What every training clip looks like."""
+
+    width: int = WIDTH
+    height: int = HEIGHT
+    frames: int = FRAMES
+    fps: int = FPS
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
+
+
+def render(seed: int, spec: ClipSpec = ClipSpec()):
+    """The world clip of `seed`: a ``lumina.world.render.Clip`` (frames uint8 (T, H, W, 3))."""
+    from lumina.world.render import render_clip, sample_scene
+
+    scene = sample_scene(int(seed), seconds=spec.seconds)
+    clip = render_clip(scene, width=spec.width, height=spec.height, fps=spec.fps, seconds=spec.seconds)
+    if clip.frames.shape[0] != spec.frames:  # rounding of seconds * fps
+        clip.frames = clip.frames[: spec.frames]
+    return clip
+
+
+def training_caption(clip, seed: int) -> str:
+    """The world's caption, with "navy" sometimes written as "blue" / "dark blue"."""
+    caption = clip.caption
+    if "navy" in caption:
+        word = _NAVY_SYNONYMS[np.random.default_rng([int(seed), 7]).integers(len(_NAVY_SYNONYMS))]
+        caption = caption.replace("navy", word)
+    return caption
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(127.5).sub_(1.0)
+    return x.permute(3, 0, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# text features
+
+
+def load_minilm_for_training():
+    """MiniLM-L6 with its weights rounded through fp16, exactly what the fp16 copy shipped in the
+    tiny model's text_encoder/ gives when loaded in fp32."""
+    from lumina.models.components import load_text_encoder
+
+    tokenizer, encoder = load_text_encoder("minilm", dtype=torch.float32)
+    encoder = encoder.half().float().eval()
+    return tokenizer, encoder
+
+
+@torch.no_grad()
+def encode_captions(captions: Sequence[str], tokenizer, encoder, batch: int = 64) -> List[torch.Tensor]:
+    """Per caption the pipeline's prompt features (L_i, D) as fp16, padding tokens removed."""
+    out: List[torch.Tensor] = []
+    for i in range(0, len(captions), batch):
+        texts = [SYSTEM_PROMPT + c for c in captions[i : i + batch]]
+        tok = tokenizer(texts, padding=True, max_length=MAX_PROMPT_TOKENS, truncation=True,
+                        padding_side="right", return_tensors="pt")
+        hs = encoder(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
+                     output_hidden_states=True).hidden_states[-2]
+        for j, n in enumerate(tok["attention_mask"].sum(1).tolist()):
+            out.append(hs[j, :n].half().clone())
+    return out
+
+
+def pad_features(feats: Sequence[torch.Tensor], multiple: int = 8):
+    """List of (L_i, D) -> (B, L, D) float32 right padded to a multiple of 8, and the mask (B, L)."""
+    L = max(f.shape[0] for f in feats)
+    L = -(-L // multiple) * multiple
+    d = feats[0].shape[1]
+    x = torch.zeros(len(feats), L, d)
+    mask = torch.zeros(len(feats), L, dtype=torch.long)
+    for i, f in enumerate(feats):
+        x[i, : f.shape[0]] = f.float()
+        mask[i, : f.shape[0]] = 1
+    return x, mask
+
+
+# ----------------------------------------------------------------------------------------------
+# motion scores
+
+
+def _motion_worker(args):
+    seed, spec = args
+    import cv2
+
+    from lumina.motion import motion_score
+
+    cv2.setNumThreads(1)
+    clip = render(seed, spec)
+    return float(motion_score(clip.frames, spec.fps))
+
+
+def motion_scores(seeds: Sequence[int], spec: ClipSpec, workers: int = 1) -> List[float]:
+    jobs = [(int(s), spec) for s in seeds]
+    if workers <= 1:
+        return [_motion_worker(j) for j in jobs]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        return list(pool.imap(_motion_worker, jobs, chunksize=16))
+
+
+# ----------------------------------------------------------------------------------------------
+# caches
+
+
+def build_meta_cache(path: Path, n_clips: int, seed0: int = 0, spec: ClipSpec = ClipSpec(), workers: int = 1,
+                     log: Callable[[str], None] = print) -> Dict:
+    """Captions, caption features, empty-prompt features and motion scores of clips seed0..seed0+n-1."""
+    path = Path(path)
+    if path.exists():
+        meta = torch.load(path, map_location="cpu", weights_only=True)  # our own cache: tensors, str, numbers
+        if meta["n_clips"] == n_clips and meta["seed0"] == seed0 and meta["spec"] == spec.__dict__:
+            log(f"meta cache: reusing {path}")
+            return meta
+    t0 = time.time()
+    seeds = list(range(seed0, seed0 + n_clips))
+    captions = [training_caption(render(s, spec), s) for s in seeds]
+    tokenizer, encoder = load_minilm_for_training()
+    feats = encode_captions(captions, tokenizer, encoder)
+    empty = encode_captions([""], tokenizer, encoder)[0]
+    log(f"meta cache: {n_clips} captions encoded in {time.time() - t0:.0f}s")
+    t1 = time.time()
+    motion = motion_scores(seeds, spec, workers)
+    log(f"meta cache: motion scores in {time.time() - t1:.0f}s (mean {np.mean(motion):.2f}, max {np.max(motion):.2f})")
+    meta = dict(n_clips=n_clips, seed0=seed0, spec=spec.__dict__, seeds=seeds, captions=captions,
+                feats=feats, empty=empty, motion=torch.tensor(motion, dtype=torch.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(meta, path)
+    return meta
+
+
+@torch.no_grad()
+def encode_video_latents(vae, video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) in [-1, 1] -> scaled posterior means (B, 16, T', H/8, W/8)."""
+    z = vae.encode(video).latent_dist.mean
+    clear = getattr(vae, "_clear_fake_context_parallel_cache", None)
+    if clear is not None:
+        clear()
+    return z * float(vae.config.scaling_factor)
+
+
+def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(), n_video: Optional[int] = None,
+                       batch: int = 8, log: Callable[[str], None] = print) -> Dict:
+    """Video latents of the first `n_video` clips (n, 16, F/4, H/8, W/8) and first-frame image latents
+    of every clip (N, 16, 1, H/8, W/8): images are ~5x cheaper to encode, so there are more of them."""
+    path = Path(path)
+    sf = float(vae.config.scaling_factor)
+    seeds = meta["seeds"]
+    n_video = len(seeds) if n_video is None else min(n_video, len(seeds))
+    if path.exists():
+        cache = torch.load(path, map_location="cpu", weights_only=True)
+        if cache["seeds"] == list(seeds) and cache["videos"].shape[0] == n_video and \
+                abs(cache["scaling_factor"] - sf) < 1e-9 and cache.get("vae_tag") == _vae_tag(vae):
+            log(f"latent cache: reusing {path}")
+            return cache
+    t0 = time.time()
+    vae = vae.eval()
+    videos, images = [], []
+    for i in range(0, len(seeds), batch):
+        chunk = seeds[i : i + batch]
+        x = torch.stack([frames_to_tensor(render(s, spec).frames) for s in chunk])
+        n_vid = max(0, min(len(chunk), n_video - i))
+        if n_vid:
+            videos.append(encode_video_latents(vae, x[:n_vid]).half())
+        images.append(encode_video_latents(vae, x[:, :, :1]).half())
+        if (i // batch) % 10 == 0:
+            log(f"latent cache: {i + len(chunk)}/{len(seeds)} clips, {time.time() - t0:.0f}s")
+    cache = dict(seeds=list(seeds), scaling_factor=sf, vae_tag=_vae_tag(vae),
+                 videos=torch.cat(videos), images=torch.cat(images))
+    v, im = cache["videos"].float(), cache["images"].float()
+    log(f"latent cache: videos {tuple(v.shape)} images {tuple(im.shape)} in {time.time() - t0:.0f}s; "
+        f"scaled video latents mean {v.mean():.3f} std {v.std():.3f}, images mean {im.mean():.3f} std {im.std():.3f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path)
+    return cache
+
+
+def _vae_tag(vae) -> str:
+    """A cheap fingerprint of the encoder weights: a retrained VAE invalidates the latent cache, a
+    fine-tuned decoder does not."""
+    params = list(vae.encoder.parameters()) + (list(vae.quant_conv.parameters()) if vae.quant_conv else [])
+    total = sum(float(p.detach().double().sum()) for p in params)
+    return f"encoder:{total:.10e}"
+
+
+class TrainingSet:
+    """Random batches for the DiT: videos or first-frame images, with captions and motion labels."""
+
+    def __init__(self, meta: Dict, latents: Dict, rng: Optional[np.random.Generator] = None):
+        self.feats: List[torch.Tensor] = meta["feats"]
+        self.empty: torch.Tensor = meta["empty"]
+        self.motion: torch.Tensor = meta["motion"]
+        self.videos: torch.Tensor = latents["videos"]
+        self.images: torch.Tensor = latents["images"]
+        self.rng = rng or np.random.default_rng(0)
+        if len(self.feats) != self.images.shape[0] or self.videos.shape[0] > self.images.shape[0]:
+            raise ValueError("meta and latent caches hold different clips")
+
+    def __len__(self) -> int:
+        return self.videos.shape[0]
+
+    def batch(self, size: int, image: bool, caption_dropout: float = 0.1, motion_dropout: float = 0.1):
+        """x1 (B, 16, F, h, w) float32, caption feats (B, L, D), mask (B, L), motion (B,)."""
+        source = self.images if image else self.videos
+        idx = self.rng.integers(0, source.shape[0], size)
+        x1 = source[idx].float()
+        drop = self.rng.random(size) < caption_dropout
+        feats = [self.empty if d else self.feats[i] for i, d in zip(idx, drop)]
+        cap, mask = pad_features(feats)
+        if image:
+            motion = torch.full((size,), -1.0)  # a still image carries no motion measurement
+        else:
+            motion = self.motion[idx].clone()
+            motion[torch.from_numpy(self.rng.random(size) < motion_dropout)] = -1.0
+        return x1, cap, mask, motion
+
+
+def default_threads() -> int:
+    return int(os.environ.get("LUMINA_TRAIN_THREADS", "2"))

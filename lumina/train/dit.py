@@ -1,0 +1,168 @@
+"""Train the tiny multi-scale Next-DiT (LuminaNextDiTVideo) with the paper's recipe at CPU scale.
+
+Per step: draw a patch size (1x2 / 2x2 / 2x4) and whether the batch is videos or first-frame images;
+draw t = shift_time(u, shift[patch]) so larger patches learn the noisier times they serve at inference;
+drop 10% of captions to the empty prompt (classifier-free guidance) and 10% of motion labels to -1
+(unconditional); regress the velocity x1 - x0 with MSE + 1.0 * (1 - cosine). AdamW with warmup and
+cosine decay; an EMA of the weights is what gets saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from lumina.models.transformer_nextdit import LuminaNextDiTVideo
+from lumina.patch import parse_patch_size
+from lumina.train.data import TrainingSet
+from lumina.train.losses import flow_loss, interpolate, sample_t
+
+
+@dataclass
+class DiTRecipe:
+    steps: int = 4000
+    batch: int = 8                     # videos per 1x2 step; coarser patches get more items (same tokens)
+    max_batch_multiplier: int = 4
+    lr: float = 6e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    ema: float = 0.998
+    image_prob: float = 0.2
+    caption_dropout: float = 0.1
+    motion_dropout: float = 0.1
+    cos_weight: float = 1.0
+    patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
+    patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
+    logit_normal: bool = False
+    seed: int = 0
+    max_minutes: Optional[float] = None
+    save_every_minutes: float = 5.0
+    init: Optional[str] = None         # continue from a saved transformer folder (fresh optimizer)
+    # architecture
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    multiple_of: int = 32
+    cap_feat_dim: int = 384
+
+
+def make_transformer(recipe: DiTRecipe) -> LuminaNextDiTVideo:
+    return LuminaNextDiTVideo(
+        dim=recipe.dim, n_layers=recipe.n_layers, n_heads=recipe.n_heads, n_kv_heads=recipe.n_kv_heads,
+        in_channels=16, cap_feat_dim=recipe.cap_feat_dim, all_patch_size=(2, 2, 4), all_f_patch_size=(1, 2, 2),
+        multiple_of=recipe.multiple_of,
+    )
+
+
+def _lr(recipe: DiTRecipe, progress: float, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, recipe.warmup))
+    return recipe.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def batch_size_for(model: LuminaNextDiTVideo, recipe: DiTRecipe, patch: str, latent_shape, video_shape) -> int:
+    """Equal-token batches: as many items as give the tokens of `batch` 1x2 videos (capped)."""
+    mult = model.num_tokens(video_shape, "1x2") / model.num_tokens(latent_shape, patch)
+    return recipe.batch * max(1, min(recipe.max_batch_multiplier, int(round(mult))))
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
+              log: Callable[[str], None] = print) -> LuminaNextDiTVideo:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    data.rng = np.random.default_rng(recipe.seed + 1)
+    model = make_transformer(recipe).train()
+    if recipe.init:
+        model.load_state_dict(LuminaNextDiTVideo.from_pretrained(recipe.init).state_dict())
+        log(f"dit: initialised from {recipe.init}")
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"dit: {n_params / 1e6:.2f}M params, {len(data)} clips, recipe {asdict(recipe)}")
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.dim() < 2 or "norm" in name or "pad_token" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.99))
+    patches = list(recipe.patch_probs)
+    probs = np.array([recipe.patch_probs[p] for p in patches], dtype=np.float64)
+    probs /= probs.sum()
+    video_shape = tuple(data.videos.shape[2:])
+    image_shape = tuple(data.images.shape[2:])
+    history = []
+    running: Dict[str, list] = {p: [] for p in patches}
+    t_start = last_save = time.time()
+    for step in range(recipe.steps):
+        elapsed = time.time() - t_start
+        progress = step / recipe.steps
+        if recipe.max_minutes:
+            progress = max(progress, elapsed / (60 * recipe.max_minutes))
+            if elapsed > 60 * recipe.max_minutes:
+                log(f"dit: time budget reached after {step} steps")
+                break
+        for g in opt.param_groups:
+            g["lr"] = _lr(recipe, progress, step)
+        patch = patches[int(rng.choice(len(patches), p=probs))]
+        image = rng.random() < recipe.image_prob
+        size = batch_size_for(model, recipe, patch, image_shape if image else video_shape, video_shape)
+        x1, cap, mask, motion = data.batch(size, image, recipe.caption_dropout, recipe.motion_dropout)
+        x0 = torch.randn(x1.shape, generator=gen)
+        t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
+        xt = interpolate(x0, x1, t)
+        v_pred = model(xt, t, cap, mask, motion, patch)
+        loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        opt.step()
+        _ema_update(ema, model, min(recipe.ema, (1 + step) / (10 + step)))
+        rec = {"step": step, "patch": patch, "image": bool(image), "batch": size, "loss": loss.item(), **parts,
+               "grad_norm": grad_norm, "time": time.time() - t_start}
+        history.append(rec)
+        running[patch].append(rec["loss"])
+        if step % 25 == 0 or step == recipe.steps - 1:
+            avg = {p: round(float(np.mean(v[-50:])), 4) for p, v in running.items() if v}
+            log(f"dit step {step} loss {rec['loss']:.4f} (mse {parts['mse']:.4f} cos {parts['cos']:.4f}) "
+                f"avg50 {avg} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t_start:.0f}s")
+        if time.time() - last_save > 60 * recipe.save_every_minutes:
+            ema.save_pretrained(out, safe_serialization=True)
+            last_save = time.time()
+    train_s = time.time() - t_start
+    ema.save_pretrained(out, safe_serialization=True)
+    summary = {}
+    for p in patches:
+        for kind in (False, True):
+            vals = [h["loss"] for h in history if h["patch"] == p and h["image"] == kind]
+            if vals:
+                summary[f"{p}-{'image' if kind else 'video'}"] = {
+                    "first50": float(np.mean(vals[:50])), "last50": float(np.mean(vals[-50:])), "steps": len(vals)}
+    report = {"recipe": asdict(recipe), "params": n_params, "clips": len(data), "steps": len(history),
+              "train_seconds": train_s, "steps_per_second": len(history) / max(train_s, 1e-9),
+              "loss_first100": float(np.mean([h["loss"] for h in history[:100]])) if history else None,
+              "loss_last100": float(np.mean([h["loss"] for h in history[-100:]])) if history else None,
+              "by_patch": summary}
+    if recipe.init and (Path(recipe.init) / "train_report.json").exists():
+        previous = json.loads((Path(recipe.init) / "train_report.json").read_text())
+        report["previous"] = previous.pop("previous", []) + [previous]
+    (out / "train_report.json").write_text(json.dumps(report, indent=1))
+    with open(out / "train_history.jsonl", "w") as fh:
+        for h in history:
+            fh.write(json.dumps(h) + "\n")
+    log(f"dit: {len(history)} steps in {train_s:.0f}s; loss {report['loss_first100']} -> {report['loss_last100']}")
+    return ema

@@ -1,0 +1,124 @@
+"""A few-step run of the whole training recipe at toy sizes: VAE, data caches, multi-scale DiT, assembly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lumina.patch import parse_patch_size
+from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
+from lumina.sampling import shift_time
+from lumina.train.data import ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, pad_features, render
+from lumina.train.dit import DiTRecipe, make_transformer, train_dit
+from lumina.train.losses import flow_loss, interpolate, sample_t
+from lumina.train.vae import VAERecipe, train_vae
+
+SPEC = ClipSpec(width=32, height=32, frames=8, fps=4)
+
+
+def test_flow_loss_is_mse_plus_one_minus_cosine():
+    v = torch.randn(3, 16, 2, 4, 4)
+    loss, parts = flow_loss(v, v)
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)
+    loss, parts = flow_loss(-v, v)  # opposite direction: cos term 2, mse 4 * mean(v^2)
+    assert parts["cos"] == pytest.approx(2.0, abs=1e-5)
+    assert loss.item() == pytest.approx(4 * v.pow(2).mean().item() + 2.0, rel=1e-4)
+    # items of different shapes (images and videos) are averaged per item
+    loss_list, _ = flow_loss([v[0], v[1, :, :1]], [v[0], v[1, :, :1]])
+    assert loss_list.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_time_sampling_follows_the_patch_shift():
+    g = torch.Generator().manual_seed(0)
+    t1 = sample_t(4000, 1.0, g)
+    t4 = sample_t(4000, 4.0, g)
+    assert 0 <= t1.min() and t1.max() <= 1 and 0 <= t4.min() and t4.max() <= 1
+    assert t4.mean() < t1.mean() - 0.15  # a larger shift trains noisier times (t = 0 is noise)
+    u = torch.tensor([0.5])
+    assert shift_time(u, 4.0).item() == pytest.approx(0.2)
+    x0, x1 = torch.zeros(1, 2), torch.ones(1, 2)
+    assert torch.allclose(interpolate(x0, x1, torch.tensor([0.25])), torch.full((1, 2), 0.25))
+
+
+def test_caption_features_are_padded_to_multiples_of_eight():
+    feats = [torch.ones(5, 4, dtype=torch.float16), torch.ones(11, 4, dtype=torch.float16)]
+    x, mask = pad_features(feats)
+    assert x.shape == (2, 16, 4) and mask.sum(1).tolist() == [5, 11]
+    assert x.dtype == torch.float32 and x[0, 5:].abs().sum() == 0
+
+
+def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
+    torch.set_num_threads(1)
+    vae_recipe = VAERecipe(steps=2, batch=1, crop=16, frames=8, image_every=2, warmup=1, block_out_channels=(8, 8, 8, 8),
+                           norm_num_groups=4, eval_clips=1, scale_clips=2)
+    vae = train_vae(tmp_path / "vae", vae_recipe, spec=SPEC, log=lambda m: None)
+    report = json.loads((tmp_path / "vae" / "train_report.json").read_text())
+    assert np.isfinite(report["final_loss"]) and report["scaling_factor"] > 0
+    assert report["latent_shape"] == [16, 2, 4, 4]  # 8 frames 32x32 -> 4x temporal, 8x spatial
+
+    meta = build_meta_cache(tmp_path / "meta.pt", 6, seed0=0, spec=SPEC, log=lambda m: None)
+    assert len(meta["feats"]) == 6 and meta["feats"][0].shape[1] == 384
+    assert meta["motion"].shape == (6,) and torch.isfinite(meta["motion"]).all() and (meta["motion"] >= 0).all()
+    assert meta["captions"][0] in render(0, SPEC).caption or "blue" in meta["captions"][0]
+    latents = build_latent_cache(tmp_path / "lat.pt", vae, meta, spec=SPEC, n_video=4, batch=4, log=lambda m: None)
+    assert latents["videos"].shape == (4, 16, 2, 4, 4) and latents["images"].shape == (6, 16, 1, 4, 4)
+    data = TrainingSet(meta, latents)
+    from lumina.train.vae import DecoderRecipe, finetune_decoder
+
+    scale = vae.config.scaling_factor
+    vae = finetune_decoder(vae, latents["videos"], meta["seeds"][:4], tmp_path / "vae_dec",
+                           DecoderRecipe(steps=2, batch=1, latent_crop=4), spec=SPEC, log=lambda m: None)
+    assert vae.config.scaling_factor == scale  # the encoder and its latent scale are untouched
+    assert "decoder_finetune" in json.loads((tmp_path / "vae_dec" / "train_report.json").read_text())
+    x1, cap, mask, motion = data.batch(5, image=False, caption_dropout=0.0, motion_dropout=0.0)
+    assert x1.shape == (5, 16, 2, 4, 4) and cap.shape[0] == 5 and (motion >= 0).all()
+    _, _, _, motion_img = data.batch(3, image=True)
+    assert (motion_img == -1).all()
+
+    recipe = DiTRecipe(steps=40, batch=2, lr=3e-3, warmup=2, dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                       multiple_of=16, save_every_minutes=100.0)
+    # a fixed probe batch: the same noise, times, captions and patch size before and after training
+    g = torch.Generator().manual_seed(123)
+    px1 = latents["videos"][:4].float()
+    px0 = torch.randn(px1.shape, generator=g)
+    pt = torch.rand(4, generator=g)
+    pcap, pmask = pad_features([meta["feats"][i] for i in range(4)])
+    pm = meta["motion"][:4]
+
+    def probe_loss(model):
+        with torch.no_grad():
+            losses = [flow_loss(model(interpolate(px0, px1, pt), pt, pcap, pmask, pm, p), px1 - px0)[0].item()
+                      for p in ("1x2", "2x2", "2x4")]
+        return float(np.mean(losses))
+
+    torch.manual_seed(recipe.seed)
+    before = probe_loss(make_transformer(recipe).eval())
+    model = train_dit(tmp_path / "transformer", data, recipe, log=lambda m: None)
+    after = probe_loss(model)
+    dit_report = json.loads((tmp_path / "transformer" / "train_report.json").read_text())
+    assert dit_report["steps"] == 40 and np.isfinite(dit_report["loss_last100"])
+    assert {p for p in dit_report["by_patch"]} & {"1x2-video", "2x2-video", "2x4-video"}
+    assert after < before, (before, after)
+
+    # the assembled folder loads through diffusers and generates
+    from lumina.train.assemble import save_pipeline, tiny_defaults
+
+    pipe = LuminaVideoPipeline(transformer=model, vae=vae, text_encoder=None, tokenizer=None, max_resolution=64)
+    from lumina.train.data import load_minilm_for_training
+
+    tokenizer, encoder = load_minilm_for_training()
+    pipe.register_modules(text_encoder=encoder.half(), tokenizer=tokenizer)
+    save_pipeline(pipe, tmp_path / "pipe", tiny_defaults(steps=3))
+    loaded = LuminaVideoPipeline.from_pretrained(str(tmp_path / "pipe"), dtype=torch.float32)
+    assert {p.name for p in loaded.transformer.supported_patch_sizes()} == {"1x2", "2x2", "2x4"}
+    assert loaded.vae.config.scaling_factor == pytest.approx(report["scaling_factor"])
+    defaults = ModelDefaults.read(tmp_path / "pipe")
+    assert defaults.width == 128 and defaults.frames == 16 and defaults.steps == 3
+    out = loaded("a red circle moving right on a navy background", height=32, width=32, num_frames=8,
+                 sample_config=defaults.preset, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 8, 32, 32, 3) and np.isfinite(out.frames).all()
+    assert [s["patch"] for s in out.schedule] == [parse_patch_size(s["patch"]).name for s in out.schedule]
