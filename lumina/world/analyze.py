@@ -141,18 +141,17 @@ def _detect(frame: np.ndarray, bg: np.ndarray, min_area: int) -> list[_Detection
             continue
         blob = comp == k
         ids, counts = np.unique(labels[blob], return_counts=True)
-        keep = [(i, c) for i, c in zip(ids, counts) if c >= max(min_area, SPLIT_SHARE * counts.sum())]
-        if len(keep) <= 1:
+        keep = [i for i, c in zip(ids, counts) if c >= max(min_area, SPLIT_SHARE * counts.sum())]
+        parts = []
+        for i in keep if len(keep) > 1 else []:
+            sub = cv2.morphologyEx((blob & (labels == i)).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+            m, sub_comp, sub_stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
+            if m > 1:
+                j = 1 + int(np.argmax(sub_stats[1:, cv2.CC_STAT_AREA]))
+                if sub_stats[j, cv2.CC_STAT_AREA] >= min_area:
+                    parts.append((int(i), sub_comp == j))
+        if len(parts) < 2:  # one object (or a split that did not hold up): keep the blob whole
             parts = [(int(ids[np.argmax(counts)]), blob)]
-        else:
-            parts = []
-            for i, _ in keep:
-                sub = cv2.morphologyEx((blob & (labels == i)).astype(np.uint8), cv2.MORPH_OPEN, kernel)
-                m, sub_comp, sub_stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
-                if m > 1:
-                    j = 1 + int(np.argmax(sub_stats[1:, cv2.CC_STAT_AREA]))
-                    if sub_stats[j, cv2.CC_STAT_AREA] >= min_area:
-                        parts.append((int(i), sub_comp == j))
         for color_index, mask in parts:
             ys, xs = np.nonzero(mask)
             shape, radius = classify_shape(mask)
