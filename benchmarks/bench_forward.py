@@ -59,8 +59,13 @@ def main(argv=None):
     report(f"forward_{args.config}_{torch.device(args.device).type}", ["patch", "tokens", "s/forward", "vs 1x2", "TFLOP/s"],
            rows, meta)
     if args.fit:
+        try:
+            fit = fit_throughput(samples)
+        except ValueError as err:
+            print(f"no cost-model fit: {err}")
+            return
         fits = json.loads(COST_FILE.read_text()) if COST_FILE.exists() else {}
-        fits[torch.device(args.device).type] = {**fit_throughput(samples), "from": meta}
+        fits[torch.device(args.device).type] = {**fit, "from": meta}
         COST_FILE.write_text(json.dumps(fits, indent=1))
         print(f"cost model for {args.device}: {fits[torch.device(args.device).type]}")
 

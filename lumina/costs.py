@@ -68,6 +68,8 @@ def fit_throughput(samples) -> Dict[str, float]:
     mean_y = sum(y for _, y in samples) / n
     var = sum((x - mean_x) ** 2 for x, _ in samples)
     slope = sum((x - mean_x) * (y - mean_y) for x, y in samples) / var if var else mean_y / mean_x
-    slope = max(slope, 1e-18)
+    if slope <= 0:
+        raise ValueError("seconds do not grow with FLOPs in these samples (per-forward overhead dominates): "
+                         "no throughput can be fitted; benchmark a larger configuration")
     overhead = max(mean_y - slope * mean_x, 0.0)
     return {"overhead_s": overhead, "flops_per_second": 1.0 / slope}

@@ -1,0 +1,32 @@
+"""The cost model behind ZeroGPU durations and benchmark predictions."""
+
+import pytest
+import torch
+
+from lumina import PRESETS, LuminaNextDiTVideo
+from lumina.costs import fit_throughput, forward_flops, request_seconds
+
+
+@pytest.fixture(scope="module")
+def release_config():
+    with torch.device("meta"):
+        return LuminaNextDiTVideo().config
+
+
+def test_flops_scale_with_tokens_and_multiscale_is_cheaper(release_config):
+    latent = (24, 88, 156)  # 1248x704, 96 frames
+    f_1x2 = forward_flops(release_config, 82368)
+    assert 2 * 1.6e9 * 82368 < f_1x2  # at least 2 x params x tokens
+    fit = {"overhead_s": 0.0, "flops_per_second": 1e14}
+    single, tokens = request_seconds(release_config, PRESETS["f24F96R960"], latent, fit)
+    multi, tokens_ms = request_seconds(release_config, PRESETS["f24F96R960-MultiScale"], latent, fit)
+    assert tokens == {"1x2": 82368} and tokens_ms == {"2x4": 10296, "2x2": 41184, "1x2": 82368}
+    assert 0.2 < multi / single < 0.4  # the paper measures 0.34
+
+
+def test_fit_recovers_overhead_and_throughput():
+    samples = [(f, 0.05 + f / 2e12) for f in (1e11, 5e11, 2e12)]
+    fit = fit_throughput(samples)
+    assert abs(fit["overhead_s"] - 0.05) < 1e-9 and abs(fit["flops_per_second"] / 2e12 - 1) < 1e-9
+    with pytest.raises(ValueError, match="overhead dominates"):
+        fit_throughput([(1e9, 0.04), (1e10, 0.03)])
