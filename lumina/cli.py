@@ -36,6 +36,8 @@ def _add_generate(sub) -> None:
                    help="none | model-offload | sequential-offload | group-offload, '+8bit', '+vae-tiling', "
                         "'+vae-slicing'; or auto (from free GPU memory)")
     p.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer blocks")
+    p.add_argument("--audio", action="store_true", help="add sound with Lumina-V2A (--v2a-model)")
+    p.add_argument("--v2a-model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory")
     p.add_argument("--out", required=True, help="FILE.mp4")
 
 
@@ -64,11 +66,16 @@ def cmd_generate(args) -> int:
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
         fps=args.fps, preset=args.preset, schedule=args.schedule, motion=_number_or_text(args.motion),
         neg_motion=_number_or_text(args.neg_motion), cfg=_number_or_text(args.cfg), steps=args.steps,
-        time_shift=args.time_shift, renorm=args.renorm, seed=args.seed,
+        time_shift=args.time_shift, renorm=args.renorm, seed=args.seed, audio=args.audio,
     )
     pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)
-    sidecar = generate_video(pipe, defaults, req, args.out)
+    audio_fn = None
+    if args.audio:
+        from lumina.v2a import audio_fn_for, load_v2a
+
+        audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=args.device))
+    sidecar = generate_video(pipe, defaults, req, args.out, audio_fn=audio_fn)
     print(json.dumps({"video": args.out, "seed": sidecar["request"]["seed"], "timings": sidecar["timings"]}))
     return 0
 
@@ -105,6 +112,11 @@ def cmd_motion_score(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["v2a"]:  # its own parser, in the V2A package
+        from lumina.v2a.cli import main as v2a_main
+
+        return v2a_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m lumina", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
@@ -116,6 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--memory", default="none")
     b.add_argument("--device", default=None, help="default: this process's accelerator, else cpu")
     b.add_argument("--seed", type=int, default=0, help="base seed: line i uses seed + i unless it sets one")
+    sub.add_parser("v2a", help="add synchronized sound to a video (Lumina-V2A); see `v2a --help`")
     ms = sub.add_parser("motion-score", help="measure a video's motion score (release protocol)")
     ms.add_argument("video")
     args = parser.parse_args(argv)

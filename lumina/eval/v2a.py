@@ -1,0 +1,217 @@
+"""V2A sync bench: do generated sounds hit when objects bounce, and sing the colour's pitch?
+
+    python -m lumina.eval v2a [--model assets/lumina-v2a-tiny] [--clips 24] [--fps 24] [--out docs/v2abench]
+
+On held-out world clips with wall bounces (single bouncing object by default) the world's analyzer reads
+bounce times and the object's colour from the *pixels*; the audio is then scored:
+
+* onsets: spectral-flux onsets of the audio (lumina.v2a.audio.detect_onsets); for every bounce the
+  nearest onset's offset; "within 1 frame" = share of bounces with an onset within 1 / fps; mean
+  |offset| in ms; onset precision = share of onsets (after the first frame) within 1 / fps of a bounce;
+* pitch: the dominant pitch class of the audio versus the pitch class of COLOR_PITCH_HZ[analyzer colour]
+  of the main object (highest coverage; with k objects the colour's class must be among the top k).
+
+Rows: the ground-truth soundtrack (render_sound: the metric's upper bound, should be ~100%), the
+ground truth of another clip (shuffled: the metric's floor), the model's audio for the clip, and the
+model's audio generated for a different clip's video (shuffled baseline).  Writes v2abench.json and
+v2abench.md under --out and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from lumina.v2a.audio import PITCH_CLASSES, SAMPLE_RATE, detect_onsets, dominant_pitch_classes, pitch_class_of
+
+HELD_OUT_SEED = 7_000_000
+
+
+def world_eval_clips(n: int, fps: float = 24.0, seconds: float = 4.0, size: int = 128, n_objects: int = 1,
+                     seed0: int = HELD_OUT_SEED, max_tries: int = 4) -> List[Dict]:
+    """Held-out bouncing clips whose bounces the analyzer finds: frames, fps, truth audio, analysis."""
+    from lumina.v2a.data import world_clip
+    from lumina.world.analyze import analyze
+
+    clips: List[Dict] = []
+    seed = seed0
+    while len(clips) < n and seed < seed0 + n * max_tries:
+        clip, wave = world_clip(seed, fps, seconds, size, n_objects=n_objects, motion="bouncing")
+        seed += 1
+        analysis = analyze(clip.frames, fps)
+        bounces = sorted(t for o in analysis.objects for t in o.bounce_times)
+        if not analysis.objects or not bounces:
+            continue
+        main = max(analysis.objects, key=lambda o: (o.coverage, o.size == "large"))
+        clips.append(dict(seed=seed - 1, frames=clip.frames, fps=float(fps), caption=clip.caption, truth_audio=wave,
+                          bounces=bounces, colors=[o.color for o in analysis.objects], main_color=main.color,
+                          truth_colors=[o.color for o in clip.truth.objects],
+                          truth_bounces=[t for t, _ in clip.truth.bounces]))
+    return clips
+
+
+def score_audio(audio: np.ndarray, bounces: Sequence[float], fps: float, main_color: str, n_colors: int = 1,
+                sample_rate: int = SAMPLE_RATE) -> Dict:
+    """Onset and pitch numbers of one audio against one clip's bounces and main colour."""
+    from lumina.world.sound import COLOR_PITCH_HZ
+
+    tol = 1.0 / fps
+    onsets = detect_onsets(audio, sample_rate)
+    bounces = np.asarray(bounces, dtype=np.float64)
+    offsets = []
+    for b in bounces:
+        offsets.append(float(onsets[np.argmin(np.abs(onsets - b))] - b) if len(onsets) else float("inf"))
+    offsets_arr = np.asarray(offsets)
+    hits = np.abs(offsets_arr) <= tol
+    late = onsets[onsets > tol]
+    precise = [bool(np.any(np.abs(bounces - o) <= tol)) for o in late]
+    expected = pitch_class_of(COLOR_PITCH_HZ[main_color])
+    top = dominant_pitch_classes(audio, k=max(1, n_colors), sample_rate=sample_rate)
+    finite = offsets_arr[np.isfinite(offsets_arr)]
+    return {
+        "bounces": len(bounces), "onsets": int(len(onsets)), "hits": int(hits.sum()),
+        "offsets_ms": [round(o * 1000, 1) if np.isfinite(o) else None for o in offsets_arr],
+        "mean_abs_offset_ms": float(np.mean(np.abs(finite)) * 1000) if len(finite) else None,
+        "mean_offset_hit_ms": float(np.mean(offsets_arr[hits]) * 1000) if hits.any() else None,
+        "precise_onsets": int(sum(precise)), "late_onsets": len(late),
+        "expected_pitch": PITCH_CLASSES[expected], "dominant_pitch": [PITCH_CLASSES[i] for i in top],
+        "pitch_correct": expected in top if n_colors > 1 else (bool(top) and top[0] == expected),
+    }
+
+
+def summarize(rows: Sequence[Dict]) -> Dict:
+    bounces = sum(r["bounces"] for r in rows)
+    hits = sum(r["hits"] for r in rows)
+    late = sum(r["late_onsets"] for r in rows)
+    offs = [abs(o) for r in rows for o in r["offsets_ms"] if o is not None]
+    hit_offs = [o for r in rows for o in r["offsets_ms"] if o is not None and abs(o) <= 1000.0 / r["fps"]]
+    return {
+        "clips": len(rows), "bounces": bounces,
+        "onset_within_frame": hits / bounces if bounces else 0.0,
+        "mean_abs_offset_ms": float(np.mean(offs)) if offs else None,
+        "median_abs_offset_ms": float(np.median(offs)) if offs else None,
+        "mean_offset_of_hits_ms": float(np.mean(hit_offs)) if hit_offs else None,
+        "onset_precision": sum(r["precise_onsets"] for r in rows) / late if late else 0.0,
+        "pitch_correct": float(np.mean([r["pitch_correct"] for r in rows])) if rows else 0.0,
+    }
+
+
+def evaluate(clips: Sequence[Dict], generate=None, shuffle_shift: int = 1, reconstruct=None) -> Dict:
+    """Score truth, shuffled truth and (if `generate(frames, fps, caption) -> audio`) model audio.
+
+    ``reconstruct(wave) -> wave`` (the model's VAE + vocoder round trip) adds the decoding path's upper bound.
+    """
+    n = len(clips)
+    sources: Dict[str, List[Dict]] = {"ground truth (render_sound)": [], "ground truth, shuffled": []}
+    if reconstruct is not None:
+        sources["ground truth through VAE + vocoder"] = []
+    model_audio: List[np.ndarray] = []
+    gen_seconds: List[float] = []
+    if generate is not None:
+        for c in clips:
+            t0 = time.perf_counter()
+            model_audio.append(np.asarray(generate(c["frames"], c["fps"], c.get("prompt"))))
+            gen_seconds.append(time.perf_counter() - t0)
+        sources["model"] = []
+        sources["model, shuffled video"] = []
+    for i, c in enumerate(clips):
+        j = (i + shuffle_shift) % n
+        if n > 1 and j == i:
+            j = (i + 1) % n
+        args = (c["bounces"], c["fps"], c["main_color"], len(c["colors"]))
+        audios = {"ground truth (render_sound)": c["truth_audio"], "ground truth, shuffled": clips[j]["truth_audio"]}
+        if reconstruct is not None:
+            audios["ground truth through VAE + vocoder"] = reconstruct(c["truth_audio"])
+        if generate is not None:
+            audios["model"] = model_audio[i]
+            audios["model, shuffled video"] = model_audio[j]
+        for name, audio in audios.items():
+            row = score_audio(audio, *args)
+            row.update(seed=c["seed"], fps=c["fps"], source_seed=clips[j]["seed"] if "shuffled" in name else c["seed"])
+            sources[name].append(row)
+    result = {"summary": {k: summarize(v) for k, v in sources.items()}, "rows": sources}
+    if gen_seconds:
+        seconds = [len(c["frames"]) / c["fps"] for c in clips]
+        result["generation"] = {"mean_seconds": float(np.mean(gen_seconds)), "max_seconds": float(np.max(gen_seconds)),
+                                "clip_seconds": float(np.mean(seconds))}
+    return result
+
+
+def markdown(result: Dict) -> str:
+    meta = result.get("meta", {})
+    lines = [
+        f"V2A sync bench: {meta.get('clips', '?')} held-out world clips, {meta.get('fps', '?')} fps, "
+        f"{meta.get('seconds', '?')} s, {meta.get('objects', 1)} bouncing object(s); model `{meta.get('model', '-')}`",
+        "",
+        "| audio | clips | bounces | onset within 1 frame | mean abs offset (ms) | onset precision | pitch correct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in result["summary"].items():
+        off = "-" if s["mean_abs_offset_ms"] is None else f"{s['mean_abs_offset_ms']:.0f}"
+        lines.append(f"| {name} | {s['clips']} | {s['bounces']} | {100 * s['onset_within_frame']:.0f}% | {off} | "
+                     f"{100 * s['onset_precision']:.0f}% | {100 * s['pitch_correct']:.0f}% |")
+    if "generation" in result:
+        g = result["generation"]
+        lines += ["", f"Generation: {g['mean_seconds']:.2f} s mean, {g['max_seconds']:.2f} s max per "
+                      f"{g['clip_seconds']:.1f} s clip ({meta.get('steps', '?')} steps, cfg {meta.get('cfg', '?')})."]
+    return "\n".join(lines)
+
+
+def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: int, steps: Optional[int],
+        cfg: Optional[float], prompt: bool, out: Optional[Path], seed: int = 0, size: int = 128) -> Dict:
+    data = world_eval_clips(clips, fps, seconds, size, objects)
+    generate = reconstruct = None
+    if model:
+        import torch
+
+        from lumina.v2a import audio_fn_for, load_v2a
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        pipe = load_v2a(model)
+        fn = audio_fn_for(pipe, steps, cfg, seed)
+        reconstruct = pipe.reconstruct
+        generate = (lambda frames, f, caption: fn(frames, f, caption)) if prompt else (lambda frames, f, _: fn(frames, f, None))
+        if prompt:
+            for c in data:
+                c["prompt"] = c["caption"]
+    result = evaluate(data, generate, reconstruct=reconstruct)
+    result["meta"] = {"model": model, "clips": len(data), "fps": fps, "seconds": seconds, "objects": objects,
+                      "steps": steps, "cfg": cfg, "prompt": prompt, "seed": seed}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "v2abench.json").write_text(json.dumps(result, indent=1))
+        (out / "v2abench.md").write_text(markdown(result) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lumina.eval v2a", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory; 'none' = metric only")
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--fps", type=float, default=24.0)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--objects", type=int, default=1, help="bouncing objects per clip (1-3)")
+    p.add_argument("--steps", type=int, help="sampling grid points (default: the model's)")
+    p.add_argument("--cfg", type=float, help="guidance (default: the model's)")
+    p.add_argument("--prompt", action="store_true", help="also give the clip's caption as prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="docs/v2abench")
+    args = p.parse_args(argv)
+    model = None if args.model.lower() == "none" else args.model
+    result = run(model, args.clips, args.fps, args.seconds, args.objects, args.steps, args.cfg, args.prompt,
+                 Path(args.out) if args.out else None, args.seed)
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Lumina-V2A: sound for a video with a Next-DiT over audio-latent, visual and text tokens.
+
+    from lumina.v2a import load_v2a, audio_fn_for
+    pipe = load_v2a()                                  # assets/lumina-v2a-tiny
+    audio = pipe(frames, fps=24).audio                 # float32 at 16 kHz, the video's duration
+    generate_video(..., audio_fn=audio_fn_for(pipe))   # sound for text-to-video results
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from lumina.errors import ModelFilesError
+from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder
+from lumina.v2a.model import LuminaV2ATransformer
+from lumina.v2a.pipeline import LuminaV2APipeline, LuminaV2APipelineOutput
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_V2A_DIR = REPO_ROOT / "assets" / "lumina-v2a-tiny"
+
+__all__ = [
+    "LuminaV2APipeline", "LuminaV2APipelineOutput", "LuminaV2ATransformer", "TINY_V2A_DIR", "V2AFrameEncoder",
+    "V2ASyncEncoder", "audio_fn_for", "load_v2a",
+]
+
+
+def _resolve(path: Union[str, Path]) -> Path:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
+        p = REPO_ROOT / p
+    return p
+
+
+def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "cpu",
+             dtype: torch.dtype = torch.float32, text: bool = True) -> LuminaV2APipeline:
+    """Load a V2A pipeline directory (diffusers layout).
+
+    A model trained with MiniLM captions stores ``text_encoder_source: "minilm"`` instead of the 90 MB
+    encoder; it is attached here from the installed package (``text=False`` or a missing package: the
+    model runs video-only, which it was also trained for).
+    """
+    folder = _resolve(path)
+    if not (folder / "model_index.json").exists():
+        hint = " (train it with `python -m lumina.v2a.train --world 1600 --out assets/lumina-v2a-tiny`)" \
+            if folder.resolve() == TINY_V2A_DIR.resolve() else ""
+        raise ModelFilesError(f"no V2A model at {folder}: model_index.json is missing{hint}")
+    pipe = LuminaV2APipeline.from_pretrained(str(folder))
+    source = pipe.config.get("text_encoder_source") if hasattr(pipe.config, "get") else None
+    if text and pipe.text_encoder is None and source:
+        try:
+            from lumina.models.components import load_text_encoder
+
+            tokenizer, encoder = load_text_encoder(source)
+            pipe.register_modules(text_encoder=encoder, tokenizer=tokenizer)
+        except Exception as err:  # noqa: BLE001 - video-only still works
+            warnings.warn(f"V2A text encoder {source!r} unavailable ({err}); prompts are ignored")
+    pipe.set_progress_bar_config(disable=True)
+    if str(device) != "cpu" or dtype != torch.float32:
+        pipe = pipe.to(device=device, dtype=dtype)
+    return pipe
+
+
+def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int] = None,
+                 guidance_scale: Optional[float] = None, seed: int = 0) -> Callable:
+    """The ``audio_fn(frames, fps, prompt) -> float32 waveform at 16 kHz`` that ``generate_video`` calls."""
+
+    def audio_fn(frames, fps, prompt=None) -> np.ndarray:
+        gen = torch.Generator("cpu").manual_seed(seed)
+        out = pipeline(frames, fps, prompt=prompt, num_inference_steps=num_inference_steps,
+                       guidance_scale=guidance_scale, generator=gen)
+        return out.audio
+
+    return audio_fn

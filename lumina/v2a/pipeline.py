@@ -1,0 +1,288 @@
+"""LuminaV2APipeline: video (+ optional prompt) -> soundtrack of exactly the video's duration.
+
+video frames --(visual_encoder @ visual_fps)--> visual tokens ─┐
+video frames --(sync_encoder @ the video's fps)--> sync feats ──┼─> LuminaV2ATransformer velocity
+prompt --(tokenizer, text_encoder)--> caption tokens ──────────┘      │ Euler + CFG (lumina.sampling)
+                                                     audio latent <───┘
+audio latent --(vae.decode)--> normalized log-mel --(vocoder | Griffin-Lim)--> 16 kHz waveform
+
+Sampling uses the engine's ``plan`` / ``guide`` / ``euler_step`` with a ``SampleConfig``; guidance
+follows the release's convention ``pos + cfg * (pos - neg)`` (cfg = 0: no negative pass), the negative
+pass being the same model with video, sync and text replaced by their learned null embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from lumina.errors import InvalidRequestError, NonFiniteLatentsError
+from lumina.sampling import SampleConfig, euler_step, guide, plan
+from lumina.v2a.audio import MelConfig, denormalize, fit_length, griffin_lim_vocoder, log_mel, normalize, pad_frames
+from lumina.v2a.encoders import as_float_frames, encode_sync, encode_visual, visual_frame_indices
+
+DEFAULT_MAX_SECONDS = 10.0
+
+
+@dataclass
+class LuminaV2APipelineOutput(BaseOutput):
+    """audio: float32 (N,) at sample_rate, N = round(duration * sample_rate); mel: generated ln-mel (M, n_mels)."""
+
+    audio: np.ndarray
+    sample_rate: int = 16000
+    mel: Optional[torch.Tensor] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+class LuminaV2APipeline(DiffusionPipeline):
+    """Video-to-audio with a Next-DiT over audio-latent, visual and text tokens (see lumina.v2a.model)."""
+
+    model_cpu_offload_seq = "text_encoder->visual_encoder->sync_encoder->transformer->vae->vocoder"
+    _optional_components = ["vocoder", "text_encoder", "tokenizer"]
+
+    def __init__(
+        self,
+        transformer,
+        vae,
+        sync_encoder,
+        visual_encoder,
+        vocoder=None,
+        text_encoder=None,
+        tokenizer=None,
+        sample_rate: int = 16000,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        n_mels: int = 128,
+        fmin: float = 0.0,
+        fmax: float = 8000.0,
+        mel_norm_mean: float = -5.0,
+        mel_norm_scale: float = 4.0,
+        visual_fps: float = 8.0,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        max_prompt_tokens: int = 77,
+        default_steps: int = 16,
+        default_guidance: float = 2.0,
+        default_time_shift: float = 1.0,
+        text_encoder_source: Optional[str] = None,
+    ):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, sync_encoder=sync_encoder, visual_encoder=visual_encoder,
+                              vocoder=vocoder, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_to_config(
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax,
+            mel_norm_mean=mel_norm_mean, mel_norm_scale=mel_norm_scale, visual_fps=visual_fps,
+            max_seconds=max_seconds, max_prompt_tokens=max_prompt_tokens, default_steps=default_steps,
+            default_guidance=default_guidance, default_time_shift=default_time_shift,
+            text_encoder_source=text_encoder_source,
+        )
+
+    # -- geometry ---------------------------------------------------------------------------------
+
+    @property
+    def mel_config(self) -> MelConfig:
+        c = self.config
+        return MelConfig(sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels,
+                         fmin=c.fmin, fmax=c.fmax, norm_mean=c.mel_norm_mean, norm_scale=c.mel_norm_scale)
+
+    @property
+    def vae_downsample(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def vae_scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def latent_frames(self, num_samples: int) -> int:
+        return math.ceil(self.mel_config.num_frames(num_samples) / self.vae_downsample)
+
+    def latent_times(self, n_latent: int) -> torch.Tensor:
+        return latent_times(n_latent, self.vae_downsample, self.mel_config)
+
+    def check_video(self, frames, fps) -> np.ndarray:
+        """Float frames in [0, 1]; refuses a bad fps or a clip longer than ``max_seconds``."""
+        try:
+            fps = float(fps)
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"fps={fps!r} is not a number") from None
+        if not math.isfinite(fps) or fps <= 0:
+            raise InvalidRequestError(f"fps={fps!r}: the frame rate must be a positive number")
+        try:
+            frames = as_float_frames(frames)
+        except ValueError as err:
+            raise InvalidRequestError(str(err)) from None
+        if len(frames) == 0:
+            raise InvalidRequestError("the video has no frames")
+        seconds = len(frames) / fps
+        limit = float(self.config.max_seconds)
+        if seconds > limit + 1e-6:
+            raise InvalidRequestError(
+                f"the video is {seconds:.2f} s long ({len(frames)} frames at {fps:g} fps); Lumina-V2A makes sound "
+                f"for at most {limit:g} s per call (max_seconds={limit:g}): trim the video or split it into parts"
+            )
+        return frames
+
+    # -- conditions -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: Optional[str], device=None):
+        """(features (1, L, D), mask (1, L)) of the prompt, or (None, None) for no prompt."""
+        if prompt is None or not str(prompt).strip():
+            return None, None
+        if self.text_encoder is None or self.tokenizer is None:
+            return None, None
+        device = device or self._execution_device
+        tok = self.tokenizer([str(prompt)], padding=True, truncation=True, max_length=self.config.max_prompt_tokens,
+                             return_tensors="pt")
+        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        out = self.text_encoder(input_ids=ids, attention_mask=mask)
+        return out.last_hidden_state, mask
+
+    @torch.no_grad()
+    def encode_video(self, frames: np.ndarray, fps: float, device=None) -> Dict[str, torch.Tensor]:
+        """Visual tokens at visual_fps and sync features at the video's fps, each with its times (s)."""
+        device = device or self._execution_device
+        idx, vtimes = visual_frame_indices(len(frames), fps, self.config.visual_fps)
+        visual = encode_visual(self.visual_encoder, frames[idx], self.transformer.config.visual_grid)
+        sync = encode_sync(self.sync_encoder, frames)
+        return {
+            "visual": visual.unsqueeze(0).to(device),
+            "visual_times": torch.as_tensor(vtimes, dtype=torch.float32, device=device),
+            "sync": sync.unsqueeze(0).to(device),
+            "sync_times": torch.arange(len(frames), dtype=torch.float32, device=device) / float(fps),
+        }
+
+    # -- audio latents ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_audio(self, wave) -> torch.Tensor:
+        """Waveform (N,) at sample_rate -> scaled audio latent (1, C, T', F') (posterior mean)."""
+        cfg = self.mel_config
+        mel = pad_frames(normalize(log_mel(wave, cfg), cfg), self.vae_downsample, cfg)
+        x = mel[None, None].to(device=self.vae.device, dtype=self.vae.dtype)
+        return self.vae.encode(x).latent_dist.mode() * self.vae_scaling_factor
+
+    def reconstruct(self, wave, griffin_lim_iters: int = 32) -> np.ndarray:
+        """wave -> VAE -> vocoder: the best the decoding path can do (an upper bound for generated audio)."""
+        return self.decode_latents(self.encode_audio(wave), len(wave), griffin_lim_iters)[0]
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, num_samples: int, griffin_lim_iters: int = 32):
+        """Audio latent (1, C, T, F) -> (waveform float32 (num_samples,), ln-mel (M, n_mels))."""
+        cfg = self.mel_config
+        mel_norm = self.vae.decode(latents.to(self.vae.dtype) / self.vae_scaling_factor).sample
+        n_mel = cfg.num_frames(num_samples)
+        logmel = denormalize(mel_norm[0, 0, :n_mel].float(), cfg)
+        if self.vocoder is not None:
+            wave = self.vocoder(logmel.to(self.vocoder.dtype).unsqueeze(0)).reshape(-1).float()
+            wave = fit_length(wave, num_samples)
+        else:
+            wave = griffin_lim_vocoder(logmel.cpu(), cfg, num_samples, griffin_lim_iters)
+        return wave.cpu().numpy().astype(np.float32), logmel.cpu()
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video,
+        fps: float,
+        prompt: Optional[str] = None,
+        num_inference_steps: Optional[int] = None,
+        guidance_scale: Optional[float] = None,
+        time_shift: Optional[float] = None,
+        renorm: float = -1.0,
+        generator: Optional[torch.Generator] = None,
+        latents: Optional[torch.Tensor] = None,
+        griffin_lim_iters: int = 32,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ):
+        """Sound for ``video`` (uint8 or float (T, H, W, 3) frames) at ``fps``.
+
+        ``num_inference_steps`` counts grid points like the release's ``step`` (one fewer model
+        evaluation); ``guidance_scale`` is the release's cfg (0 = unguided). output_type "np" returns the
+        waveform, "latent" the final latent in ``audio``.
+        """
+        t_start = time.perf_counter()
+        if output_type not in ("np", "latent"):
+            raise InvalidRequestError(f"output_type={output_type!r}; allowed: np, latent")
+        frames = self.check_video(video, fps)
+        fps = float(fps)
+        c = self.config
+        steps = num_inference_steps if num_inference_steps is not None else c.default_steps
+        cfg_scale = float(guidance_scale if guidance_scale is not None else c.default_guidance)
+        shift = float(time_shift if time_shift is not None else c.default_time_shift)
+        try:
+            sample_config = SampleConfig(patch="1x2", steps=int(steps), time_shift=shift, renorm=renorm, cfg=cfg_scale,
+                                         motion=0.0, neg_motion=0.0)
+        except ValueError as err:
+            raise InvalidRequestError(str(err)) from None
+        device = self._execution_device
+        dtype = self.transformer.dtype
+
+        t0 = time.perf_counter()
+        cond = self.encode_video(frames, fps, device)
+        cap, cap_mask = self.encode_prompt(prompt, device)
+        t_encode = time.perf_counter() - t0
+
+        num_samples = int(round(len(frames) / fps * c.sample_rate))
+        n_lat = self.latent_frames(num_samples)
+        tcfg = self.transformer.config
+        shape = (1, tcfg.latent_channels, n_lat, tcfg.latent_freq)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+        elif tuple(latents.shape) != shape:
+            raise InvalidRequestError(f"latents have shape {tuple(latents.shape)}; this video needs {shape}")
+        x = latents.to(device=device, dtype=torch.float32)
+        audio_times = self.latent_times(n_lat).to(device)
+
+        steps_plan = plan(sample_config)
+        guided = any(s.guided for s in steps_plan)
+        batch = 2 if guided else 1
+
+        def expand(v):
+            return None if v is None else v.expand(batch, *v.shape[1:])
+
+        drop = torch.tensor([False, True][:batch], device=device)
+        args = dict(visual=expand(cond["visual"]).to(dtype), visual_times=cond["visual_times"],
+                    sync=expand(cond["sync"]).to(dtype), sync_times=cond["sync_times"], audio_times=audio_times,
+                    cap_feats=expand(cap), cap_mask=expand(cap_mask), drop=drop)
+        t0 = time.perf_counter()
+        for step in steps_plan:
+            xin = x.to(dtype).expand(batch, *x.shape[1:])
+            v = self.transformer(xin, torch.full((batch,), step.t, device=device), **args).float()
+            if step.guided:
+                velocity = guide(v[:1], v[1:], step.cfg, step.renorm)
+            else:
+                velocity = v[:1]
+            x = euler_step(x, velocity, step.dt)
+        if not torch.isfinite(x).all():
+            raise NonFiniteLatentsError("the audio latent became NaN/inf; no audio was produced")
+        t_denoise = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if output_type == "latent":
+            audio, mel = x, None
+        else:
+            audio, mel = self.decode_latents(x, num_samples, griffin_lim_iters)
+        t_decode = time.perf_counter() - t0
+        timings = {"encode": t_encode, "denoise": t_denoise, "decode": t_decode, "total": time.perf_counter() - t_start}
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (audio,)
+        return LuminaV2APipelineOutput(audio=audio, sample_rate=int(c.sample_rate), mel=mel, timings=timings)
+
+
+def latent_times(n_latent: int, downsample: int, cfg: MelConfig) -> torch.Tensor:
+    """Centre time (s) of each audio-latent frame: the mean of its `downsample` mel frames' centres."""
+    j = torch.arange(n_latent, dtype=torch.float64)
+    return ((j * downsample + (downsample - 1) / 2.0) * cfg.hop_length / cfg.sample_rate).float()

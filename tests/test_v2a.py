@@ -1,0 +1,172 @@
+"""Lumina-V2A: real-scale component path, muxing, the sync metric, the shipped tiny model, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lumina.errors import InvalidRequestError
+from lumina.v2a import TINY_V2A_DIR, LuminaV2APipeline, audio_fn_for
+from lumina.v2a.encoders import V2ASyncEncoder
+from lumina.v2a.model import LuminaV2ATransformer, interpolation_matrix
+
+SR = 16000
+
+
+def random_real_pipeline(seed: int = 0, vocoder: bool = True) -> LuminaV2APipeline:
+    """Tiny random instances of the real-scale classes: AutoencoderKL on 1-channel mel, SpeechT5HifiGan,
+    CLIPVisionModel, CLIPTextModel (MiniLM's tokenizer), plus our transformer and sync encoder."""
+    from diffusers import AutoencoderKL
+    from transformers import (AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel,
+                              SpeechT5HifiGan, SpeechT5HifiGanConfig)
+
+    from lumina.models.components import minilm_dir
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id)).eval()
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=2, image_size=32, patch_size=8,
+                                              projection_dim=32)).eval()
+    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 3,
+                        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 8, 8), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4).eval()
+    voc = None
+    if vocoder:
+        voc = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+            model_in_dim=64, sampling_rate=SR, upsample_initial_channel=16, upsample_rates=[8, 8, 4],
+            upsample_kernel_sizes=[16, 16, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+            normalize_before=False)).eval()
+    transformer = LuminaV2ATransformer(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, latent_channels=4, latent_freq=16,
+                                       visual_dim=32, visual_grid=2, sync_dim=16, cap_feat_dim=32).eval()
+    with torch.no_grad():  # the final layer starts at zero; give the velocity something to say
+        for p in transformer.final_layer.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    sync = V2ASyncEncoder(image_size=32, width=8, hidden=16, out_dim=16).eval()
+    pipe = LuminaV2APipeline(transformer, vae, sync, vision, vocoder=voc, text_encoder=text, tokenizer=tok, n_mels=64,
+                             default_steps=4)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def real_pipe():
+    return random_real_pipeline()
+
+
+@pytest.fixture(scope="module")
+def saved_real_dir(real_pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("v2a_real")
+    real_pipe.save_pretrained(str(folder))
+    return folder
+
+
+def _frames(t: int, h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(t, h, w, 3), dtype=np.uint8)
+
+
+def test_real_scale_path_end_to_end_and_round_trip(real_pipe, saved_real_dir):
+    frames = _frames(30)
+    out = real_pipe(frames, fps=12, prompt="a red ball bounces", generator=torch.Generator().manual_seed(0))
+    assert out.audio.dtype == np.float32 and out.audio.shape == (int(round(30 / 12 * SR)),)
+    assert np.isfinite(out.audio).all() and np.abs(out.audio).max() > 0
+    loaded = LuminaV2APipeline.from_pretrained(str(saved_real_dir))
+    assert type(loaded.vocoder).__name__ == "SpeechT5HifiGan"
+    assert type(loaded.visual_encoder).__name__ == "CLIPVisionModel"
+    assert type(loaded.text_encoder).__name__ == "CLIPTextModel"
+    assert type(loaded.vae).__name__ == "AutoencoderKL" and loaded.vae.config.in_channels == 1
+    again = loaded(frames, fps=12, prompt="a red ball bounces", generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(again.audio, out.audio, atol=1e-5)
+
+
+def test_griffin_lim_fallback_any_fps_and_length():
+    pipe = random_real_pipeline(vocoder=False)
+    for fps, t in ((25, 17), (7.5, 9), (30, 1)):
+        audio = pipe(_frames(t, 24, 24), fps=fps, num_inference_steps=3, guidance_scale=0.0, griffin_lim_iters=4).audio
+        assert audio.shape == (int(round(t / fps * SR)),)
+        assert np.isfinite(audio).all()
+
+
+def test_too_long_input_refused_with_limit(real_pipe):
+    with pytest.raises(InvalidRequestError, match=r"at most 10 s"):
+        real_pipe(_frames(89, 16, 16), fps=8)  # 11.1 s
+    with pytest.raises(InvalidRequestError, match="frame rate"):
+        real_pipe(_frames(4, 16, 16), fps=0)
+
+
+def test_same_instant_same_time_position():
+    model = LuminaV2ATransformer(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, latent_channels=4, latent_freq=16,
+                                 visual_dim=8, visual_grid=2, sync_dim=4, cap_feat_dim=8)
+    pos = model.positions(torch.tensor([0.0, 0.5, 1.0]), torch.tensor([0.5, 1.0]))
+    audio, visual = pos[:3], pos[3:]
+    assert torch.allclose(audio[1, 0], visual[0, 0]) and torch.allclose(audio[2, 0], visual[4, 0])
+    assert (visual[:, 1] >= model.config.visual_offset).all() and (audio[:, 1] < model.config.visual_offset).all()
+    w = interpolation_matrix(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.25, 1.5, 5.0]))
+    assert torch.allclose(w.sum(1), torch.ones(3))
+    assert torch.allclose(w[0], torch.tensor([0.75, 0.25, 0.0])) and torch.allclose(w[2], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_muxed_mp4_has_both_streams_with_video_duration(real_pipe, saved_real_dir, tmp_path):
+    from lumina.media import read_audio, write_mp4
+    from lumina.v2a.cli import main, stream_durations
+
+    src = tmp_path / "in.mp4"
+    write_mp4(src, _frames(30, 48, 64), 12)
+    out = tmp_path / "out.mp4"
+    assert main(["v2a", "--video", str(src), "--out", str(out), "--model", str(saved_real_dir), "--steps", "3"]) == 0
+    d = stream_durations(out)
+    assert d["video"] == pytest.approx(2.5, abs=1e-3)
+    assert d["audio"] == pytest.approx(d["video"], abs=0.01)
+    assert 0.0 <= d["audio_decoded"] - d["video"] <= 1024 / SR + 1e-3  # AAC pads to whole 1024-sample frames
+    wave, rate = read_audio(out)
+    assert rate == SR and np.abs(wave).max() > 0
+
+
+def test_generate_video_with_v2a_audio_fn(real_pipe, tmp_path):
+    from lumina.generation import GenerationRequest, generate_video
+    from lumina.pipelines.loading import ModelDefaults
+    from lumina.v2a.cli import stream_durations
+    from tests.builders import random_pipeline
+
+    defaults = ModelDefaults(width=64, height=64, frames=8, fps=8, preset="f24F96R960-MultiScale", max_resolution=128,
+                             steps=3)
+    out = tmp_path / "t2v.mp4"
+    side = generate_video(random_pipeline(), defaults, GenerationRequest(prompt="a red ball", audio=True, seed=1,
+                                                                         schedule="1x2"), out,
+                          audio_fn=audio_fn_for(real_pipe, num_inference_steps=3))
+    assert "audio" in side["timings"]
+    d = stream_durations(out)
+    assert d["video"] == pytest.approx(1.0, abs=1e-3) and d["audio"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_sync_metric_validated_on_ground_truth_and_shuffled():
+    from lumina.eval.v2a import evaluate, markdown, world_eval_clips
+
+    clips = world_eval_clips(5, fps=24, seconds=4, size=96)
+    assert len(clips) == 5 and all(c["bounces"] for c in clips)
+    result = evaluate(clips)
+    truth, shuffled = result["summary"]["ground truth (render_sound)"], result["summary"]["ground truth, shuffled"]
+    assert truth["onset_within_frame"] >= 0.9 and truth["pitch_correct"] == 1.0
+    assert truth["mean_abs_offset_ms"] < 1000 / 24
+    assert shuffled["onset_within_frame"] < 0.3 and shuffled["pitch_correct"] <= 0.4
+    assert "onset within 1 frame" in markdown(result)
+
+
+def test_tiny_model_makes_audio_of_the_video_length():
+    if not (TINY_V2A_DIR / "model_index.json").exists():
+        pytest.skip(f"the tiny V2A model is not in {TINY_V2A_DIR}; train it with python -m lumina.v2a.train")
+    from lumina.v2a import load_v2a
+    from lumina.v2a.data import world_clip
+
+    pipe = load_v2a(TINY_V2A_DIR)
+    clip, _ = world_clip(123, 10, 2.5, 64, motion="bouncing")
+    fn = audio_fn_for(pipe)
+    audio = fn(clip.frames.astype(np.float32) / 255.0, 10, "a red circle")
+    assert audio.dtype == np.float32 and audio.shape == (int(round(2.5 * SR)),)
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
+    with pytest.raises(InvalidRequestError, match=r"at most 10 s"):
+        fn(np.zeros((121, 16, 16, 3), np.float32), 12, None)
