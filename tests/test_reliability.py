@@ -83,7 +83,7 @@ def test_load_twenty_requests_four_at_a_time(random_pipeline_dir, tmp_path):
         assert all(message == "Queue is full! Please try again." for message in busy)
         paths = set()
         for _, i, out in ok:
-            video, sidecar, seed = out[0], out[1], out[2]
+            video, seed = out[0], out[2]
             video_path = video["video"] if isinstance(video, dict) else video
             frames, _ = read_video(video_path)
             assert frames.shape == (8, 64, 64, 3) and seed == 100 + i

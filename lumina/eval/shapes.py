@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -26,7 +25,7 @@ from lumina.media import to_uint8
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
 from lumina.world.analyze import analyze
-from lumina.world.captions import parse_prompt, prompt_for
+from lumina.world.captions import prompt_for
 from lumina.world.dataset import held_out_prompts
 
 SCHEDULES = ["1x2", "2x2", "2x4", "multiscale"]

@@ -15,8 +15,8 @@ schedules; ``multiscale`` is the release's f24F96R960 multi-scale schedule.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Tuple, Union
 
 from lumina.patch import RELEASE_PATCH_SIZES, PatchSize, parse_patch_size
 

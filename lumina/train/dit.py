@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
-from lumina.patch import parse_patch_size
+from lumina.train.budget import budget_progress, warmup_cosine_lr
 from lumina.train.data import TrainingSet
 from lumina.train.losses import flow_loss, interpolate, sample_t
 
@@ -63,9 +62,8 @@ def make_transformer(recipe: DiTRecipe) -> LuminaNextDiTVideo:
     )
 
 
-def _lr(recipe: DiTRecipe, progress: float, step: int) -> float:
-    warm = min(1.0, (step + 1) / max(1, recipe.warmup))
-    return recipe.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def _lr(recipe, progress: float, step: int) -> float:
+    return warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
 
 
 def batch_size_for(model: LuminaNextDiTVideo, recipe: DiTRecipe, patch: str, latent_shape, video_shape) -> int:
@@ -109,13 +107,10 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
     running: Dict[str, list] = {p: [] for p in patches}
     t_start = last_save = time.time()
     for step in range(recipe.steps):
-        elapsed = time.time() - t_start
-        progress = step / recipe.steps
-        if recipe.max_minutes:
-            progress = max(progress, elapsed / (60 * recipe.max_minutes))
-            if elapsed > 60 * recipe.max_minutes:
-                log(f"dit: time budget reached after {step} steps")
-                break
+        progress = budget_progress(step, recipe.steps, t_start, recipe.max_minutes)
+        if progress is None:
+            log(f"dit: time budget reached after {step} steps")
+            break
         for g in opt.param_groups:
             g["lr"] = _lr(recipe, progress, step)
         patch = patches[int(rng.choice(len(patches), p=probs))]

@@ -9,9 +9,8 @@ After training the scaling factor is set to 1 / std of the latents of held-out c
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -20,6 +19,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from lumina.models.components import tiny_vae_config
+from lumina.train.budget import budget_progress, warmup_cosine_lr
 from lumina.train.data import ClipSpec, frames_to_tensor, render
 from lumina.train.losses import psnr, vae_loss
 
@@ -60,9 +60,8 @@ def make_vae(recipe: VAERecipe) -> AutoencoderKLCogVideoX:
     return AutoencoderKLCogVideoX(**cfg)
 
 
-def _lr(recipe: VAERecipe, progress: float, step: int) -> float:
-    warm = min(1.0, (step + 1) / max(1, recipe.warmup))
-    return recipe.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def _lr(recipe, progress: float, step: int) -> float:
+    return warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
 
 
 def _crop_batch(rng: np.random.Generator, seed_base: int, n: int, frames: int, crop: int, spec: ClipSpec):
@@ -127,13 +126,10 @@ def train_vae(out: Path, recipe: VAERecipe = VAERecipe(), spec: ClipSpec = ClipS
     history = []
     step = 0
     for step in range(recipe.steps):
-        elapsed = time.time() - t_start
-        progress = step / recipe.steps
-        if recipe.max_minutes:
-            progress = max(progress, elapsed / (60 * recipe.max_minutes))
-            if elapsed > 60 * recipe.max_minutes:
-                log(f"vae: time budget reached after {step} steps")
-                break
+        progress = budget_progress(step, recipe.steps, t_start, recipe.max_minutes)
+        if progress is None:
+            log(f"vae: time budget reached after {step} steps")
+            break
         for g in opt.param_groups:
             g["lr"] = _lr(recipe, progress, step)
         image = recipe.image_every > 0 and step % recipe.image_every == recipe.image_every - 1
@@ -209,12 +205,9 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
     t_start = last_save = time.time()
     history = []
     for step in range(recipe.steps):
-        elapsed = time.time() - t_start
-        progress = step / recipe.steps
-        if recipe.max_minutes:
-            progress = max(progress, elapsed / (60 * recipe.max_minutes))
-            if elapsed > 60 * recipe.max_minutes:
-                break
+        progress = budget_progress(step, recipe.steps, t_start, recipe.max_minutes)
+        if progress is None:
+            break
         for g in opt.param_groups:
             g["lr"] = _lr(recipe, progress, step)  # same warmup + cosine shape
         idx = rng.integers(0, latents.shape[0], recipe.batch)

@@ -1,0 +1,24 @@
+"""Step and wall-time budgets shared by every training loop (VAE, decoder, DiT)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+
+def budget_progress(step: int, total_steps: int, t_start: float, max_minutes: Optional[float]) -> Optional[float]:
+    """Progress in [0, 1] by steps or by wall time, whichever is further; None once the time budget is spent."""
+    progress = step / total_steps
+    if max_minutes:
+        elapsed = time.time() - t_start
+        if elapsed > 60 * max_minutes:
+            return None
+        progress = max(progress, elapsed / (60 * max_minutes))
+    return progress
+
+
+def warmup_cosine_lr(lr: float, warmup: int, progress: float, step: int) -> float:
+    """Linear warmup, then cosine decay to 10% of `lr` over the budget."""
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
