@@ -144,3 +144,35 @@ def check_prompt(prompt: Optional[str], max_chars: int = 4000) -> str:
     _require(isinstance(prompt, str) and prompt.strip() != "", "the prompt is empty: describe the video you want")
     _require(len(prompt) <= max_chars, f"the prompt has {len(prompt)} characters; at most {max_chars} are accepted")
     return prompt.strip()
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
+MAX_UPLOAD_BYTES = 200 * 1024**2
+MAX_V2A_SECONDS = 10.0
+
+
+def check_video_upload(path, max_bytes: int = MAX_UPLOAD_BYTES, max_seconds: float = MAX_V2A_SECONDS) -> float:
+    """An uploaded video for V2A: type by suffix and by decoding, size, and duration; returns its seconds.
+
+    Only the path handed over by the server is opened; the user's file name is never used to build a path.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    _require(p.suffix.lower() in VIDEO_SUFFIXES,
+             f"file type {p.suffix or '(none)'!r} is not accepted; upload one of {', '.join(VIDEO_SUFFIXES)}")
+    _require(p.is_file(), "the upload did not arrive; try again")
+    size = p.stat().st_size
+    _require(size <= max_bytes, f"the video is {size / 1024**2:.0f} MB; at most {max_bytes / 1024**2:.0f} MB are accepted")
+    import av
+
+    try:
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            seconds = float(container.duration / av.time_base) if container.duration else \
+                float(stream.frames / float(stream.average_rate or 1))
+    except (av.FFmpegError, IndexError, ZeroDivisionError):
+        raise InvalidRequestError("the upload is not a readable video (no decodable video stream)") from None
+    _require(0 < seconds <= max_seconds,
+             f"the video lasts {seconds:.1f} s; sound can be made for videos of up to {max_seconds:g} s")
+    return seconds

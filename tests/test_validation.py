@@ -88,3 +88,22 @@ def test_supported_sizes_fit_the_budget_and_frames_for_durations():
         V.parse_resolution("256 by 128")
     with pytest.raises(InvalidRequestError, match="empty"):
         V.check_prompt("   ")
+
+
+def test_video_upload_checks(tmp_path):
+    import numpy as np
+
+    from lumina.media import write_mp4
+
+    ok = write_mp4(tmp_path / "clip.mp4", np.zeros((16, 32, 32, 3), np.uint8), 8)
+    assert abs(V.check_video_upload(ok) - 2.0) < 0.2
+    with pytest.raises(InvalidRequestError, match="not accepted"):
+        V.check_video_upload(tmp_path / "evil.sh")
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"not a video at all")
+    with pytest.raises(InvalidRequestError, match="not a readable video"):
+        V.check_video_upload(fake)
+    with pytest.raises(InvalidRequestError, match="up to 1 s"):
+        V.check_video_upload(ok, max_seconds=1)
+    with pytest.raises(InvalidRequestError, match="at most"):
+        V.check_video_upload(ok, max_bytes=10)

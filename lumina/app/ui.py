@@ -119,12 +119,21 @@ def play_cell(cells, evt: gr.SelectData):
     return gr.update(value=cells[evt.index]["video"], label=cells[evt.index]["label"])
 
 
+def bundled_audio_fn():
+    """Sound from the bundled V2A model when it is present (assets/lumina-v2a-tiny); None otherwise."""
+    from lumina.v2a import TINY_V2A_DIR, audio_fn_for, load_v2a
+
+    if not (TINY_V2A_DIR / "model_index.json").exists():
+        return None
+    return audio_fn_for(load_v2a(TINY_V2A_DIR))
+
+
 def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, extra_models: Sequence[str] = (),
                studio: Optional[Studio] = None, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
     """Load the model (failing early with a clear message) and lay out the app."""
     if studio is None:
         studio = Studio(model or default_model(), outputs_dir or default_outputs_dir(), keep=keep,
-                        extra_models=extra_models)
+                        extra_models=extra_models, audio_fn=bundled_audio_fn())
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(studio.store.examples_cache(studio.holder.default)))
     d = studio.defaults_for_ui()
     md = studio.model_defaults()

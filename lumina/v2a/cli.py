@@ -47,11 +47,13 @@ def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "
     import torch
 
     from lumina.media import read_video, write_mp4
+    from lumina.validation import check_video_upload
     from lumina.v2a import load_v2a
 
     if not str(out).lower().endswith(".mp4"):
         raise LuminaError(f"--out {out!r}: the output must be an .mp4 file")
     t0 = time.perf_counter()
+    check_video_upload(video)
     frames, fps = read_video(video)
     pipe = pipe or load_v2a(model)
     result = pipe(frames, fps, prompt=prompt, num_inference_steps=steps, guidance_scale=cfg,
