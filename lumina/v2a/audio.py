@@ -2,8 +2,10 @@
 
 One ``MelConfig`` describes the spectrogram every V2A component shares (VAE input, vocoder input,
 training targets).  The default is the tiny member's: 16 kHz, n_fft 1024, hop 256 (62.5 frames/s),
-64 slaney mel bins over 0-8 kHz, magnitude mel, natural log.  ``normalize``/``denormalize`` map the
-log-mel to the VAE's roughly unit range with two fixed constants.
+128 slaney mel bins over 0-8 kHz, magnitude mel, natural log.  ``normalize``/``denormalize`` map the
+log-mel to the VAE's roughly unit range with two fixed constants.  (128 rather than 64 bins: below 1 kHz a
+64-bin slaney mel is ~47 Hz wide, more than the semitones of the world's A3/C4 tones, and Griffin-Lim of the
+true 64-bin mel already names the wrong pitch class for them.)
 
 The Griffin-Lim fallback vocoder first turns the mel back into a linear magnitude spectrogram by
 non-negative least squares (multiplicative updates, which keep tonal energy concentrated instead of
@@ -32,7 +34,7 @@ class MelConfig:
     sample_rate: int = SAMPLE_RATE
     n_fft: int = 1024
     hop_length: int = 256
-    n_mels: int = 64
+    n_mels: int = 128
     fmin: float = 0.0
     fmax: float = 8000.0
     log_floor: float = 1e-5

@@ -80,6 +80,8 @@ class V2ARecipe:
     caption_dropout: float = 0.7
     onset_weight: float = 0.5
     spectrum_weight: float = 2.0
+    loud_weight: float = 2.0         # flow-loss emphasis on loud time-frequency cells (tones, hits)
+    onset_frame_weight: float = 4.0  # ... and on latent frames with an onset (timing)
     sample_steps: int = 32           # the shipped pipeline's defaults
     sample_guidance: float = 4.0
     vae_from: Optional[str] = None
@@ -230,7 +232,29 @@ def frame_spectra(mel: torch.Tensor, times: np.ndarray, half_window: float, cfg:
     return torch.stack(rows)
 
 
-def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, down: int, rng, mels=None) -> Dict:
+def loss_weight_map(mel: torch.Tensor, wave: np.ndarray, down: int, cfg: MelConfig, recipe: V2ARecipe) -> torch.Tensor:
+    """(T', F') weights (mean 1) of the flow loss: 1 + loud * loudness + onset * onset strength of the frame.
+
+    Per-element weights leave each element's optimum (the conditional mean velocity) unchanged; they only
+    spend more of a small model's capacity where the sound is: tonal lines and the hits that carry timing.
+    """
+    from lumina.v2a.audio import onset_envelope
+    from lumina.v2a.data import FLUX_REF
+
+    x = pad_frames(mel, down, cfg)[None, None]
+    loud = F.avg_pool2d(x, down)[0, 0]                                    # (T', F')
+    loud = ((loud + 1.0) / 2.5).clamp(0.0, 1.0)
+    flux, times = onset_envelope(wave, cfg.sample_rate)
+    centres = latent_times(loud.shape[0], down, cfg).numpy()
+    half = down * cfg.hop_length / cfg.sample_rate / 2
+    onset = np.array([flux[np.abs(times - c) <= half].max(initial=0.0) for c in centres]) / FLUX_REF
+    onset = torch.from_numpy(np.clip(onset, 0.0, 1.0)).float()
+    w = 1.0 + recipe.loud_weight * loud + recipe.onset_frame_weight * onset[:, None]
+    return w / w.mean()
+
+
+def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, down: int, rng, mels=None,
+               weights=None) -> Dict:
     ex0 = examples[idx[0]]
     fps = ex0["fps"]
     n_frames = len(ex0["frames"])
@@ -264,7 +288,8 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
     return dict(frames=frames, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
                 sync_times=torch.arange(n_frames, dtype=torch.float32) / fps,
                 audio_times=latent_times(x1.shape[2], down, cfg), x1=x1, onset=onset, cap_feats=cap_feats,
-                cap_mask=cap_mask, drop=drop, spectra=spectra)
+                cap_mask=cap_mask, drop=drop, spectra=spectra,
+                weights=torch.stack([weights[i] for i in idx]) if weights is not None else None)
 
 
 def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARecipe) -> Tuple[torch.Tensor, Dict]:
@@ -283,7 +308,10 @@ def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARe
     xt = (1 - tt.view(-1, 1, 1, 1)) * x0 + tt.view(-1, 1, 1, 1) * x1
     v = model.transformer(xt, tt, visual, batch["visual_times"], sync, batch["sync_times"], batch["audio_times"],
                           batch["cap_feats"], batch["cap_mask"], batch["drop"])
-    flow = F.mse_loss(v, x1 - x0)
+    err = (v - (x1 - x0)).pow(2)
+    if batch.get("weights") is not None:
+        err = err * batch["weights"][:, None]
+    flow = err.mean()
     loss = flow + recipe.onset_weight * onset_loss + recipe.spectrum_weight * spectrum_loss
     return loss, {"flow": flow.item(), "onset": onset_loss.item(), "spectrum": spectrum_loss.item()}
 
@@ -295,7 +323,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg: MelConfig, down: int,
-              mels=None) -> Tuple[Trainable, Dict]:
+              mels=None, weights=None) -> Tuple[Trainable, Dict]:
     groups = buckets(examples)
     keys = list(groups)
     weights = np.array([len(groups[k]) for k in keys], dtype=np.float64)
@@ -325,7 +353,7 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
         key = keys[int(rng.choice(len(keys), p=weights))]
         pool = groups[key]
         idx = [pool[int(i)] for i in rng.integers(len(pool), size=recipe.batch)]
-        batch = make_batch(examples, latents, caps, idx, recipe, cfg, down, rng, mels)
+        batch = make_batch(examples, latents, caps, idx, recipe, cfg, down, rng, mels, weights)
         loss, parts = step_loss(model, batch, gen, recipe)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -385,7 +413,10 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
         log("caption features encoded")
 
     model = make_models(recipe, recipe.n_mels // down, cap_dim)
-    ema, dit_report = train_dit(model, examples, latents, caps, recipe, cfg, down, mels)
+    weights = None
+    if recipe.loud_weight or recipe.onset_frame_weight:
+        weights = [loss_weight_map(m, ex["wave"], down, cfg, recipe) for m, ex in zip(mels, examples)]
+    ema, dit_report = train_dit(model, examples, latents, caps, recipe, cfg, down, mels, weights)
 
     pipe = LuminaV2APipeline(
         transformer=ema.transformer.eval(), vae=vae, sync_encoder=ema.sync_encoder.eval(),
