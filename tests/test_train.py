@@ -14,7 +14,7 @@ from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import shift_time
 from lumina.train.data import ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, pad_features, render
 from lumina.train.dit import DiTRecipe, make_transformer, train_dit
-from lumina.train.losses import flow_loss, interpolate, sample_t
+from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t
 from lumina.train.vae import VAERecipe, train_vae
 
 SPEC = ClipSpec(width=32, height=32, frames=8, fps=4)
@@ -30,6 +30,30 @@ def test_flow_loss_is_mse_plus_one_minus_cosine():
     # items of different shapes (images and videos) are averaged per item
     loss_list, _ = flow_loss([v[0], v[1, :, :1]], [v[0], v[1, :, :1]])
     assert loss_list.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_object_weights_find_the_objects_and_keep_the_mean():
+    clip = render(3, SPEC)
+    x = torch.from_numpy(clip.frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    mask = foreground_mask(x, grow=0)
+    bg = torch.tensor(clip.frames[0, 0, 0]).float().div(127.5).sub(1)  # corner pixel of frame 0
+    truth = (x[0] - bg[:, None, None, None]).abs().amax(0) > 0.1
+    if clip.frames[0, 0, 0].tolist() != np.median(clip.frames.reshape(-1, 3), axis=0).astype(int).tolist():
+        pytest.skip("an object covers the corner of this clip")
+    assert torch.equal(mask[0, 0].bool(), truth)
+    w = mask_weights(mask, 4.0)
+    assert w.mean().item() == pytest.approx(1.0, abs=1e-5)
+    assert w[mask.bool()].min() == pytest.approx(5 * w[~mask.bool()].max().item(), rel=1e-5)
+    # the weighted MSE counts an error on an object cell 5x an error on the background
+    v = torch.zeros(1, 16, *mask.shape[2:])
+    on, off = v.clone(), v.clone()
+    obj = mask[0, 0].nonzero()[0].tolist()
+    bgc = (mask[0, 0] == 0).nonzero()[0].tolist()
+    on[0, :, obj[0], obj[1], obj[2]] = 1.0
+    off[0, :, bgc[0], bgc[1], bgc[2]] = 1.0
+    l_on = flow_loss(on, v, cos_weight=0.0, weights=w)[0].item()
+    l_off = flow_loss(off, v, cos_weight=0.0, weights=w)[0].item()
+    assert l_on == pytest.approx(5 * l_off, rel=1e-5)
 
 
 def test_time_sampling_follows_the_patch_shift():
@@ -74,10 +98,12 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
                            DecoderRecipe(steps=2, batch=1, latent_crop=4), spec=SPEC, log=lambda m: None)
     assert vae.config.scaling_factor == scale  # the encoder and its latent scale are untouched
     assert "decoder_finetune" in json.loads((tmp_path / "vae_dec" / "train_report.json").read_text())
-    x1, cap, mask, motion = data.batch(5, image=False, caption_dropout=0.0, motion_dropout=0.0)
+    x1, cap, mask, motion, objects = data.batch(5, image=False, caption_dropout=0.0, motion_dropout=0.0)
     assert x1.shape == (5, 16, 2, 4, 4) and cap.shape[0] == 5 and (motion >= 0).all()
-    _, _, _, motion_img = data.batch(3, image=True)
-    assert (motion_img == -1).all()
+    assert objects.shape == (5, 1, 2, 4, 4) and objects.dtype == torch.bool
+    assert 0 < objects.float().mean() < 1  # objects touch some latent cells, the background the rest
+    _, _, _, motion_img, objects_img = data.batch(3, image=True)
+    assert (motion_img == -1).all() and objects_img.shape == (3, 1, 1, 4, 4)
 
     recipe = DiTRecipe(steps=40, batch=2, lr=3e-3, warmup=2, dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
                        multiple_of=16, save_every_minutes=100.0)

@@ -41,6 +41,11 @@ def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.
     p.add_argument(f"--{prefix.replace('_', '-')}crop", type=int, default=48)
     p.add_argument(f"--{prefix.replace('_', '-')}lr", type=float, default=1e-3)
     p.add_argument(f"--{prefix.replace('_', '-')}minutes", type=float, default=minutes, help="wall-time budget for VAE training")
+    p.add_argument(f"--{prefix.replace('_', '-')}foreground-weight", type=float, default=8.0,
+                   help="extra loss weight on object pixels")
+    p.add_argument(f"--{prefix.replace('_', '-')}init", default=None, help="continue from this VAE folder")
+    p.add_argument(f"--{prefix.replace('_', '-')}widths", type=int, nargs=4, default=[16, 32, 32, 32],
+                   help="block_out_channels of the four CogVideoX blocks")
 
 
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
@@ -61,7 +66,8 @@ def run_vae(out: Path, args, prefix: str = ""):
 
     g = lambda k: getattr(args, prefix + k)  # noqa: E731
     recipe = VAERecipe(steps=g("steps"), batch=g("batch"), crop=g("crop"), lr=g("lr"), seed=args.seed,
-                       max_minutes=g("minutes") or None)
+                       max_minutes=g("minutes") or None, foreground_weight=g("foreground_weight"), init=g("init"),
+                       block_out_channels=tuple(g("widths")))
     return train_vae(out, recipe, log=_log)
 
 

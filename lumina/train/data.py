@@ -23,8 +23,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
+from lumina.train.losses import foreground_mask
 
 WIDTH, HEIGHT, FRAMES, FPS = 128, 128, 16, 8
 
@@ -183,31 +185,38 @@ def encode_video_latents(vae, video: torch.Tensor) -> torch.Tensor:
 def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(), n_video: Optional[int] = None,
                        batch: int = 8, log: Callable[[str], None] = print) -> Dict:
     """Video latents of the first `n_video` clips (n, 16, F/4, H/8, W/8) and first-frame image latents
-    of every clip (N, 16, 1, H/8, W/8): images are ~5x cheaper to encode, so there are more of them."""
+    of every clip (N, 16, 1, H/8, W/8): images are ~5x cheaper to encode, so there are more of them.
+    With each, the latent cells that objects touch (``video_masks`` / ``image_masks``, bool, 1 channel)."""
     path = Path(path)
     sf = float(vae.config.scaling_factor)
     seeds = meta["seeds"]
     n_video = len(seeds) if n_video is None else min(n_video, len(seeds))
     if path.exists():
         cache = torch.load(path, map_location="cpu", weights_only=True)
-        if cache["seeds"] == list(seeds) and cache["videos"].shape[0] == n_video and \
+        if cache["seeds"] == list(seeds) and cache["videos"].shape[0] == n_video and "video_masks" in cache and \
                 abs(cache["scaling_factor"] - sf) < 1e-9 and cache.get("vae_tag") == _vae_tag(vae):
             log(f"latent cache: reusing {path}")
             return cache
     t0 = time.time()
     vae = vae.eval()
-    videos, images = [], []
+    videos, images, video_masks, image_masks = [], [], [], []
     for i in range(0, len(seeds), batch):
         chunk = seeds[i : i + batch]
         x = torch.stack([frames_to_tensor(render(s, spec).frames) for s in chunk])
+        mask = foreground_mask(x)
         n_vid = max(0, min(len(chunk), n_video - i))
         if n_vid:
-            videos.append(encode_video_latents(vae, x[:n_vid]).half())
-        images.append(encode_video_latents(vae, x[:, :, :1]).half())
+            z = encode_video_latents(vae, x[:n_vid])
+            videos.append(z.half())
+            video_masks.append(F.adaptive_max_pool3d(mask[:n_vid], z.shape[2:]).bool())
+        z = encode_video_latents(vae, x[:, :, :1])
+        images.append(z.half())
+        image_masks.append(F.adaptive_max_pool3d(mask[:, :, :1], z.shape[2:]).bool())
         if (i // batch) % 10 == 0:
             log(f"latent cache: {i + len(chunk)}/{len(seeds)} clips, {time.time() - t0:.0f}s")
     cache = dict(seeds=list(seeds), scaling_factor=sf, vae_tag=_vae_tag(vae),
-                 videos=torch.cat(videos), images=torch.cat(images))
+                 videos=torch.cat(videos), images=torch.cat(images),
+                 video_masks=torch.cat(video_masks), image_masks=torch.cat(image_masks))
     v, im = cache["videos"].float(), cache["images"].float()
     log(f"latent cache: videos {tuple(v.shape)} images {tuple(im.shape)} in {time.time() - t0:.0f}s; "
         f"scaled video latents mean {v.mean():.3f} std {v.std():.3f}, images mean {im.mean():.3f} std {im.std():.3f}")
@@ -233,6 +242,8 @@ class TrainingSet:
         self.motion: torch.Tensor = meta["motion"]
         self.videos: torch.Tensor = latents["videos"]
         self.images: torch.Tensor = latents["images"]
+        self.video_masks: Optional[torch.Tensor] = latents.get("video_masks")
+        self.image_masks: Optional[torch.Tensor] = latents.get("image_masks")
         self.rng = rng or np.random.default_rng(0)
         if len(self.feats) != self.images.shape[0] or self.videos.shape[0] > self.images.shape[0]:
             raise ValueError("meta and latent caches hold different clips")
@@ -241,10 +252,13 @@ class TrainingSet:
         return self.videos.shape[0]
 
     def batch(self, size: int, image: bool, caption_dropout: float = 0.1, motion_dropout: float = 0.1):
-        """x1 (B, 16, F, h, w) float32, caption feats (B, L, D), mask (B, L), motion (B,)."""
+        """x1 (B, 16, F, h, w) float32, caption feats (B, L, D), mask (B, L), motion (B,), and the object
+        mask of x1's cells (B, 1, F, h, w) or None when the cache has none."""
         source = self.images if image else self.videos
+        masks = self.image_masks if image else self.video_masks
         idx = self.rng.integers(0, source.shape[0], size)
         x1 = source[idx].float()
+        objects = masks[idx] if masks is not None else None
         drop = self.rng.random(size) < caption_dropout
         feats = [self.empty if d else self.feats[i] for i, d in zip(idx, drop)]
         cap, mask = pad_features(feats)
@@ -253,7 +267,7 @@ class TrainingSet:
         else:
             motion = self.motion[idx].clone()
             motion[torch.from_numpy(self.rng.random(size) < motion_dropout)] = -1.0
-        return x1, cap, mask, motion
+        return x1, cap, mask, motion, objects
 
 
 def default_threads() -> int:

@@ -27,29 +27,62 @@ def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Te
     return (1.0 - tt) * x0 + tt * x1
 
 
-def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
+              weights: torch.Tensor = None) -> Tuple[torch.Tensor, Dict[str, float]]:
     """mean over items of  MSE(v_pred, v) + cos_weight * (1 - cos(v_pred, v)), cosine per item.
 
     Items may be tensors of different shapes (a list), as the multi-size transformer returns them.
+    ``weights`` (B, 1, F, h, w), mean 1 per item, weight the MSE per latent cell (object emphasis).
     """
     preds = list(v_pred) if not isinstance(v_pred, torch.Tensor) else list(v_pred.unbind(0))
     targets = list(v_target) if not isinstance(v_target, torch.Tensor) else list(v_target.unbind(0))
     mse: List[torch.Tensor] = []
     cos: List[torch.Tensor] = []
-    for p, v in zip(preds, targets):
+    for i, (p, v) in enumerate(zip(preds, targets)):
+        sq = (p.float() - v.float()).pow(2)
+        mse.append((sq * weights[i]).mean() if weights is not None else sq.mean())
         p, v = p.float().reshape(-1), v.float().reshape(-1)
-        mse.append(F.mse_loss(p, v))
         cos.append(1.0 - F.cosine_similarity(p, v, dim=0, eps=1e-6))
     mse_t, cos_t = torch.stack(mse).mean(), torch.stack(cos).mean()
     loss = mse_t + cos_weight * cos_t
     return loss, {"mse": mse_t.item(), "cos": cos_t.item()}
 
 
+def foreground_mask(clips: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
+    """(B, 1, T, H, W) object mask of (B, C, T, H, W) world clips in [-1, 1].
+
+    The background of a world clip is its per-channel median; pixels that differ from it (grown by
+    ``grow`` pixels, so edges count) are objects.
+    """
+    bg = clips.flatten(2).median(dim=2).values[:, :, None, None, None]
+    mask = ((clips - bg).abs().amax(dim=1, keepdim=True) > threshold).float()
+    if grow:
+        k = 2 * grow + 1
+        mask = F.max_pool3d(mask, (1, k, k), stride=1, padding=(0, grow, grow))
+    return mask
+
+
+def mask_weights(mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Loss weights 1 + weight * mask, normalized to mean 1 per item.
+
+    Per-element weights leave every element's optimum unchanged; they spend a small model's steps on
+    the few cells that carry colour, shape and motion instead of the flat background.
+    """
+    w = 1.0 + weight * mask.float()
+    return w / w.mean(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
+def foreground_weights(target: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel VAE loss weights of world clips: 1 + weight on object pixels, mean 1 per clip."""
+    return mask_weights(foreground_mask(target), weight)
+
+
 def vae_loss(recon: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float = 1e-6,
-             mse_weight: float = 1.0) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """L1 + mse_weight * MSE reconstruction plus a small KL to the unit Gaussian."""
-    l1 = (recon - target).abs().mean()
-    mse = F.mse_loss(recon, target)
+             mse_weight: float = 1.0, weights: torch.Tensor = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """L1 + mse_weight * MSE reconstruction (optionally per-pixel weighted) plus a small KL to N(0, 1)."""
+    w = 1.0 if weights is None else weights
+    l1 = ((recon - target).abs() * w).mean()
+    mse = ((recon - target).pow(2) * w).mean()
     kl_t = kl.mean()
     loss = l1 + mse_weight * mse + kl_weight * kl_t
     return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl_t.item()}

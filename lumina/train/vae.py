@@ -21,7 +21,7 @@ from diffusers import AutoencoderKLCogVideoX
 from lumina.models.components import tiny_vae_config
 from lumina.train.budget import budget_progress, warmup_cosine_lr
 from lumina.train.data import ClipSpec, frames_to_tensor, render
-from lumina.train.losses import psnr, vae_loss
+from lumina.train.losses import foreground_weights, psnr, vae_loss
 
 VAE_SEED_OFFSET = 1_000_000  # VAE clips never coincide with the DiT's clips
 HOLDOUT_SEED_OFFSET = 9_000_000
@@ -38,9 +38,12 @@ class VAERecipe:
     warmup: int = 20
     kl_weight: float = 1e-6
     mse_weight: float = 1.0
+    foreground_weight: float = 8.0  # extra loss weight on object pixels (see losses.foreground_weights)
+    object_crops: float = 0.75      # share of crops centred on an object rather than placed at random
     seed: int = 0
     max_minutes: Optional[float] = None  # stop early (lr schedule follows elapsed time too)
-    block_out_channels: Tuple[int, ...] = (20, 40, 40, 40)
+    init: Optional[str] = None      # continue from this VAE folder
+    block_out_channels: Tuple[int, ...] = (16, 32, 32, 32)
     norm_num_groups: int = 4
     layers_per_block: int = 1
     eval_clips: int = 4          # held-out clips for PSNR
@@ -64,14 +67,26 @@ def _lr(recipe, progress: float, step: int) -> float:
     return warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
 
 
-def _crop_batch(rng: np.random.Generator, seed_base: int, n: int, frames: int, crop: int, spec: ClipSpec):
+def _crop_origin(rng: np.random.Generator, clip, t0: int, crop: int, spec: ClipSpec, object_crops: float):
+    """Top-left corner of a crop: around a random object's centre at frame t0 (jittered), or anywhere."""
+    if clip.truth.objects and rng.random() < object_crops:
+        obj = clip.truth.objects[int(rng.integers(len(clip.truth.objects)))]
+        cx, cy = obj.track[t0]
+        y = int(cy * spec.height - crop / 2 + rng.integers(-crop // 4, crop // 4 + 1))
+        x = int(cx * spec.width - crop / 2 + rng.integers(-crop // 4, crop // 4 + 1))
+        return int(np.clip(y, 0, spec.height - crop)), int(np.clip(x, 0, spec.width - crop))
+    return int(rng.integers(0, spec.height - crop + 1)), int(rng.integers(0, spec.width - crop + 1))
+
+
+def _crop_batch(rng: np.random.Generator, seed_base: int, n: int, frames: int, crop: int, spec: ClipSpec,
+                object_crops: float = 0.0):
     out = []
     for _ in range(n):
         seed = seed_base + int(rng.integers(0, 2**30))
-        video = render(seed, spec).frames
+        clip = render(seed, spec)
+        video = clip.frames
         t0 = int(rng.integers(0, spec.frames - frames + 1))
-        y0 = int(rng.integers(0, spec.height - crop + 1))
-        x0 = int(rng.integers(0, spec.width - crop + 1))
+        y0, x0 = _crop_origin(rng, clip, t0, crop, spec, object_crops)
         clip = video[t0 : t0 + frames, y0 : y0 + crop, x0 : x0 + crop]
         if rng.random() < 0.5:
             clip = clip[:, :, ::-1]
@@ -118,7 +133,7 @@ def train_vae(out: Path, recipe: VAERecipe = VAERecipe(), spec: ClipSpec = ClipS
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    vae = make_vae(recipe).train()
+    vae = (AutoencoderKLCogVideoX.from_pretrained(recipe.init) if recipe.init else make_vae(recipe)).train()
     n_params = sum(p.numel() for p in vae.parameters())
     log(f"vae: {n_params / 1e6:.2f}M params, recipe {asdict(recipe)}")
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -134,12 +149,13 @@ def train_vae(out: Path, recipe: VAERecipe = VAERecipe(), spec: ClipSpec = ClipS
             g["lr"] = _lr(recipe, progress, step)
         image = recipe.image_every > 0 and step % recipe.image_every == recipe.image_every - 1
         if image:
-            x = _crop_batch(rng, VAE_SEED_OFFSET, recipe.batch * 2, 1, recipe.crop, spec)
+            x = _crop_batch(rng, VAE_SEED_OFFSET, recipe.batch * 2, 1, recipe.crop, spec, recipe.object_crops)
         else:
-            x = _crop_batch(rng, VAE_SEED_OFFSET, recipe.batch, recipe.frames, recipe.crop, spec)
+            x = _crop_batch(rng, VAE_SEED_OFFSET, recipe.batch, recipe.frames, recipe.crop, spec, recipe.object_crops)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        loss, parts = vae_loss(rec, x, post.kl(), recipe.kl_weight, recipe.mse_weight)
+        weights = foreground_weights(x, recipe.foreground_weight) if recipe.foreground_weight else None
+        loss, parts = vae_loss(rec, x, post.kl(), recipe.kl_weight, recipe.mse_weight, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

@@ -85,6 +85,7 @@ class V2ARecipe:
     sample_steps: int = 32           # the shipped pipeline's defaults
     sample_guidance: float = 4.0
     vae_from: Optional[str] = None
+    init: Optional[str] = None       # a V2A pipeline directory whose transformer and encoders are fine-tuned
     ema: float = 0.995
     dit_minutes: float = 12.0
     threads: int = 1
@@ -222,6 +223,13 @@ def make_models(recipe: V2ARecipe, latent_freq: int, cap_dim: int) -> Trainable:
     return Trainable(transformer, frame, sync)
 
 
+def load_trainable(path: str) -> Trainable:
+    """The transformer and encoders of a saved V2A pipeline, to continue training them."""
+    return Trainable(LuminaV2ATransformer.from_pretrained(path, subfolder="transformer"),
+                     V2AFrameEncoder.from_pretrained(path, subfolder="visual_encoder"),
+                     V2ASyncEncoder.from_pretrained(path, subfolder="sync_encoder"))
+
+
 def frame_spectra(mel: torch.Tensor, times: np.ndarray, half_window: float, cfg: MelConfig) -> torch.Tensor:
     """Mean normalized log-mel (len(times), n_mels) within +-half_window seconds of each time."""
     centres = np.arange(mel.shape[0]) / cfg.frame_rate
@@ -326,8 +334,8 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
               mels=None, weights=None) -> Tuple[Trainable, Dict]:
     groups = buckets(examples)
     keys = list(groups)
-    weights = np.array([len(groups[k]) for k in keys], dtype=np.float64)
-    weights /= weights.sum()
+    bucket_p = np.array([len(groups[k]) for k in keys], dtype=np.float64)
+    bucket_p /= bucket_p.sum()
     rng = np.random.default_rng(recipe.seed + 2)
     gen = torch.Generator().manual_seed(recipe.seed + 3)
     decay, no_decay = [], []
@@ -350,7 +358,7 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
         lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        key = keys[int(rng.choice(len(keys), p=weights))]
+        key = keys[int(rng.choice(len(keys), p=bucket_p))]
         pool = groups[key]
         idx = [pool[int(i)] for i in rng.integers(len(pool), size=recipe.batch)]
         batch = make_batch(examples, latents, caps, idx, recipe, cfg, down, rng, mels, weights)
@@ -413,6 +421,9 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
         log("caption features encoded")
 
     model = make_models(recipe, recipe.n_mels // down, cap_dim)
+    if recipe.init:
+        model = load_trainable(recipe.init)
+        log(f"transformer and encoders initialised from {recipe.init}")
     weights = None
     if recipe.loud_weight or recipe.onset_frame_weight:
         weights = [loss_weight_map(m, ex["wave"], down, cfg, recipe) for m, ex in zip(mels, examples)]
@@ -448,15 +459,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batch", type=int)
     p.add_argument("--no-text", action="store_true", help="train without MiniLM caption features")
     p.add_argument("--vae-from", help="a V2A pipeline directory whose mel VAE is reused (skips VAE training)")
+    p.add_argument("--init", help="a V2A pipeline directory whose transformer and encoders are fine-tuned "
+                   "(use with --vae-from the same directory)")
+    p.add_argument("--lr", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     recipe = V2ARecipe(world=args.world, videos=args.videos, text=not args.no_text, threads=args.threads, seed=args.seed,
-                       vae_from=args.vae_from)
+                       vae_from=args.vae_from, init=args.init)
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
         recipe.dit_minutes = args.minutes * (0.85 if args.vae_from else 0.75)
-    for name in ("vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch"):
+    for name in ("vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
     train(Path(args.out), recipe)
