@@ -44,8 +44,9 @@ def build_pipeline(transformer_dir: Path, vae_dir: Path) -> LuminaVideoPipeline:
     transformer = LuminaNextDiTVideo.from_pretrained(str(transformer_dir)).eval()
     vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir)).eval()
     tokenizer, encoder = load_minilm_for_training()
-    return LuminaVideoPipeline(transformer=transformer, vae=vae, text_encoder=encoder.half(), tokenizer=tokenizer,
-                               max_resolution=128)
+    # stored in float16 (the assets' size budget); loading casts back to the requested dtype
+    return LuminaVideoPipeline(transformer=transformer.half(), vae=vae.half(), text_encoder=encoder.half(),
+                               tokenizer=tokenizer, max_resolution=128)
 
 
 def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults) -> None:

@@ -60,9 +60,7 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
         except Exception as err:  # noqa: BLE001 - video-only still works
             warnings.warn(f"V2A text encoder {source!r} unavailable ({err}); prompts are ignored")
     pipe.set_progress_bar_config(disable=True)
-    if str(device) != "cpu" or dtype != torch.float32:
-        pipe = pipe.to(device=device, dtype=dtype)
-    return pipe
+    return pipe.to(device=device, dtype=dtype)  # weights may be stored in float16 (the size budget)
 
 
 def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int] = None,

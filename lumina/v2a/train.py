@@ -437,7 +437,7 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
         default_guidance=recipe.sample_guidance,
     )
     out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(out))
+    pipe.to(dtype=torch.float16).save_pretrained(str(out))  # float16 storage: the assets' size budget
     report = {"recipe": asdict(recipe), "examples": len(examples), "data_seconds": t_data, **vae_report, **dit_report,
               "latent_std": std, "text_encoder": MINILM_SOURCE if recipe.text else None,
               "total_minutes": (time.perf_counter() - t_all) / 60}
