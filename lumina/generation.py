@@ -16,7 +16,7 @@ from lumina.errors import InvalidRequestError
 from lumina.media import write_mp4
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.sampling import SampleConfig, coerce_setting, format_schedule, get_preset
+from lumina.sampling import SampleConfig, coerce_setting, format_schedule
 
 Setting = Union[None, float, str]
 
@@ -48,9 +48,7 @@ class GenerationRequest:
 
 
 def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> SampleConfig:
-    base = get_preset(req.preset or defaults.preset)
-    if req.steps is None and defaults.steps is not None:
-        base = base.replace(steps=defaults.steps)
+    base = defaults.sample_config(req.preset)
     if req.steps is not None:
         V.check_steps(req.steps)
     for name, value in (("motion", req.motion), ("negative motion", req.neg_motion), ("guidance", req.cfg)):

@@ -87,3 +87,22 @@ def test_hub_id_offline_fails_fast_with_instructions(monkeypatch):
 def test_not_a_checkpoint_directory(tmp_path):
     with pytest.raises(ModelFilesError, match="consolidated"):
         load_official_transformer(tmp_path)
+
+
+def test_model_defaults_apply_tuned_sampling_to_their_own_preset_only(tmp_path):
+    from lumina.generation import GenerationRequest, sample_config_for
+    from lumina.pipelines.loading import ModelDefaults
+    from lumina.sampling import get_preset
+
+    d = ModelDefaults(preset="f24F96R960-MultiScale", steps=30, sampling={"ts": 4.0, "cfg": 6.0, "motion": -1.0})
+    d.write(tmp_path)
+    d = ModelDefaults.read(tmp_path)  # survives the JSON round trip
+    own = d.sample_config()
+    release = get_preset("f24F96R960-MultiScale")
+    assert (own.steps, own.time_shift, own.cfg, own.motion) == (30, 4.0, 6.0, -1.0)
+    assert own.patch == release.patch and own.neg_motion == release.neg_motion  # the rest is the preset's
+    other = d.sample_config("f16F64R512")
+    assert other.replace(steps=70) == get_preset("f16F64R512") and other.steps == 30
+    # a request's own values still win over the tuned ones
+    req = sample_config_for(GenerationRequest(prompt="x", cfg=2.0, motion=8.0), d)
+    assert (req.cfg, req.motion, req.time_shift) == (2.0, 8.0, 4.0)

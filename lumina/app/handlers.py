@@ -28,7 +28,7 @@ from lumina.generation import GenerationRequest
 from lumina.media import read_video
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.memory import release_memory
-from lumina.sampling import format_schedule, get_preset, parse_schedule_string
+from lumina.sampling import format_schedule, parse_schedule_string
 from lumina.sampling.schedule import PATCH_SHORTHANDS, stages
 
 log = logging.getLogger("lumina.app")
@@ -211,7 +211,7 @@ def size_choices(defaults: ModelDefaults) -> List[Tuple[str, str]]:
 
 def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[str, Any]:
     """The Generate tab's starting values for a model (also the API's defaults)."""
-    preset = get_preset(defaults.preset)
+    preset = defaults.sample_config()
     cfg = stages(preset.cfg)
     guidance = float(cfg[0][1])
     guidance_until = next((t for t, v in cfg[1:] if float(v) == 0.0), 1.0)
@@ -227,7 +227,7 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
         "prompt": "", "negative_prompt": "", "resolution": f"{defaults.width}x{defaults.height}",
         "custom_size": False, "width": defaults.width, "height": defaults.height,
         "length_mode": "frames", "duration": round(defaults.frames / defaults.fps, 3), "frames": defaults.frames,
-        "fps": defaults.fps, "steps": defaults.steps or preset.steps, "guidance": guidance,
+        "fps": defaults.fps, "steps": preset.steps, "guidance": guidance,
         "guidance_until": float(guidance_until), "time_shift": preset.time_shift, "motion": motion,
         "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
         "schedule": schedule, "custom_schedule": custom or "2x4, 2x2@0.03, 1x2@0.125", "seed": 0,

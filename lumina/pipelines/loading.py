@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -18,6 +18,7 @@ from lumina.models.components import RELEASE_TEXT_ENCODER, RELEASE_VAE, load_rel
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
+from lumina.sampling.schedule import SampleConfig, get_preset
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TINY_DIR = ASSETS / "lumina-video-tiny"
@@ -35,6 +36,16 @@ class ModelDefaults:
     preset: str = "f24F96R960-MultiScale"
     max_resolution: int = 960
     steps: Optional[int] = None
+    sampling: Optional[Dict[str, Any]] = None  # release-format overrides of the preset (ts, cfg, motion, ...)
+
+    def sample_config(self, preset: Optional[str] = None) -> SampleConfig:
+        """The preset (default: this model's) with this model's step count, and on its own preset the
+        settings it was tuned for (``sampling``); another preset keeps the release's settings."""
+        name = preset or self.preset
+        base = get_preset(name)
+        if self.sampling and name == self.preset:
+            base = SampleConfig.from_dict({**base.to_dict(), **self.sampling})
+        return base.replace(steps=self.steps)
 
     @classmethod
     def read(cls, folder: Path) -> "ModelDefaults":

@@ -80,9 +80,7 @@ def frame_stats(frames: np.ndarray) -> Dict[str, float]:
 def probe(pipe: LuminaVideoPipeline, defaults: ModelDefaults, prompt: str = PROBE_PROMPT, seed: int = PROBE_SEED,
           **overrides) -> Dict:
     """Generate `prompt` at the model's defaults; measured pixel facts plus the world analyzer's reading."""
-    from lumina.sampling import get_preset
-
-    config = get_preset(defaults.preset).replace(steps=defaults.steps)
+    config = defaults.sample_config()
     t0 = time.perf_counter()
     out = pipe(prompt, height=defaults.height, width=defaults.width, num_frames=defaults.frames,
                sample_config=config, generator=torch.Generator().manual_seed(seed), output_type="np", **overrides)

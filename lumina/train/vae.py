@@ -194,6 +194,8 @@ class DecoderRecipe:
     warmup: int = 10
     latent_noise: float = 0.05     # robustness to the DiT's imperfect latents (in scaled-latent units)
     latent_frames: Optional[int] = None  # decode only the first k latent frames (4k video frames): cheaper steps
+    foreground_weight: float = 8.0  # extra loss weight on object pixels
+    object_crops: float = 0.75      # share of crops centred on an object
     seed: int = 0
     max_minutes: Optional[float] = None
     save_every_minutes: float = 3.0
@@ -229,15 +231,18 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
         idx = rng.integers(0, latents.shape[0], recipe.batch)
         zs, xs = [], []
         for i in idx:
-            y0, x0 = int(rng.integers(0, h - lc + 1)), int(rng.integers(0, w - lc + 1))
+            clip = render(int(seeds[i]), spec)
+            py, px = _crop_origin(rng, clip, 0, 8 * lc, spec, recipe.object_crops)
+            y0, x0 = min(py // 8, h - lc), min(px // 8, w - lc)
             lf = recipe.latent_frames or latents.shape[2]
             z = latents[i, :, :lf, y0 : y0 + lc, x0 : x0 + lc].float()
-            frames = render(int(seeds[i]), spec).frames[: 4 * lf, 8 * y0 : 8 * (y0 + lc), 8 * x0 : 8 * (x0 + lc)]
+            frames = clip.frames[: 4 * lf, 8 * y0 : 8 * (y0 + lc), 8 * x0 : 8 * (x0 + lc)]
             zs.append(z + recipe.latent_noise * torch.randn_like(z))
             xs.append(frames_to_tensor(frames))
         z, x = torch.stack(zs) / sf, torch.stack(xs)
         rec = vae.decode(z).sample
-        loss, parts = vae_loss(rec, x, torch.zeros(1), 0.0)
+        weights = foreground_weights(x, recipe.foreground_weight) if recipe.foreground_weight else None
+        loss, parts = vae_loss(rec, x, torch.zeros(1), 0.0, weights=weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
