@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from lumina.eval.shapes import adherence, flicker_score, run
 from lumina.world import render_clip, sample_scene
@@ -33,3 +34,14 @@ def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
     saved = json.loads((tmp_path / "shapesbench.json").read_text())
     assert saved["n_prompts"] == result["n_prompts"] >= 1
     assert "| multiscale |" in (tmp_path / "shapesbench.md").read_text()
+    from PIL import Image
+
+    sheet = Image.open(tmp_path / "samples.png")
+    n = min(4, result["n_prompts"])
+    assert sheet.size == (64 * 3, 64 * n)  # 8 frames every 3rd -> 3 per row, one row per clip (64x64 model)
+    gif = Image.open(tmp_path / "sample.gif")
+    total_ms = 0
+    for i in range(gif.n_frames):  # GIF writers merge identical neighbours; the clip's length survives
+        gif.seek(i)
+        total_ms += gif.info["duration"]
+    assert gif.size == (64, 64) and total_ms == pytest.approx(8 * 1000 / 8, abs=8 * 10)  # GIF delays are centiseconds

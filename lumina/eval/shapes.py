@@ -69,10 +69,13 @@ class Bench:
 
     def table2(self, prompts) -> List[dict]:
         rows = []
+        self.samples = []  # (prompt, frames) of the default schedule, for the contact sheet
         for schedule in SCHEDULES:
             scores, times, flicker = [], [], []
             for prompt, facts in prompts:
                 frames, seconds = self.render(prompt, schedule=None if schedule == "multiscale" else schedule)
+                if schedule == "multiscale":
+                    self.samples.append((prompt, frames))
                 scores.append(adherence(frames, self.defaults.fps, facts))
                 times.append(seconds)
                 flicker.append(flicker_score(frames))
@@ -107,6 +110,17 @@ class Bench:
                 bucket.append(motion_score(frames, self.defaults.fps))
         ratio = float(np.mean(still) / max(np.mean(moving), 1e-9))
         return {"still": float(np.mean(still)), "moving": float(np.mean(moving)), "ratio": ratio}
+
+
+def write_samples(samples, out: Path, fps: float, n: int = 4, every: int = 3) -> None:
+    """samples.png (rows: the first n clips, frames 0, every, 2 * every, ...) and sample.gif (the first clip)."""
+    from PIL import Image
+
+    rows = [np.concatenate(list(frames[::every]), axis=1) for _, frames in samples[:n]]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out / "samples.png")
+    (out / "samples.txt").write_text("\n".join(p for p, _ in samples[:n]) + "\n")
+    first = [Image.fromarray(f) for f in samples[0][1]]
+    first[0].save(out / "sample.gif", save_all=True, append_images=first[1:], duration=int(1000 / fps), loop=0)
 
 
 def markdown(result: dict) -> str:
@@ -144,6 +158,7 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
         out.mkdir(parents=True, exist_ok=True)
         (out / "shapesbench.json").write_text(json.dumps(result, indent=1))
         (out / "shapesbench.md").write_text(markdown(result))
+        write_samples(bench.samples, out, bench.defaults.fps)
     return result
 
 
