@@ -1,10 +1,10 @@
 """The pixel-only analyzer against ground truth, on clean and degraded renders."""
 
-import av
 import cv2
 import numpy as np
 import pytest
 
+from lumina.media import read_video, write_mp4
 from lumina.world import analyze, render_clip, sample_scene
 from lumina.world.analyze import turning_points
 
@@ -20,16 +20,9 @@ def _degrade(frames, seed):
 
 
 def _mp4_round_trip(frames, fps, path):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    """Through the app's own mp4 writer (H.264 yuv420p) and reader."""
+    write_mp4(path, frames, fps)
+    return read_video(path)[0]
 
 
 def _single_accuracy(degrade=None):

@@ -3,11 +3,11 @@
 import runpy
 import sys
 
-import av
 import numpy as np
 import pytest
 
 from lumina import motion
+from lumina.media import write_mp4
 from lumina.motion import main, motion_score, motion_score_file
 from lumina.world import render_clip, sample_scene
 
@@ -19,17 +19,6 @@ def _clip(speed, background="black", shape="circle", color="red", motion_name="r
     scene = sample_scene(7, n_objects=1, motion=motion_name if speed else "still", speed=speed or None,
                          background=background, colors=(color,), shapes=(shape,))
     return render_clip(scene, **kwargs)
-
-
-def _write_mp4(path, frames, fps):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 @pytest.mark.parametrize("background,shape,color,motion_name", SCENES)
@@ -68,7 +57,7 @@ def test_mp4_round_trip_matches_in_memory_score(tmp_path):
     for speed, shape, motion_name in ((0.15, "circle", "right"), (0.3, "star", "up"), (0.25, "square", "diagonal")):
         clip = _clip(speed, "maroon", shape, "cyan", motion_name)
         path = tmp_path / f"{shape}.mp4"
-        _write_mp4(path, clip.frames, clip.fps)
+        write_mp4(path, clip.frames, clip.fps)
         in_memory = motion_score(clip.frames, clip.fps)
         assert motion_score_file(path) == pytest.approx(in_memory, rel=0.1)
 
@@ -81,7 +70,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="junk.mp4"):
         motion_score_file(junk)
     one = tmp_path / "one.mp4"
-    _write_mp4(one, _clip(0.2).frames[:1], 8)
+    write_mp4(one, _clip(0.2).frames[:1], 8)
     with pytest.raises(ValueError, match="at least 2 frames"):
         motion_score_file(one)
     with pytest.raises(ValueError, match="at least 2 frames"):
@@ -93,7 +82,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 def test_cli_prints_score_last(tmp_path, capsys, monkeypatch):
     clip = _clip(0.2)
     path = tmp_path / "clip.mp4"
-    _write_mp4(path, clip.frames, clip.fps)
+    write_mp4(path, clip.frames, clip.fps)
     assert main([str(path)]) == 0
     assert float(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(motion_score_file(path), abs=1e-4)
     assert main([str(tmp_path / "nope.mp4")]) == 1

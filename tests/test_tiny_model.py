@@ -38,8 +38,9 @@ def test_folder_layout_and_size():
     assert {"model_index.json", "transformer", "vae", "studio_defaults.json", "README.md"} <= names
     index = json.loads((TINY_DIR / "model_index.json").read_text())
     assert index["_class_name"] == "LuminaVideoPipeline"
-    size_mb = sum(f.stat().st_size for f in TINY_DIR.rglob("*") if f.is_file()) / 2**20
-    assert size_mb <= 60.0, f"{size_mb:.1f} MB exceeds the 60 MB budget"
+    assets = TINY_DIR.parent  # the video model and the V2A member share the budget
+    size_mb = sum(f.stat().st_size for f in assets.rglob("*") if f.is_file()) / 2**20
+    assert size_mb <= 60.0, f"assets/ holds {size_mb:.1f} MB, over the 60 MB budget"
 
 
 def test_defaults_are_the_trained_setting(tiny):
