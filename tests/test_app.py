@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 gr = pytest.importorskip("gradio")
@@ -275,3 +276,19 @@ def test_app_refuses_a_missing_model_clearly(tmp_path, capsys):
     assert app.main(["--model", str(tmp_path / "missing"), "--outputs", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "--model DIR" in err and "Traceback" not in err
+
+
+def test_add_sound_muxes_the_bundled_v2a_audio_into_the_video(random_pipeline_dir, tmp_path):
+    from lumina.app.ui import bundled_audio_fn
+    from lumina.media import read_audio
+    from lumina.v2a.cli import stream_durations
+
+    studio = Studio(str(random_pipeline_dir), tmp_path, keep=5, audio_fn=bundled_audio_fn())
+    assert studio.sound_available  # the tiny V2A member ships in assets/
+    video, settings_file, seed, settings, status = studio.generate(prompt="a red circle bouncing", seed=3, steps=4,
+                                                                   add_sound=True)
+    d = stream_durations(video)
+    assert d["video"] == pytest.approx(8 / 8, abs=1e-3) and d["audio"] == pytest.approx(d["video"], abs=0.01)
+    audio, rate = read_audio(video)
+    assert np.abs(audio).max() > 1e-3  # a real soundtrack, not padding
+    assert "audio" in json.loads(Path(settings_file).read_text())["timings"]
