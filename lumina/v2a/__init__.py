@@ -49,7 +49,7 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
         hint = " (train it with `python -m lumina.v2a.train --world 1600 --out assets/lumina-v2a-tiny`)" \
             if folder.resolve() == TINY_V2A_DIR.resolve() else ""
         raise ModelFilesError(f"no V2A model at {folder}: model_index.json is missing{hint}")
-    pipe = LuminaV2APipeline.from_pretrained(str(folder))
+    pipe = LuminaV2APipeline.from_pretrained(str(folder), dtype=dtype)  # weights may be stored in float16
     source = pipe.config.get("text_encoder_source") if hasattr(pipe.config, "get") else None
     if text and pipe.text_encoder is None and source:
         try:
@@ -60,7 +60,9 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
         except Exception as err:  # noqa: BLE001 - video-only still works
             warnings.warn(f"V2A text encoder {source!r} unavailable ({err}); prompts are ignored")
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)  # weights may be stored in float16 (the size budget)
+    if str(device) != "cpu" or dtype != torch.float32:  # the attached text encoder follows too
+        pipe = pipe.to(device=device, dtype=dtype)
+    return pipe
 
 
 def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int] = None,
