@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,27 @@ def test_shipped_tiny_model_hits_on_bounces_and_sings_the_colour():
     assert model["onset_within_frame"] >= 0.6, model
     assert shuffled["onset_within_frame"] < 0.3, shuffled
     assert model["pitch_correct"] >= 0.75, model
+
+
+def test_train_v2a_on_a_folder_of_videos_with_sound(tmp_path):
+    """`python -m lumina.train v2a --videos DIR`: a few steps on real mp4 files with AAC sound (plus a silent
+    video, which is skipped), then the saved pipeline loads and makes audio of the right length."""
+    from lumina.media import write_mp4
+    from lumina.train.__main__ import main
+    from lumina.v2a import load_v2a
+    from lumina.v2a.data import world_clip
+
+    videos = tmp_path / "videos"
+    for i in range(2):
+        clip, wave = world_clip(500 + i, 12, 2.0, 64, motion="bouncing")
+        write_mp4(videos / f"clip{i}.mp4", clip.frames, 12, audio=wave)
+        (videos / f"clip{i}.txt").write_text(clip.caption)
+    write_mp4(videos / "silent.mp4", clip.frames, 12)
+    out = tmp_path / "v2a"
+    assert main(["v2a", "--videos", str(videos), "--world", "0", "--out", str(out), "--vae-steps", "2",
+                 "--dit-steps", "2", "--batch", "2", "--no-text"]) == 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["examples"] == 2 and report["dit_steps"] == 2
+    pipe = load_v2a(out, text=False)
+    audio = audio_fn_for(pipe, num_inference_steps=3)(clip.frames, 12, None)
+    assert audio.shape == (2 * SR,) and np.isfinite(audio).all()

@@ -1,10 +1,11 @@
-"""`python -m lumina.train vae|dit|assemble|all ...`: train the bundled tiny model on CPU.
+"""`python -m lumina.train vae|dit|decoder|assemble|all|v2a ...`: train the bundled tiny models on CPU.
 
     python -m lumina.train vae --out /tmp/lt/vae --minutes 12
     python -m lumina.train dit --vae /tmp/lt/vae --out /tmp/lt/transformer --minutes 25
     python -m lumina.train decoder --vae /tmp/lt/vae --out /tmp/lt/vae_decoder --minutes 20   # encoder frozen
     python -m lumina.train assemble --vae /tmp/lt/vae_decoder --dit /tmp/lt/transformer --out assets/lumina-video-tiny
     python -m lumina.train all --out assets/lumina-video-tiny          # all of the above (decoder || DiT)
+    python -m lumina.train v2a --videos DIR --out OUT                   # Lumina-V2A (see lumina.v2a.train)
 
 Caches (motion labels, caption features, latents) go to --cache (default $LUMINA_TRAIN_CACHE or
 /tmp/lumina_train) and are reused when their inputs match. Use --threads 1 on a busy machine:
@@ -132,8 +133,15 @@ def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: st
 def main(argv=None) -> int:
     from lumina.train.assemble import DEFAULT_PRESET, DEFAULT_STEPS
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["v2a"]:  # its own options: world clips and/or a folder of videos with sound
+        from lumina.v2a.train import main as train_v2a
+
+        return train_v2a(argv[1:])
+
     parser = argparse.ArgumentParser(prog="python -m lumina.train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("v2a", help="train a Lumina-V2A model (python -m lumina.train v2a --help)", add_help=False)
     p = sub.add_parser("vae", help="train the tiny CogVideoX VAE")
     p.add_argument("--out", type=Path, required=True)
     _vae_args(p)
