@@ -46,6 +46,7 @@ class Server:
     """`python app.py` in a subprocess on a free localhost port."""
 
     def __init__(self, model_dir: Path, workdir: Path, extra_args=()):
+        self.model = Path(model_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = workdir / "app.log"

@@ -18,6 +18,7 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
+from lumina.pipelines.loading import TINY_DIR, ModelDefaults  # noqa: E402
 from tests.test_app import PROMPT, Server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,9 @@ VIDEO_READY = """sel => { const v = document.querySelector(sel);
 
 @pytest.fixture(scope="module")
 def server(random_pipeline_dir, tmp_path_factory):
-    srv = Server(random_pipeline_dir, tmp_path_factory.mktemp("browser_server"))
+    # refreshing the README's pictures shows the shipped offline model; the default run uses a small random one
+    model = TINY_DIR if os.environ.get("LUMINA_SCREENSHOTS") else random_pipeline_dir
+    srv = Server(model, tmp_path_factory.mktemp("browser_server"))
     yield srv
     srv.stop()
 
@@ -62,7 +65,7 @@ def _shot(page, name: str) -> None:
     small.save(path, optimize=True)
 
 
-def test_generate_in_the_browser(page):
+def test_generate_in_the_browser(page, server):
     page.wait_for_selector("#prompt textarea")
     # the browser randomizes the seed by default (set on page load)
     page.wait_for_function("() => document.querySelector('#randomize-seed input')?.checked", timeout=20_000)
@@ -76,7 +79,8 @@ def test_generate_in_the_browser(page):
     page.click("#generate-btn")
     page.wait_for_function(VIDEO_READY, arg="#result-video video")
     status = page.inner_text("#status")
-    assert "seed" in status and "64x64" in status and "8 frames" in status
+    d = ModelDefaults.read(server.model)
+    assert "seed" in status and f"{d.width}x{d.height}" in status and f"{d.frames} frames" in status
     used_seed = int(page.input_value("input[aria-label='Used seed']"))
 
     # history: select the video, reuse its settings -> seed fixed, randomize off
