@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -120,12 +121,23 @@ def play_cell(cells, evt: gr.SelectData):
 
 
 def bundled_audio_fn():
-    """Sound from the bundled V2A model when it is present (assets/lumina-v2a-tiny); None otherwise."""
+    """Sound from the bundled V2A model when it is present (assets/lumina-v2a-tiny); None otherwise.
+
+    The model (and its text encoder) loads on the first request for sound, not at start-up.
+    """
     from lumina.v2a import TINY_V2A_DIR, audio_fn_for, load_v2a
 
     if not (TINY_V2A_DIR / "model_index.json").exists():
         return None
-    return audio_fn_for(load_v2a(TINY_V2A_DIR))
+
+    @functools.lru_cache(maxsize=1)
+    def loaded():
+        return audio_fn_for(load_v2a(TINY_V2A_DIR))
+
+    def audio_fn(frames, fps, prompt=None):
+        return loaded()(frames, fps, prompt)
+
+    return audio_fn
 
 
 def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, extra_models: Sequence[str] = (),

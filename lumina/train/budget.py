@@ -1,10 +1,13 @@
-"""Step and wall-time budgets shared by every training loop (VAE, decoder, DiT)."""
+"""Step and wall-time budgets, the learning-rate schedule and the weight EMA shared by every training loop
+(video VAE, decoder, DiT, and Lumina-V2A)."""
 
 from __future__ import annotations
 
 import math
 import time
 from typing import Optional
+
+import torch
 
 
 def budget_progress(step: int, total_steps: int, t_start: float, max_minutes: Optional[float]) -> Optional[float]:
@@ -22,3 +25,11 @@ def warmup_cosine_lr(lr: float, warmup: int, progress: float, step: int) -> floa
     """Linear warmup, then cosine decay to 10% of `lr` over the budget."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """EMA of the weights with a warmup (decay min(decay, (1 + step) / (10 + step))): early steps follow fast."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - d)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
-from lumina.train.budget import budget_progress, warmup_cosine_lr
+from lumina.train.budget import budget_progress, ema_update, warmup_cosine_lr
 from lumina.train.data import TrainingSet
 from lumina.train.losses import flow_loss, interpolate, mask_weights, sample_t
 
@@ -74,12 +74,6 @@ def batch_size_for(model: LuminaNextDiTVideo, recipe: DiTRecipe, patch: str, lat
     return recipe.batch * max(1, min(recipe.max_batch_multiplier, int(round(mult))))
 
 
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
-
-
 def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
               log: Callable[[str], None] = print) -> LuminaNextDiTVideo:
     out = Path(out)
@@ -129,7 +123,7 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
         opt.step()
-        _ema_update(ema, model, min(recipe.ema, (1 + step) / (10 + step)))
+        ema_update(ema, model, step, recipe.ema)
         rec = {"step": step, "patch": patch, "image": bool(image), "batch": size, "loss": loss.item(), **parts,
                "grad_norm": grad_norm, "time": time.time() - t_start}
         history.append(rec)

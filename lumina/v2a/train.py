@@ -22,10 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -33,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lumina.sampling import shift_time
+from lumina.train.budget import budget_progress, ema_update, warmup_cosine_lr
+from lumina.train.losses import interpolate, sample_t, vae_loss
 from lumina.v2a.audio import MelConfig, log_mel, normalize, pad_frames
 from lumina.v2a.data import buckets, folder_examples, world_examples
 from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder, visual_frame_indices
@@ -133,15 +133,14 @@ def train_vae(vae, mels: Sequence[torch.Tensor], recipe: V2ARecipe) -> Dict:
     rng = np.random.default_rng(recipe.seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     vae.train()
-    t0 = time.perf_counter()
+    t0 = time.time()
     hist = []
     step = 0
     for step in range(recipe.vae_steps):
-        elapsed = (time.perf_counter() - t0) / 60
-        if elapsed > recipe.vae_minutes:
+        progress = budget_progress(step, recipe.vae_steps, t0, recipe.vae_minutes)
+        if progress is None:
             break
-        progress = max(step / recipe.vae_steps, elapsed / recipe.vae_minutes)
-        lr = recipe.vae_lr * min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        lr = warmup_cosine_lr(recipe.vae_lr, 20, progress, step)
         for g in opt.param_groups:
             g["lr"] = lr
         crops = []
@@ -157,19 +156,16 @@ def train_vae(vae, mels: Sequence[torch.Tensor], recipe: V2ARecipe) -> Dict:
         post = vae.encode(x).latent_dist
         z = post.sample()
         rec = vae.decode(z).sample
-        l1 = (rec - x).abs().mean()
-        mse = F.mse_loss(rec, x)
-        kl = post.kl().mean() / x[0].numel()
-        loss = l1 + mse + recipe.vae_kl * kl * x[0].numel()
+        loss, parts = vae_loss(rec, x, post.kl(), recipe.vae_kl)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        hist.append(l1.item())
+        hist.append(parts["l1"])
         if step % recipe.log_every == 0:
-            log(f"vae step {step} l1 {np.mean(hist[-recipe.log_every:]):.4f} mse {mse.item():.4f} lr {lr:.2e}")
+            log(f"vae step {step} l1 {np.mean(hist[-recipe.log_every:]):.4f} mse {parts['mse']:.4f} lr {lr:.2e}")
     vae.eval()
-    return {"vae_steps": step + 1, "vae_l1": float(np.mean(hist[-50:])), "vae_minutes": (time.perf_counter() - t0) / 60}
+    return {"vae_steps": step + 1, "vae_l1": float(np.mean(hist[-50:])), "vae_minutes": (time.time() - t0) / 60}
 
 
 @torch.no_grad()
@@ -312,8 +308,8 @@ def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARe
         spectrum_loss = F.mse_loss(model.frame_encoder.predict_spectrum(visual), batch["spectra"])
     x1 = batch["x1"]
     x0 = torch.randn(x1.shape, generator=gen)
-    tt = torch.sigmoid(torch.randn(b, generator=gen))
-    xt = (1 - tt.view(-1, 1, 1, 1)) * x0 + tt.view(-1, 1, 1, 1) * x1
+    tt = sample_t(b, 1.0, gen, logit_normal=True)
+    xt = interpolate(x0, x1, tt)
     v = model.transformer(xt, tt, visual, batch["visual_times"], sync, batch["sync_times"], batch["audio_times"],
                           batch["cap_feats"], batch["cap_mask"], batch["drop"])
     err = (v - (x1 - x0)).pow(2)
@@ -322,12 +318,6 @@ def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARe
     flow = err.mean()
     loss = flow + recipe.onset_weight * onset_loss + recipe.spectrum_weight * spectrum_loss
     return loss, {"flow": flow.item(), "onset": onset_loss.item(), "spectrum": spectrum_loss.item()}
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
 
 
 def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg: MelConfig, down: int,
@@ -347,15 +337,14 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
     for p in ema.parameters():
         p.requires_grad_(False)
     model.train()
-    t0 = time.perf_counter()
+    t0 = time.time()
     hist: List[Dict] = []
     step = 0
     for step in range(recipe.dit_steps):
-        elapsed = (time.perf_counter() - t0) / 60
-        if elapsed > recipe.dit_minutes:
+        progress = budget_progress(step, recipe.dit_steps, t0, recipe.dit_minutes)
+        if progress is None:
             break
-        progress = min(1.0, max(step / recipe.dit_steps, elapsed / recipe.dit_minutes))
-        lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
         for g in opt.param_groups:
             g["lr"] = lr
         key = keys[int(rng.choice(len(keys), p=bucket_p))]
@@ -367,16 +356,16 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        ema_update(ema, model, min(recipe.ema, (1 + step) / (10 + step)))
+        ema_update(ema, model, step, recipe.ema)
         hist.append(parts)
         if step % recipe.log_every == 0:
             recent = hist[-recipe.log_every:]
             log(f"dit step {step} flow {np.mean([h['flow'] for h in recent]):.4f} "
                 f"onset {np.mean([h['onset'] for h in recent]):.4f} "
                 f"spectrum {np.mean([h['spectrum'] for h in recent]):.4f} lr {lr:.2e} bucket {key} "
-                f"({(time.perf_counter() - t0) / (step + 1):.2f} s/step)")
+                f"({(time.time() - t0) / (step + 1):.2f} s/step)")
     tail = hist[-100:]
-    return ema, {"dit_steps": step + 1, "dit_minutes": (time.perf_counter() - t0) / 60,
+    return ema, {"dit_steps": step + 1, "dit_minutes": (time.time() - t0) / 60,
                  "flow_loss": float(np.mean([h["flow"] for h in tail])),
                  "onset_loss": float(np.mean([h["onset"] for h in tail])),
                  "spectrum_loss": float(np.mean([h["spectrum"] for h in tail]))}
