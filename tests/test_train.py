@@ -16,6 +16,7 @@ from lumina.train.data import ClipSpec, TrainingSet, build_latent_cache, build_m
 from lumina.train.dit import DiTRecipe, make_transformer, train_dit
 from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t
 from lumina.train.vae import VAERecipe, train_vae
+from lumina.world.dataset import eval_seed
 
 SPEC = ClipSpec(width=32, height=32, frames=8, fps=4)
 
@@ -87,7 +88,9 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     meta = build_meta_cache(tmp_path / "meta.pt", 6, seed0=0, spec=SPEC, log=lambda m: None)
     assert len(meta["feats"]) == 6 and meta["feats"][0].shape[1] == 384
     assert meta["motion"].shape == (6,) and torch.isfinite(meta["motion"]).all() and (meta["motion"] >= 0).all()
-    assert meta["captions"][0] in render(0, SPEC).caption or "blue" in meta["captions"][0]
+    assert meta["captions"][1] in render(meta["seeds"][1], SPEC).caption or "blue" in meta["captions"][1]
+    held_out = {eval_seed(s, i) for s in (0, 1) for i in range(200)}
+    assert not held_out & set(meta["seeds"]) and len(set(meta["seeds"])) == 6  # never a ShapesBench scene
     latents = build_latent_cache(tmp_path / "lat.pt", vae, meta, spec=SPEC, n_video=4, batch=4, log=lambda m: None)
     assert latents["videos"].shape == (4, 16, 2, 4, 4) and latents["images"].shape == (6, 16, 1, 4, 4)
     data = TrainingSet(meta, latents)

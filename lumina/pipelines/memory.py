@@ -83,7 +83,8 @@ def estimate_bytes(pipe, tokens_per_step: int, dtype_bytes: int = 2) -> Tuple[in
         return 0 if module is None else sum(p.numel() for p in module.parameters()) * dtype_bytes
 
     cfg = pipe.transformer.config
-    activations = tokens_per_step * cfg.dim * dtype_bytes * 24  # ~24 live (tokens x dim) buffers per block pass
+    # ~24 live (tokens x dim) buffers per block pass, both guidance branches in one pass (batched_guidance)
+    activations = 2 * tokens_per_step * cfg.dim * dtype_bytes * 24
     return size(pipe.transformer), size(pipe.text_encoder) + size(pipe.vae), activations
 
 
@@ -155,6 +156,7 @@ def apply_memory_mode(pipe, mode: str = "none", device: str = "cpu", tokens_per_
         for name in ("text_encoder", "vae"):
             if getattr(pipe, name) is not None:
                 getattr(pipe, name).to(device)
+    pipe.batched_guidance = plan.offload == "none"  # offloading is for tight memory: one branch at a time
     if pipe.vae is not None:
         (pipe.vae.enable_tiling if plan.vae_tiling else pipe.vae.disable_tiling)()
         (pipe.vae.enable_slicing if plan.vae_slicing else pipe.vae.disable_slicing)()

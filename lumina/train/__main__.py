@@ -115,7 +115,7 @@ def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
     Path(out).mkdir(parents=True, exist_ok=True)
     if report.exists() and Path(out).resolve() != Path(vae_dir).resolve():
         (Path(out) / "train_report.json").write_text(report.read_text())
-    seeds = list(range(data.videos.shape[0]))
+    seeds = data.seeds[: data.videos.shape[0]]
     recipe = DecoderRecipe(seed=args.seed, max_minutes=minutes, lr=getattr(args, "lr", None) or DecoderRecipe.lr,
                            batch=4, latent_crop=6, latent_frames=2)
     return finetune_decoder(vae, data.videos, seeds, out, recipe, log=_log)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
 from lumina.train.losses import foreground_mask
+from lumina.world.dataset import train_seed
 
 WIDTH, HEIGHT, FRAMES, FPS = 128, 128, 16, 8
 
@@ -148,15 +149,16 @@ def motion_scores(seeds: Sequence[int], spec: ClipSpec, workers: int = 1) -> Lis
 
 def build_meta_cache(path: Path, n_clips: int, seed0: int = 0, spec: ClipSpec = ClipSpec(), workers: int = 1,
                      log: Callable[[str], None] = print) -> Dict:
-    """Captions, caption features, empty-prompt features and motion scores of clips seed0..seed0+n-1."""
+    """Captions, caption features, empty-prompt features and motion scores of the first n training
+    scenes of dataset seed0 (``train_seed``: even scene seeds, so never a ShapesBench scene)."""
     path = Path(path)
+    seeds = [train_seed(seed0, i) for i in range(n_clips)]
     if path.exists():
         meta = torch.load(path, map_location="cpu", weights_only=True)  # our own cache: tensors, str, numbers
-        if meta["n_clips"] == n_clips and meta["seed0"] == seed0 and meta["spec"] == spec.__dict__:
+        if meta["seeds"] == seeds and meta["spec"] == spec.__dict__:
             log(f"meta cache: reusing {path}")
             return meta
     t0 = time.time()
-    seeds = list(range(seed0, seed0 + n_clips))
     captions = [training_caption(render(s, spec), s) for s in seeds]
     tokenizer, encoder = load_minilm_for_training()
     feats = encode_captions(captions, tokenizer, encoder)
@@ -237,6 +239,7 @@ class TrainingSet:
     """Random batches for the DiT: videos or first-frame images, with captions and motion labels."""
 
     def __init__(self, meta: Dict, latents: Dict, rng: Optional[np.random.Generator] = None):
+        self.seeds: List[int] = meta["seeds"]
         self.feats: List[torch.Tensor] = meta["feats"]
         self.empty: torch.Tensor = meta["empty"]
         self.motion: torch.Tensor = meta["motion"]

@@ -82,7 +82,7 @@ def _crop_batch(rng: np.random.Generator, seed_base: int, n: int, frames: int, c
                 object_crops: float = 0.0):
     out = []
     for _ in range(n):
-        seed = seed_base + int(rng.integers(0, 2**30))
+        seed = seed_base + 2 * int(rng.integers(0, 2**29))  # even: a training scene, never a ShapesBench one
         clip = render(seed, spec)
         video = clip.frames
         t0 = int(rng.integers(0, spec.frames - frames + 1))
