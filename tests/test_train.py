@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from lumina.patch import parse_patch_size
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import shift_time
+from lumina.train.budget import budgeted_steps
 from lumina.train.data import ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, pad_features, render
 from lumina.train.dit import DiTRecipe, make_transformer, train_dit
 from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t
@@ -151,3 +153,16 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
                  sample_config=defaults.preset, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     assert out.frames.shape == (1, 8, 32, 32, 3) and np.isfinite(out.frames).all()
     assert [s["patch"] for s in out.schedule] == [parse_patch_size(s["patch"]).name for s in out.schedule]
+
+
+def test_budgeted_steps_warm_up_decay_and_stop_when_the_time_is_spent():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    lrs = [opt.param_groups[0]["lr"] for _ in budgeted_steps(opt, 100, None, 1.0, 10)]
+    assert len(lrs) == 100 and lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(lrs[9])
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    spent = []
+    steps = []
+    for step in budgeted_steps(opt, 10**9, 1e-5, 1.0, 10, spent.append):  # 0.6 ms of budget
+        steps.append(step)
+        time.sleep(0.002)
+    assert len(steps) <= 1 and spent == [len(steps)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -25,6 +25,23 @@ def warmup_cosine_lr(lr: float, warmup: int, progress: float, step: int) -> floa
     """Linear warmup, then cosine decay to 10% of `lr` over the budget."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def budgeted_steps(opt: torch.optim.Optimizer, total_steps: int, max_minutes: Optional[float], lr: float,
+                   warmup: int, on_budget_spent: Optional[Callable[[int], None]] = None) -> Iterator[int]:
+    """The step indices of a training loop, each after setting every param group's lr (warmup, then
+    cosine over the step or time budget); ends early once `max_minutes` is spent, calling
+    `on_budget_spent(steps_done)`."""
+    t_start = time.time()
+    for step in range(total_steps):
+        progress = budget_progress(step, total_steps, t_start, max_minutes)
+        if progress is None:
+            if on_budget_spent is not None:
+                on_budget_spent(step)
+            return
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine_lr(lr, warmup, progress, step)
+        yield step
 
 
 @torch.no_grad()

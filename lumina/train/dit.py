@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
-from lumina.train.budget import budget_progress, ema_update, warmup_cosine_lr
+from lumina.train.budget import budgeted_steps, ema_update
 from lumina.train.data import TrainingSet
 from lumina.train.losses import flow_loss, interpolate, mask_weights, sample_t
 
@@ -64,10 +64,6 @@ def make_transformer(recipe: DiTRecipe) -> LuminaNextDiTVideo:
     )
 
 
-def _lr(recipe, progress: float, step: int) -> float:
-    return warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
-
-
 def batch_size_for(model: LuminaNextDiTVideo, recipe: DiTRecipe, patch: str, latent_shape, video_shape) -> int:
     """Equal-token batches: as many items as give the tokens of `batch` 1x2 videos (capped)."""
     mult = model.num_tokens(video_shape, "1x2") / model.num_tokens(latent_shape, patch)
@@ -102,13 +98,8 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
     history = []
     running: Dict[str, list] = {p: [] for p in patches}
     t_start = last_save = time.time()
-    for step in range(recipe.steps):
-        progress = budget_progress(step, recipe.steps, t_start, recipe.max_minutes)
-        if progress is None:
-            log(f"dit: time budget reached after {step} steps")
-            break
-        for g in opt.param_groups:
-            g["lr"] = _lr(recipe, progress, step)
+    for step in budgeted_steps(opt, recipe.steps, recipe.max_minutes, recipe.lr, recipe.warmup,
+                               lambda n: log(f"dit: time budget reached after {n} steps")):
         patch = patches[int(rng.choice(len(patches), p=probs))]
         image = rng.random() < recipe.image_prob
         size = batch_size_for(model, recipe, patch, image_shape if image else video_shape, video_shape)

@@ -19,7 +19,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from lumina.models.components import tiny_vae_config
-from lumina.train.budget import budget_progress, warmup_cosine_lr
+from lumina.train.budget import budgeted_steps
 from lumina.train.data import ClipSpec, frames_to_tensor, render
 from lumina.train.losses import foreground_weights, psnr, vae_loss
 
@@ -61,10 +61,6 @@ def make_vae(recipe: VAERecipe) -> AutoencoderKLCogVideoX:
     cfg.update(block_out_channels=tuple(recipe.block_out_channels), norm_num_groups=recipe.norm_num_groups,
                layers_per_block=recipe.layers_per_block)
     return AutoencoderKLCogVideoX(**cfg)
-
-
-def _lr(recipe, progress: float, step: int) -> float:
-    return warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
 
 
 def _crop_origin(rng: np.random.Generator, clip, t0: int, crop: int, spec: ClipSpec, object_crops: float):
@@ -140,13 +136,8 @@ def train_vae(out: Path, recipe: VAERecipe = VAERecipe(), spec: ClipSpec = ClipS
     t_start = time.time()
     history = []
     step = 0
-    for step in range(recipe.steps):
-        progress = budget_progress(step, recipe.steps, t_start, recipe.max_minutes)
-        if progress is None:
-            log(f"vae: time budget reached after {step} steps")
-            break
-        for g in opt.param_groups:
-            g["lr"] = _lr(recipe, progress, step)
+    for step in budgeted_steps(opt, recipe.steps, recipe.max_minutes, recipe.lr, recipe.warmup,
+                               lambda n: log(f"vae: time budget reached after {n} steps")):
         image = recipe.image_every > 0 and step % recipe.image_every == recipe.image_every - 1
         if image:
             x = _crop_batch(rng, VAE_SEED_OFFSET, recipe.batch * 2, 1, recipe.crop, spec, recipe.object_crops)
@@ -222,12 +213,7 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
     h, w = latents.shape[-2:]
     t_start = last_save = time.time()
     history = []
-    for step in range(recipe.steps):
-        progress = budget_progress(step, recipe.steps, t_start, recipe.max_minutes)
-        if progress is None:
-            break
-        for g in opt.param_groups:
-            g["lr"] = _lr(recipe, progress, step)  # same warmup + cosine shape
+    for step in budgeted_steps(opt, recipe.steps, recipe.max_minutes, recipe.lr, recipe.warmup):
         idx = rng.integers(0, latents.shape[0], recipe.batch)
         zs, xs = [], []
         for i in idx:

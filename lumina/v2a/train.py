@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lumina.train.budget import budget_progress, ema_update, warmup_cosine_lr
+from lumina.train.budget import budgeted_steps, ema_update
 from lumina.train.losses import interpolate, sample_t, vae_loss
 from lumina.v2a.audio import MelConfig, log_mel, normalize, pad_frames
 from lumina.v2a.data import buckets, folder_examples, world_examples
@@ -136,13 +136,7 @@ def train_vae(vae, mels: Sequence[torch.Tensor], recipe: V2ARecipe) -> Dict:
     t0 = time.time()
     hist = []
     step = 0
-    for step in range(recipe.vae_steps):
-        progress = budget_progress(step, recipe.vae_steps, t0, recipe.vae_minutes)
-        if progress is None:
-            break
-        lr = warmup_cosine_lr(recipe.vae_lr, 20, progress, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    for step in budgeted_steps(opt, recipe.vae_steps, recipe.vae_minutes, recipe.vae_lr, 20):
         crops = []
         for _ in range(recipe.vae_batch):
             m = mels[int(rng.integers(len(mels)))]
@@ -163,7 +157,8 @@ def train_vae(vae, mels: Sequence[torch.Tensor], recipe: V2ARecipe) -> Dict:
         opt.step()
         hist.append(parts["l1"])
         if step % recipe.log_every == 0:
-            log(f"vae step {step} l1 {np.mean(hist[-recipe.log_every:]):.4f} mse {parts['mse']:.4f} lr {lr:.2e}")
+            log(f"vae step {step} l1 {np.mean(hist[-recipe.log_every:]):.4f} mse {parts['mse']:.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e}")
     vae.eval()
     return {"vae_steps": step + 1, "vae_l1": float(np.mean(hist[-50:])), "vae_minutes": (time.time() - t0) / 60}
 
@@ -340,13 +335,7 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
     t0 = time.time()
     hist: List[Dict] = []
     step = 0
-    for step in range(recipe.dit_steps):
-        progress = budget_progress(step, recipe.dit_steps, t0, recipe.dit_minutes)
-        if progress is None:
-            break
-        lr = warmup_cosine_lr(recipe.lr, recipe.warmup, progress, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    for step in budgeted_steps(opt, recipe.dit_steps, recipe.dit_minutes, recipe.lr, recipe.warmup):
         key = keys[int(rng.choice(len(keys), p=bucket_p))]
         pool = groups[key]
         idx = [pool[int(i)] for i in rng.integers(len(pool), size=recipe.batch)]
@@ -362,7 +351,7 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
             recent = hist[-recipe.log_every:]
             log(f"dit step {step} flow {np.mean([h['flow'] for h in recent]):.4f} "
                 f"onset {np.mean([h['onset'] for h in recent]):.4f} "
-                f"spectrum {np.mean([h['spectrum'] for h in recent]):.4f} lr {lr:.2e} bucket {key} "
+                f"spectrum {np.mean([h['spectrum'] for h in recent]):.4f} lr {opt.param_groups[0]['lr']:.2e} bucket {key} "
                 f"({(time.time() - t0) / (step + 1):.2f} s/step)")
     tail = hist[-100:]
     return ema, {"dit_steps": step + 1, "dit_minutes": (time.time() - t0) / 60,
