@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lumina import LuminaNextDiTVideo
+from lumina.models.transformer_nextdit import CaptionCache
 from tests.builders import random_transformer
 
 REFERENCE_2B = """
@@ -76,6 +77,26 @@ def test_padded_caption_tokens_do_not_leak(patch):
         padded_mask = torch.cat([mask, torch.zeros(1, 10, dtype=torch.long)], dim=1)
         out = model(x, t, padded_cap, padded_mask, motion, patch)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_caption_cache_computes_caption_keys_once_per_caption_tensor():
+    model = random_transformer()
+    x, t, cap, mask, motion = inputs(b=2)
+    other = torch.randn_like(cap)
+    cache, calls = CaptionCache(), []
+    original = model.layers[0].caption_kv
+    model.layers[0].caption_kv = lambda y: calls.append(1) or original(y)
+    with torch.no_grad():
+        for step, patch in enumerate(["2x4", "2x2", "1x2"]):
+            for c in (cap, other):
+                torch.testing.assert_close(model(x, t * step, c, mask, motion, patch, cache),
+                                           model(x, t * step, c, mask, motion, patch), rtol=0, atol=0)
+        assert len(calls) == 2 + 6  # once per caption tensor with the cache, every call without
+        cap.mul_(2.0)  # changed in place: the cached keys are stale and recomputed
+        torch.testing.assert_close(model(x, t, cap, mask, motion, "1x2", cache), model(x, t, cap, mask, motion, "1x2"))
+    with torch.enable_grad():
+        model(x, t, cap, mask, motion, "1x2", cache).sum().backward()  # training ignores the cache
+    assert model.layers[0].attention.wk_y.weight.grad is not None
 
 
 def test_mixed_length_items_match_separate_runs():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -120,13 +120,13 @@ class Attention(nn.Module):
         self.q_norm, self.k_norm, self.ky_norm = norm(n_heads * self.head_dim), norm(kv_dim), norm(kv_dim)
 
     def _sdpa(self, q, k, v, key_mask):
-        """q (B, Lq, H, D), k/v (B, Lk, Hkv, D), key_mask (B, Lk) bool -> (B, Lq, H, D)."""
-        rep = self.n_heads // self.n_kv_heads
-        k = k.repeat_interleave(rep, dim=2)
-        v = v.repeat_interleave(rep, dim=2)
-        mask = key_mask[:, None, None, :]
+        """q (B, Lq, H, D), k/v (B, Lk, Hkv, D), key_mask (B, Lk) bool or None (all keys) -> (B, Lq, H, D).
+
+        GQA heads are shared inside SDPA (no copies), and without a mask SDPA takes its fused path."""
+        mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=self.head_dim**-0.5
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=self.head_dim**-0.5,
+            enable_gqa=self.n_heads != self.n_kv_heads,
         )
         return out.transpose(1, 2)
 
@@ -144,7 +144,13 @@ class Attention(nn.Module):
         full[valid] = out
         return full
 
-    def forward(self, x, x_mask, lengths, freqs, y, y_mask, use_flash: bool):
+    def caption_kv(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the (normed) caption features, (B, Lc, Hkv, D) each."""
+        b = y.shape[0]
+        yk = self.ky_norm(self.wk_y(y)).view(b, -1, self.n_kv_heads, self.head_dim)
+        return yk, self.wv_y(y).view(b, -1, self.n_kv_heads, self.head_dim)
+
+    def forward(self, x, x_mask, lengths, freqs, y_kv, y_mask, use_flash: bool):
         b, L, _ = x.shape
         q = self.q_norm(self.wq(x)).view(b, L, self.n_heads, self.head_dim)
         k = self.k_norm(self.wk(x)).view(b, L, self.n_kv_heads, self.head_dim)
@@ -154,9 +160,7 @@ class Attention(nn.Module):
             out = self._flash_self_attention(q, k, v, lengths)
         else:
             out = self._sdpa(q, k, v, x_mask)
-        yk = self.ky_norm(self.wk_y(y)).view(b, -1, self.n_kv_heads, self.head_dim)
-        yv = self.wv_y(y).view(b, -1, self.n_kv_heads, self.head_dim)
-        out_y = self._sdpa(q, yk, yv, y_mask) * self.gate.tanh().view(1, 1, -1, 1).to(q.dtype)
+        out_y = self._sdpa(q, *y_kv, y_mask) * self.gate.tanh().view(1, 1, -1, 1).to(q.dtype)
         return self.wo((out + out_y).flatten(-2))
 
 
@@ -183,10 +187,15 @@ class TransformerBlock(nn.Module):
         self.attention_y_norm = RMSNorm(cap_dim, eps)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 4 * dim))
 
-    def forward(self, x, x_mask, lengths, freqs, y, y_mask, c, use_flash):
+    def caption_kv(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.attention.caption_kv(self.attention_y_norm(y))
+
+    def forward(self, x, x_mask, lengths, freqs, y, y_mask, c, use_flash, y_kv=None):
+        """`y_kv`: this block's caption_kv(y) when already computed (it is the same at every step)."""
         scale_a, gate_a, scale_f, gate_f = self.adaLN_modulation(c).unsqueeze(1).chunk(4, dim=-1)
         h = self.attention(
-            self.attention_norm1(x) * (1 + scale_a), x_mask, lengths, freqs, self.attention_y_norm(y), y_mask, use_flash
+            self.attention_norm1(x) * (1 + scale_a), x_mask, lengths, freqs, self.caption_kv(y) if y_kv is None else y_kv,
+            y_mask, use_flash,
         )
         x = x + gate_a.tanh() * self.attention_norm2(h)
         x = x + gate_f.tanh() * self.ffn_norm2(self.feed_forward(self.ffn_norm1(x) * (1 + scale_f)))
@@ -202,6 +211,26 @@ class FinalLayer(nn.Module):
 
     def forward(self, x, c):
         return self.linear(self.norm_final(x) * (1 + self.adaLN_modulation(c).unsqueeze(1)))
+
+
+class CaptionCache:
+    """Per-layer caption keys/values for one sampling run, keyed by the caption tensor it was given.
+
+    The captions do not change between denoising steps, so their projections need computing once; the
+    caller keeps the caption tensors alive for the run (their ids are the keys). A plain object rather
+    than a dict so offload hooks pass it through untouched.
+    """
+
+    def __init__(self):
+        self._entries: Dict[Tuple[int, torch.dtype], Tuple[torch.Tensor, int, list]] = {}
+
+    def get(self, cap_feats: torch.Tensor, dtype: torch.dtype, compute: Callable[[], list]) -> list:
+        key = (id(cap_feats), dtype)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not cap_feats or entry[1] != cap_feats._version:
+            entry = (cap_feats, cap_feats._version, compute())
+            self._entries[key] = entry
+        return entry[2]
 
 
 class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
@@ -317,7 +346,10 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
         cap_mask: torch.Tensor,
         motion_score: torch.Tensor,
         patch_size: Union[str, PatchSize, Tuple[int, int]] = "1x2",
+        caption_cache: Optional["CaptionCache"] = None,
     ):
+        """`caption_cache`: pass the same CaptionCache at every step of a sampling run (without autograd) so
+        each caption tensor's per-layer keys/values are computed once instead of at every step."""
         ps = self._resolve_patch(patch_size)
         items = list(x) if isinstance(x, (list, tuple)) or x.dim() == 5 else [x]
         dtype = self.all_x_embedder[ps.key].weight.dtype
@@ -345,12 +377,17 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
         h = self.all_x_embedder[ps.key](seq)
         y = cap_feats.to(dtype)
         y_mask = cap_mask.bool()
+        y_mask = None if bool(y_mask.all()) else y_mask
+        attn_mask = None if min(lengths) == L else x_mask
         use_flash = flash_attn_varlen_func is not None and h.is_cuda and dtype in (torch.float16, torch.bfloat16)
-        for layer in self.layers:
+        y_kvs = [None] * len(self.layers)
+        if caption_cache is not None and not torch.is_grad_enabled():
+            y_kvs = caption_cache.get(cap_feats, dtype, lambda: [layer.caption_kv(y) for layer in self.layers])
+        for layer, y_kv in zip(self.layers, y_kvs):
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                h = self._gradient_checkpointing_func(layer, h, x_mask, lengths, freqs, y, y_mask, c, use_flash)
+                h = self._gradient_checkpointing_func(layer, h, attn_mask, lengths, freqs, y, y_mask, c, use_flash)
             else:
-                h = layer(h, x_mask, lengths, freqs, y, y_mask, c, use_flash)
+                h = layer(h, attn_mask, lengths, freqs, y, y_mask, c, use_flash, y_kv)
         h = self.all_final_layer[ps.key](h, c)
         outs = [
             self.unpatchify(h[i, : lengths[i]], grids[i], ps, item.shape[1]) for i, item in enumerate(items)

@@ -13,6 +13,7 @@ from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
+from lumina.models.transformer_nextdit import CaptionCache
 from lumina.sampling import SampleConfig, coerce_setting, euler_step, guide, plan, resolve_sample_config
 from lumina.validation import check_latent_shape, check_size_and_frames
 
@@ -62,20 +63,21 @@ class LuminaVideoPipeline(DiffusionPipeline):
     def vae_scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor) if self.vae is not None else RELEASE_VAE_SCALING
 
-    def _velocities(self, x, step, pos, neg, both):
+    def _velocities(self, x, step, pos, neg, both, captions):
         """(v_pos, v_neg or None) at one step; with `both` the two guidance branches share one forward,
         which halves the per-call overhead that dominates small models and coarse patch sizes."""
         batch, device = x.shape[0], x.device
         t = torch.full((batch,), step.t, device=device)
         motion = torch.full((batch,), step.motion, device=device)
         if not step.guided:
-            return self.transformer(x, t, *pos, motion, step.patch), None
+            return self.transformer(x, t, *pos, motion, step.patch, captions), None
         neg_motion = torch.full((batch,), step.neg_motion, device=device)
         if both is not None:
-            v = self.transformer(torch.cat([x, x]), t.repeat(2), *both, torch.cat([motion, neg_motion]), step.patch)
+            v = self.transformer(torch.cat([x, x]), t.repeat(2), *both, torch.cat([motion, neg_motion]), step.patch,
+                                 captions)
             return v[:batch], v[batch:]
-        return (self.transformer(x, t, *pos, motion, step.patch),
-                self.transformer(x, t, *neg, neg_motion, step.patch))
+        return (self.transformer(x, t, *pos, motion, step.patch, captions),
+                self.transformer(x, t, *neg, neg_motion, step.patch, captions))
 
     def interrupt(self) -> None:
         """Ask a running call to stop after its current step (e.g. from a UI stop button)."""
@@ -225,6 +227,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         )
 
         both = pad_and_stack(pos, neg) if needs_negative and self.batched_guidance else None
+        captions = CaptionCache()
 
         self._interrupt = False
         t0 = time.perf_counter()
@@ -234,7 +237,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
             for step in steps:
                 if self._interrupt:
                     raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
-                v_pos, v_neg = self._velocities(x.to(dtype), step, pos, neg, both)
+                v_pos, v_neg = self._velocities(x.to(dtype), step, pos, neg, both, captions)
                 x = euler_step(x, guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm), step.dt)
                 if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
                     check_finite(x, step.index, dtype)
