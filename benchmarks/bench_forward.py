@@ -3,7 +3,8 @@
     python benchmarks/bench_forward.py --config tiny                     # CPU, seconds
     python benchmarks/bench_forward.py --config 2b --size 1248x704x96 --device cuda --dtype bf16
 
-The 2B configuration uses random weights (the release's architecture, built directly on the device).
+Both configurations use random weights: `tiny` is the bundled model's architecture, `2b` the release's
+(built directly on the device).
 `--fit` stores overhead and FLOP throughput for the device in results/cost_model.json (used by the app's
 ZeroGPU duration estimate through lumina.costs).
 """
@@ -18,9 +19,11 @@ from _util import RESULTS, device_name, report, timed
 
 from lumina import LuminaNextDiTVideo
 from lumina.costs import COST_FILE, fit_throughput, forward_flops
+from lumina.pipelines.loading import TINY_DIR
 
 CONFIGS = {
-    "tiny": dict(dim=192, n_layers=6, n_heads=4, n_kv_heads=2, cap_feat_dim=384, multiple_of=64),
+    "tiny": {k: v for k, v in LuminaNextDiTVideo.load_config(str(TINY_DIR / "transformer")).items()
+             if not k.startswith("_")},  # the shipped architecture
     "2b": {},
 }
 
