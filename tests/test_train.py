@@ -154,6 +154,18 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     assert out.frames.shape == (1, 8, 32, 32, 3) and np.isfinite(out.frames).all()
     assert [s["patch"] for s in out.schedule] == [parse_patch_size(s["patch"]).name for s in out.schedule]
 
+    # the command line's DiT stage: caches of real world clips, a couple of steps, and the data record the
+    # model card quotes (amounts and the motion labels' statistics)
+    from lumina.train.__main__ import main
+
+    assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
+                 str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
+                 "--dim", "64", "--layers", "1"]) in (0, None)
+    info = json.loads((tmp_path / "cli_dit" / "data_info.json").read_text())
+    meta = torch.load(tmp_path / "cache" / "meta_3.pt", weights_only=True)
+    assert info["video_clips"] == 2 and info["image_latents"] == 3
+    assert info["motion_labels"]["mean"] == pytest.approx(float(meta["motion"].mean()), abs=0.05)
+
 
 def test_budgeted_steps_warm_up_decay_and_stop_when_the_time_is_spent():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)

@@ -143,6 +143,14 @@ def test_half_precision_close_to_fp32(dtype):
     assert ((out.float() - ref).abs().max() / ref.abs().max()).item() < 0.05
 
 
+def test_head_sizes_the_3d_rope_cannot_split_are_refused():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        LuminaNextDiTVideo(dim=32, n_layers=1, n_heads=4, n_kv_heads=2)  # head size 8: 2:3:3 split has odd parts
+    model = LuminaNextDiTVideo(dim=64, n_layers=1, n_heads=4, n_kv_heads=2, cap_feat_dim=32, multiple_of=32)
+    x, t, cap, mask, motion = inputs(b=1)
+    assert model(x, t, cap, mask, motion, "1x2").shape == x.shape  # head size 16, the smallest that works
+
+
 def test_unknown_patch_size_is_refused_with_the_allowed_ones():
     model = random_transformer()
     x, t, cap, mask, motion = inputs(b=1)

@@ -65,6 +65,16 @@ class ScalarEmbedder(nn.Module):
         return self.mlp(self.sinusoid(value).to(self.mlp[0].weight.dtype))
 
 
+def check_heads(dim: int, n_heads: int, n_kv_heads: int) -> None:
+    """Refuse head layouts the attention cannot use (before any weights are made)."""
+    if dim % n_heads or n_heads % n_kv_heads or (dim // n_heads) % 16:
+        raise ValueError(
+            f"dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: dim must split into heads whose size "
+            "is a multiple of 16 (3D RoPE splits it 2:3:3 into channel pairs), and n_heads must be a multiple "
+            "of n_kv_heads"
+        )
+
+
 def rope_from_positions(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
     """Complex rotations (L, head_dim/2) for per-token (frame, row, col) positions, in fp32.
 
@@ -227,7 +237,7 @@ class CaptionCache:
     def get(self, cap_feats: torch.Tensor, dtype: torch.dtype, compute: Callable[[], list]) -> list:
         key = (id(cap_feats), dtype)
         entry = self._entries.get(key)
-        if entry is None or entry[0] is not cap_feats or entry[1] != cap_feats._version:
+        if entry is None or entry[1] != cap_feats._version:  # the entry holds the tensor, so its id stays unique
             entry = (cap_feats, cap_feats._version, compute())
             self._entries[key] = entry
         return entry[2]
@@ -265,11 +275,7 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
-        if dim % n_heads or n_heads % n_kv_heads or (dim // n_heads) % 8:
-            raise ValueError(
-                f"dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: dim must split into heads whose size "
-                "is a multiple of 8, and n_heads must be a multiple of n_kv_heads"
-            )
+        check_heads(dim, n_heads, n_kv_heads)
         self.patch_sizes = [PatchSize(int(f), int(p)) for p, f in zip(all_patch_size, all_f_patch_size)]
         cond_dim = min(dim, 1024)
         ffn = ffn_dim or ffn_hidden_dim(dim, multiple_of)

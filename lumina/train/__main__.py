@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 DEFAULT_CACHE = Path(os.environ.get("LUMINA_TRAIN_CACHE", "/tmp/lumina_train"))
 
 
@@ -85,8 +87,11 @@ def prepare_data(vae_dir: Path, args):
     vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir)).eval()
     latents = build_latent_cache(cache / f"latents_{args.clips}_{args.video_clips}.pt", vae, meta,
                                  n_video=args.video_clips, log=_log)
+    motion = meta["motion"].numpy()
     info = {"clips_with_captions": args.clips, "video_clips": int(latents["videos"].shape[0]),
-            "image_latents": int(latents["images"].shape[0])}
+            "image_latents": int(latents["images"].shape[0]),
+            "motion_labels": {"mean": round(float(motion.mean()), 1), "median": round(float(np.median(motion)), 1),
+                              "p90": round(float(np.percentile(motion, 90)), 1)}}
     return TrainingSet(meta, latents), info
 
 

@@ -18,6 +18,7 @@ import torch
 
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
+from lumina.sampling import format_schedule
 
 SIZE_BUDGET_MB = 60.0
 DEFAULT_PRESET = "f24F96R960-MultiScale"
@@ -29,13 +30,6 @@ DEFAULT_SAMPLING = {"ts": 24.0, "cfg": 4.0}
 PROBE_PROMPT = "a red circle moving right on a blue background"
 PROBE_SEED = 0
 _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-
-
-def _settings(defaults: ModelDefaults) -> str:
-    """The tuned sampling settings in words, e.g. "time shift 24, cfg 4 and 50 grid points"."""
-    names = {"ts": "time shift", "cfg": "cfg"}
-    parts = [f"{names.get(k, k)} {v:g}" for k, v in (defaults.sampling or {}).items()]
-    return ", ".join(parts) + f" and {defaults.steps} grid points"
 
 
 def tiny_defaults(steps: int = DEFAULT_STEPS, preset: str = DEFAULT_PRESET) -> ModelDefaults:
@@ -116,6 +110,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     parts = {p.name: round(folder_size_mb(p), 2) for p in sorted(out.iterdir()) if p.is_dir()}
     tc = json.loads((out / "transformer" / "config.json").read_text())
     vc = json.loads((out / "vae" / "config.json").read_text())
+    config = defaults.sample_config()
     lines = [
         "# lumina-video-tiny",
         "",
@@ -145,8 +140,10 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "captions. Captions of navy scenes sometimes say \"blue\"/\"dark blue\" instead of \"navy\". Motion labels",
         "are the clips' motion scores from `lumina.motion.motion_score` (the release's Farneback protocol).",
     ]
+    labels = (data_info or {}).get("motion_labels")
     if data_info:
-        lines.append(f"Amounts: {json.dumps(data_info)}.")
+        amounts = {k: v for k, v in data_info.items() if k != "motion_labels"}
+        lines.append(f"Amounts: {json.dumps(amounts)}.")
     lines += ["", "## Recipe (`python -m lumina.train all --out assets/lumina-video-tiny`)", ""]
     if vae_report:
         r = vae_report["recipe"]
@@ -217,9 +214,13 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "  the world's navy.",
         "- Trained at 128x128, 16 frames, 8 fps (and single frames); other sizes work mechanically but degrade.",
         "- The release presets' guidance (cfg 20, then 0) was made for the 2B model; the defaults here",
-        f"  (`sampling` in studio_defaults.json, tuned on held-out prompts) are {_settings(defaults)}. Motion scores are",
-        "  in the release's unit (training labels: mean 10.5, median 8.7, p90 21.8); the mean measured motion rises",
-        "  with the requested score, single clips scatter, and the word \"still\" counts for less than the score.",
+        f"  (`sampling` in studio_defaults.json, tuned on held-out prompts) are time shift {config.time_shift:g}, cfg "
+        f"{format_schedule(config.cfg)} and {config.steps} grid points.",
+        "- Motion scores are in the release's unit"
+        + (f" (training labels: mean {labels['mean']}, median {labels['median']}, p90 {labels['p90']})" if labels else "")
+        + ";",
+        "  the mean measured motion rises with the requested score, single clips scatter, and the word \"still\"",
+        "  counts for less than the score.",
     ]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 

@@ -22,8 +22,9 @@ from lumina.models.components import tiny_vae_config
 from lumina.train.budget import budgeted_steps
 from lumina.train.data import ClipSpec, frames_to_tensor, render
 from lumina.train.losses import foreground_weights, psnr, vae_loss
+from lumina.world.dataset import train_seed
 
-VAE_SEED_OFFSET = 1_000_000  # VAE clips never coincide with the DiT's clips
+VAE_SEED_OFFSET = 1_000_000  # training-scene index: VAE clips never coincide with the DiT's clips
 HOLDOUT_SEED_OFFSET = 9_000_000
 
 
@@ -78,7 +79,7 @@ def _crop_batch(rng: np.random.Generator, seed_base: int, n: int, frames: int, c
                 object_crops: float = 0.0):
     out = []
     for _ in range(n):
-        seed = seed_base + 2 * int(rng.integers(0, 2**29))  # even: a training scene, never a ShapesBench one
+        seed = train_seed(0, seed_base + int(rng.integers(0, 2**29)))  # a training scene, never a ShapesBench one
         clip = render(seed, spec)
         video = clip.frames
         t0 = int(rng.integers(0, spec.frames - frames + 1))

@@ -20,12 +20,10 @@ conditional and unconditional passes batch together).
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
@@ -34,6 +32,7 @@ from lumina.models.transformer_nextdit import (
     RMSNorm,
     ScalarEmbedder,
     TransformerBlock,
+    check_heads,
     ffn_hidden_dim,
     rope_from_positions,
 )
@@ -97,8 +96,7 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
-        if dim % n_heads or n_heads % n_kv_heads or (dim // n_heads) % 8:
-            raise ValueError(f"dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: head size must be a multiple of 8")
+        check_heads(dim, n_heads, n_kv_heads)
         if latent_freq % freq_patches:
             raise ValueError(f"latent_freq={latent_freq} must be a multiple of freq_patches={freq_patches}")
         if visual_offset < freq_patches:
