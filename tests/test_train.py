@@ -95,6 +95,20 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     assert not held_out & set(meta["seeds"]) and len(set(meta["seeds"])) == 6  # never a ShapesBench scene
     latents = build_latent_cache(tmp_path / "lat.pt", vae, meta, spec=SPEC, n_video=4, batch=4, log=lambda m: None)
     assert latents["videos"].shape == (4, 16, 2, 4, 4) and latents["images"].shape == (6, 16, 1, 4, 4)
+    # a larger dataset grows from the cached clips (they are not re-encoded) and equals a fresh build
+    logs = []
+    grown_meta = build_meta_cache(tmp_path / "meta_8.pt", 8, seed0=0, spec=SPEC, log=logs.append)
+    grown = build_latent_cache(tmp_path / "lat_8.pt", vae, grown_meta, spec=SPEC, n_video=8, batch=4, log=logs.append)
+    assert any("(6 reused)" in m for m in logs if m.startswith("meta")) and any("(6 reused)" in m for m in logs)
+    fresh_meta = build_meta_cache(tmp_path / "fresh" / "meta.pt", 8, seed0=0, spec=SPEC, log=lambda m: None)
+    fresh = build_latent_cache(tmp_path / "fresh" / "lat.pt", vae, fresh_meta, spec=SPEC, n_video=8, batch=4,
+                               log=lambda m: None)
+    assert grown_meta["captions"] == fresh_meta["captions"] and grown_meta["seeds"] == fresh_meta["seeds"]
+    assert torch.allclose(grown_meta["motion"], fresh_meta["motion"])
+    assert all(torch.equal(a, b) for a, b in zip(grown_meta["feats"], fresh_meta["feats"]))
+    for key in ("videos", "images", "video_masks", "image_masks"):
+        assert grown[key].shape == fresh[key].shape and torch.allclose(grown[key].float(), fresh[key].float(), atol=2e-3)
+    assert build_meta_cache(tmp_path / "meta_5.pt", 5, seed0=0, spec=SPEC, log=logs.append)["seeds"] == meta["seeds"][:5]
     data = TrainingSet(meta, latents)
     from lumina.train.vae import DecoderRecipe, finetune_decoder
 
@@ -178,3 +192,21 @@ def test_budgeted_steps_warm_up_decay_and_stop_when_the_time_is_spent():
         steps.append(step)
         time.sleep(0.002)
     assert len(steps) <= 1 and spent == [len(steps)]
+
+
+def test_still_clips_are_relabelled_with_moving_clips_motion_only_when_asked():
+    n = 6
+    meta = {"seeds": list(range(n)), "feats": [torch.full((3, 4), float(i)) for i in range(n)],
+            "empty": torch.zeros(1, 4), "motion": torch.tensor([0.0, 1e-7, 5.0, 7.0, 9.0, 0.0])}
+    latents = {"videos": torch.arange(n).float().view(n, 1, 1, 1, 1).half(), "images": torch.zeros(n, 1, 1, 1, 1)}
+    data = TrainingSet(meta, latents, np.random.default_rng(0))
+    assert data.still.tolist() == [True, True, False, False, False, True]
+    x1, _, _, motion, _ = data.batch(400, image=False, caption_dropout=0.0, motion_dropout=0.0, still_relabel=0.0)
+    assert torch.equal(motion, meta["motion"][x1.flatten().long()])  # labels follow their clips
+    x1, _, _, motion, _ = data.batch(400, image=False, caption_dropout=0.0, motion_dropout=0.0, still_relabel=0.5)
+    idx = x1.flatten().long()
+    still, moving = data.still[idx], ~data.still[idx]
+    assert torch.equal(motion[moving], meta["motion"][idx[moving]])  # moving clips keep their own label
+    relabelled = still & (motion > 1.0)
+    assert set(motion[relabelled].tolist()) <= {5.0, 7.0, 9.0}
+    assert 0.35 < relabelled.sum() / still.sum() < 0.65  # about half of the still clips

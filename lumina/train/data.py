@@ -30,6 +30,7 @@ from lumina.train.losses import foreground_mask
 from lumina.world.dataset import train_seed
 
 WIDTH, HEIGHT, FRAMES, FPS = 128, 128, 16, 8
+STILL_LABEL = 0.05  # motion scores below this: nothing moves (still clips measure ~1e-7, moving ones > 1)
 
 # The world's only blue background is "navy"; some captions call it (dark) blue so prompts that
 # say "blue background" land on it.  A caption-side augmentation: pixels are untouched.
@@ -147,28 +148,56 @@ def motion_scores(seeds: Sequence[int], spec: ClipSpec, workers: int = 1) -> Lis
 # caches
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _grow_from(path: Path, seeds: Sequence[int], fits: Callable[[Dict], bool]) -> tuple:
+    """The cache in `path`'s folder (same name stem, e.g. ``meta_*.pt``) that `fits` and shares the longest
+    prefix of clip seeds with `seeds`, and that prefix's length: a larger dataset grows from a smaller
+    one instead of re-rendering and re-encoding the clips it already has."""
+    best, best_n = None, 0
+    for other in sorted(path.parent.glob(path.name.split("_")[0].removesuffix(".pt") + "*.pt")):
+        cache = torch.load(other, map_location="cpu", weights_only=True)  # our own caches: tensors, str, numbers
+        n = _common_prefix(cache.get("seeds", []), seeds) if fits(cache) else 0
+        if n > best_n:
+            best, best_n = cache, n
+    return best, best_n
+
+
 def build_meta_cache(path: Path, n_clips: int, seed0: int = 0, spec: ClipSpec = ClipSpec(), workers: int = 1,
                      log: Callable[[str], None] = print) -> Dict:
     """Captions, caption features, empty-prompt features and motion scores of the first n training
     scenes of dataset seed0 (``train_seed``: even scene seeds, so never a ShapesBench scene)."""
     path = Path(path)
     seeds = [train_seed(seed0, i) for i in range(n_clips)]
-    if path.exists():
-        meta = torch.load(path, map_location="cpu", weights_only=True)  # our own cache: tensors, str, numbers
-        if meta["seeds"] == seeds and meta["spec"] == spec.__dict__:
-            log(f"meta cache: reusing {path}")
-            return meta
+    old, k = _grow_from(path, seeds, lambda c: c.get("spec") == spec.__dict__) if path.parent.exists() else (None, 0)
+    if k == n_clips and len(old["seeds"]) == n_clips:
+        log(f"meta cache: reusing {path}")
+        return old
     t0 = time.time()
-    captions = [training_caption(render(s, spec), s) for s in seeds]
-    tokenizer, encoder = load_minilm_for_training()
-    feats = encode_captions(captions, tokenizer, encoder)
-    empty = encode_captions([""], tokenizer, encoder)[0]
-    log(f"meta cache: {n_clips} captions encoded in {time.time() - t0:.0f}s")
+    new_seeds = seeds[k:]
+    captions = [training_caption(render(s, spec), s) for s in new_seeds]
+    if new_seeds:
+        tokenizer, encoder = load_minilm_for_training()
+        feats = encode_captions(captions, tokenizer, encoder)
+        empty = encode_captions([""], tokenizer, encoder)[0]
+    else:
+        feats, empty = [], old["empty"]
+    log(f"meta cache: {len(new_seeds)} captions encoded in {time.time() - t0:.0f}s ({k} reused)")
     t1 = time.time()
-    motion = motion_scores(seeds, spec, workers)
-    log(f"meta cache: motion scores in {time.time() - t1:.0f}s (mean {np.mean(motion):.2f}, max {np.max(motion):.2f})")
+    motion = torch.tensor(motion_scores(new_seeds, spec, workers), dtype=torch.float32)
+    if k:
+        captions, feats = old["captions"][:k] + captions, old["feats"][:k] + feats
+        motion = torch.cat([old["motion"][:k], motion])
+    log(f"meta cache: motion scores in {time.time() - t1:.0f}s (mean {motion.mean():.2f}, max {motion.max():.2f})")
     meta = dict(n_clips=n_clips, seed0=seed0, spec=spec.__dict__, seeds=seeds, captions=captions,
-                feats=feats, empty=empty, motion=torch.tensor(motion, dtype=torch.float32))
+                feats=feats, empty=empty, motion=motion)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(meta, path)
     return meta
@@ -191,18 +220,23 @@ def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(),
     With each, the latent cells that objects touch (``video_masks`` / ``image_masks``, bool, 1 channel)."""
     path = Path(path)
     sf = float(vae.config.scaling_factor)
-    seeds = meta["seeds"]
+    seeds = list(meta["seeds"])
     n_video = len(seeds) if n_video is None else min(n_video, len(seeds))
-    if path.exists():
-        cache = torch.load(path, map_location="cpu", weights_only=True)
-        if cache["seeds"] == list(seeds) and cache["videos"].shape[0] == n_video and "video_masks" in cache and \
-                abs(cache["scaling_factor"] - sf) < 1e-9 and cache.get("vae_tag") == _vae_tag(vae):
-            log(f"latent cache: reusing {path}")
-            return cache
+    tag = _vae_tag(vae)
+    old, k = _grow_from(path, seeds, lambda c: c.get("vae_tag") == tag and abs(c["scaling_factor"] - sf) < 1e-9
+                        and "video_masks" in c) if path.parent.exists() else (None, 0)
+    k_video = min(k, n_video, old["videos"].shape[0]) if old is not None else 0
+    if k == len(old["seeds"] if old else ()) == len(seeds) and k_video == n_video == old["videos"].shape[0]:
+        log(f"latent cache: reusing {path}")
+        return old
     t0 = time.time()
     vae = vae.eval()
     videos, images, video_masks, image_masks = [], [], [], []
-    for i in range(0, len(seeds), batch):
+    if old is not None:
+        videos, video_masks = [old["videos"][:k_video]], [old["video_masks"][:k_video]]
+        images, image_masks = [old["images"][:k]], [old["image_masks"][:k]]
+    start = k_video if k_video < n_video else k  # the first clip that still needs a video or image latent
+    for i in range(start, len(seeds), batch):
         chunk = seeds[i : i + batch]
         x = torch.stack([frames_to_tensor(render(s, spec).frames) for s in chunk])
         mask = foreground_mask(x)
@@ -211,14 +245,16 @@ def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(),
             z = encode_video_latents(vae, x[:n_vid])
             videos.append(z.half())
             video_masks.append(F.adaptive_max_pool3d(mask[:n_vid], z.shape[2:]).bool())
-        z = encode_video_latents(vae, x[:, :, :1])
-        images.append(z.half())
-        image_masks.append(F.adaptive_max_pool3d(mask[:, :, :1], z.shape[2:]).bool())
+        first_new = max(0, k - i)  # clips before k have their image latents already
+        if first_new < len(chunk):
+            z = encode_video_latents(vae, x[first_new:, :, :1])
+            images.append(z.half())
+            image_masks.append(F.adaptive_max_pool3d(mask[first_new:, :, :1], z.shape[2:]).bool())
         if (i // batch) % 10 == 0:
-            log(f"latent cache: {i + len(chunk)}/{len(seeds)} clips, {time.time() - t0:.0f}s")
-    cache = dict(seeds=list(seeds), scaling_factor=sf, vae_tag=_vae_tag(vae),
-                 videos=torch.cat(videos), images=torch.cat(images),
-                 video_masks=torch.cat(video_masks), image_masks=torch.cat(image_masks))
+            log(f"latent cache: {i + len(chunk)}/{len(seeds)} clips, {time.time() - t0:.0f}s ({k} reused)")
+    cache = dict(seeds=seeds, scaling_factor=sf, vae_tag=tag,
+                 videos=torch.cat(videos)[:n_video], images=torch.cat(images),
+                 video_masks=torch.cat(video_masks)[:n_video], image_masks=torch.cat(image_masks))
     v, im = cache["videos"].float(), cache["images"].float()
     log(f"latent cache: videos {tuple(v.shape)} images {tuple(im.shape)} in {time.time() - t0:.0f}s; "
         f"scaled video latents mean {v.mean():.3f} std {v.std():.3f}, images mean {im.mean():.3f} std {im.std():.3f}")
@@ -254,9 +290,18 @@ class TrainingSet:
     def __len__(self) -> int:
         return self.videos.shape[0]
 
-    def batch(self, size: int, image: bool, caption_dropout: float = 0.1, motion_dropout: float = 0.1):
+    @property
+    def still(self) -> torch.Tensor:
+        """Clips in which nothing moves (the scorer measures ~0; their captions say every object is still)."""
+        return self.motion < STILL_LABEL
+
+    def batch(self, size: int, image: bool, caption_dropout: float = 0.1, motion_dropout: float = 0.1,
+              still_relabel: float = 0.0):
         """x1 (B, 16, F, h, w) float32, caption feats (B, L, D), mask (B, L), motion (B,), and the object
-        mask of x1's cells (B, 1, F, h, w) or None when the cache has none."""
+        mask of x1's cells (B, 1, F, h, w) or None when the cache has none.
+
+        With probability `still_relabel` a still clip is labelled with the motion of a random moving clip,
+        so that a caption saying "still" keeps the objects still whatever motion score is asked for."""
         source = self.images if image else self.videos
         masks = self.image_masks if image else self.video_masks
         idx = self.rng.integers(0, source.shape[0], size)
@@ -269,6 +314,10 @@ class TrainingSet:
             motion = torch.full((size,), -1.0)  # a still image carries no motion measurement
         else:
             motion = self.motion[idx].clone()
+            relabel = self.still[idx] & torch.from_numpy(self.rng.random(size) < still_relabel)
+            if relabel.any():
+                moving = self.motion[~self.still]
+                motion[relabel] = moving[torch.from_numpy(self.rng.integers(0, len(moving), int(relabel.sum())))]
             motion[torch.from_numpy(self.rng.random(size) < motion_dropout)] = -1.0
         return x1, cap, mask, motion, objects
 

@@ -3,7 +3,8 @@
 Per step: draw a patch size (1x2 / 2x2 / 2x4) and whether the batch is videos or first-frame images;
 draw t = shift_time(u, shift[patch]) so larger patches learn the noisier times they serve at inference;
 drop 10% of captions to the empty prompt (classifier-free guidance) and 10% of motion labels to -1
-(unconditional); regress the velocity x1 - x0 with MSE + 1.0 * (1 - cosine), the MSE weighted up on the
+(unconditional), and give half the still clips a moving clip's motion label (so "still" in a caption
+overrides a high motion score); regress the velocity x1 - x0 with MSE + 1.0 * (1 - cosine), the MSE weighted up on the
 latent cells objects touch (the background is most of every clip and easy). AdamW with warmup and
 cosine decay; an EMA of the weights is what gets saved.
 """
@@ -38,6 +39,7 @@ class DiTRecipe:
     image_prob: float = 0.2
     caption_dropout: float = 0.1
     motion_dropout: float = 0.1
+    still_relabel: float = 0.5         # still clips given a moving clip's motion label: the caption's "still" wins
     cos_weight: float = 1.0
     object_weight: float = 4.0         # extra flow-loss weight on latent cells objects touch (0: plain MSE)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
@@ -103,7 +105,8 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         patch = patches[int(rng.choice(len(patches), p=probs))]
         image = rng.random() < recipe.image_prob
         size = batch_size_for(model, recipe, patch, image_shape if image else video_shape, video_shape)
-        x1, cap, mask, motion, objects = data.batch(size, image, recipe.caption_dropout, recipe.motion_dropout)
+        x1, cap, mask, motion, objects = data.batch(size, image, recipe.caption_dropout, recipe.motion_dropout,
+                                                     recipe.still_relabel)
         weights = mask_weights(objects, recipe.object_weight) if objects is not None and recipe.object_weight else None
         x0 = torch.randn(x1.shape, generator=gen)
         t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
