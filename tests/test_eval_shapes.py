@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lumina.eval.shapes import adherence, flicker_score, run
+from lumina.eval.shapes import MOTION_LEVELS, adherence, flicker_score, motion_control_stats, run
 from lumina.world import render_clip, sample_scene
 
 
@@ -15,6 +15,18 @@ def test_flicker_score_follows_vbench():
     blink[1::2] = 200
     assert flicker_score(still) == 1.0
     assert abs(flicker_score(blink) - (255 - 100) / 255) < 1e-6
+
+
+def test_motion_control_pools_and_ranks_within_prompts():
+    """Two prompts whose objects differ in size: each ranks its levels perfectly, pooled they interleave."""
+    small, large = [0.1, 0.5, 1.0, 1.5, 2.0], [1.2, 3.0, 6.0, 9.0, 12.0]
+    stats = motion_control_stats(MOTION_LEVELS, [small, large])
+    assert stats["spearman_within_prompt"] == pytest.approx(1.0)
+    assert 0.6 < stats["spearman"] < 0.95
+    assert stats["mean_measured"]["0.0"] == pytest.approx(0.65) and len(stats["pairs"]) == 10
+    reversed_large = motion_control_stats(MOTION_LEVELS, [small, large[::-1]])
+    assert reversed_large["spearman_within_prompt"] == pytest.approx(0.0)  # +1 and -1
+    assert motion_control_stats(MOTION_LEVELS, [[3.0] * 5])["spearman"] == 0.0  # nothing to rank
 
 
 def test_adherence_reads_rendered_ground_truth():
@@ -31,6 +43,8 @@ def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
     assert [r["schedule"] for r in result["table2"]] == ["1x2", "2x2", "2x4", "multiscale"]
     assert result["table2"][0]["time_vs_1x2"] == 1.0
     assert len(result["motion"]["pairs"]) == 5 and -1 <= result["motion"]["spearman"] <= 1
+    # one prompt: its own correlation is the pooled one
+    assert result["motion"]["spearman_within_prompt"] == pytest.approx(result["motion"]["spearman"])
     saved = json.loads((tmp_path / "shapesbench.json").read_text())
     assert saved["n_prompts"] == result["n_prompts"] >= 1
     assert "| multiscale |" in (tmp_path / "shapesbench.md").read_text()
