@@ -174,7 +174,10 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
             f"{r['patch_shift']} (t = shift_time(u, s), u uniform; larger patches train noisier times), "
             f"{int(r['image_prob'] * 100)}% of steps are image batches (first frames encoded as 1-frame videos), "
             f"equal-token batches ({r['batch']} videos at 1x2), caption dropout {r['caption_dropout']} (empty "
-            f"prompt, for CFG), motion label dropout {r['motion_dropout']} (-1 = unconditional). Loss: "
+            f"prompt, for CFG), motion label dropout {r['motion_dropout']} (-1 = unconditional)"
+            + (f", still clips relabelled with a moving clip's motion score with probability {r['still_relabel']} "
+               "(a caption's \"still\" overrides the score)" if r.get("still_relabel") else "")
+            + f". Loss: "
             f"MSE(v, x1 - x0) + {r['cos_weight']} * (1 - cos), the MSE weighted {1 + r.get('object_weight', 0):g}x on "
             f"latent cells objects touch (mean weight 1). Loss {dit_report['loss_first100']:.3f} (first 100 "
             f"steps) -> {dit_report['loss_last100']:.3f} (last 100).",

@@ -162,11 +162,14 @@ def _grow_from(path: Path, seeds: Sequence[int], fits: Callable[[Dict], bool]) -
     prefix of clip seeds with `seeds`, and that prefix's length: a larger dataset grows from a smaller
     one instead of re-rendering and re-encoding the clips it already has."""
     best, best_n = None, 0
-    for other in sorted(path.parent.glob(path.name.split("_")[0].removesuffix(".pt") + "*.pt")):
+    siblings = sorted(path.parent.glob(path.name.split("_")[0].removesuffix(".pt") + "*.pt"))
+    for other in sorted(siblings, key=lambda p: p != path):  # the exact file first: usually it is the match
         cache = torch.load(other, map_location="cpu", weights_only=True)  # our own caches: tensors, str, numbers
         n = _common_prefix(cache.get("seeds", []), seeds) if fits(cache) else 0
         if n > best_n:
             best, best_n = cache, n
+        if best_n == len(seeds) == len(cache.get("seeds", [])):
+            break
     return best, best_n
 
 
