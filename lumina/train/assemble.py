@@ -222,8 +222,10 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "- Motion scores are in the release's unit"
         + (f" (training labels: mean {labels['mean']}, median {labels['median']}, p90 {labels['p90']})" if labels else "")
         + ";",
-        "  the mean measured motion rises with the requested score, single clips scatter, and the word \"still\"",
-        "  counts for less than the score.",
+        "  within a prompt the measured motion rises with the requested score; across prompts a small object",
+        "  measures less than a large one at the same speed (the score averages flow over the whole frame).",
+        "  Trained with still clips relabelled (see the recipe), a prompt that says \"still\" stays nearly still at",
+        "  the default score.",
     ]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
