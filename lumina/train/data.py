@@ -180,7 +180,7 @@ def build_meta_cache(path: Path, n_clips: int, seed0: int = 0, spec: ClipSpec = 
     path = Path(path)
     seeds = [train_seed(seed0, i) for i in range(n_clips)]
     old, k = _grow_from(path, seeds, lambda c: c.get("spec") == spec.__dict__) if path.parent.exists() else (None, 0)
-    if k == n_clips and len(old["seeds"]) == n_clips:
+    if old is not None and k == len(old["seeds"]) == n_clips:
         log(f"meta cache: reusing {path}")
         return old
     t0 = time.time()
@@ -229,7 +229,7 @@ def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(),
     old, k = _grow_from(path, seeds, lambda c: c.get("vae_tag") == tag and abs(c["scaling_factor"] - sf) < 1e-9
                         and "video_masks" in c) if path.parent.exists() else (None, 0)
     k_video = min(k, n_video, old["videos"].shape[0]) if old is not None else 0
-    if k == len(old["seeds"] if old else ()) == len(seeds) and k_video == n_video == old["videos"].shape[0]:
+    if old is not None and k == len(old["seeds"]) == len(seeds) and k_video == n_video == old["videos"].shape[0]:
         log(f"latent cache: reusing {path}")
         return old
     t0 = time.time()
@@ -287,16 +287,14 @@ class TrainingSet:
         self.video_masks: Optional[torch.Tensor] = latents.get("video_masks")
         self.image_masks: Optional[torch.Tensor] = latents.get("image_masks")
         self.rng = rng or np.random.default_rng(0)
+        # clips in which nothing moves (the scorer measures ~0; their captions say every object is still)
+        self.still: torch.Tensor = self.motion < STILL_LABEL
+        self.moving_labels: torch.Tensor = self.motion[~self.still]
         if len(self.feats) != self.images.shape[0] or self.videos.shape[0] > self.images.shape[0]:
             raise ValueError("meta and latent caches hold different clips")
 
     def __len__(self) -> int:
         return self.videos.shape[0]
-
-    @property
-    def still(self) -> torch.Tensor:
-        """Clips in which nothing moves (the scorer measures ~0; their captions say every object is still)."""
-        return self.motion < STILL_LABEL
 
     def batch(self, size: int, image: bool, caption_dropout: float = 0.1, motion_dropout: float = 0.1,
               still_relabel: float = 0.0):
@@ -319,8 +317,8 @@ class TrainingSet:
             motion = self.motion[idx].clone()
             relabel = self.still[idx] & torch.from_numpy(self.rng.random(size) < still_relabel)
             if relabel.any():
-                moving = self.motion[~self.still]
-                motion[relabel] = moving[torch.from_numpy(self.rng.integers(0, len(moving), int(relabel.sum())))]
+                pick = self.rng.integers(0, len(self.moving_labels), int(relabel.sum()))
+                motion[relabel] = self.moving_labels[torch.from_numpy(pick)]
             motion[torch.from_numpy(self.rng.random(size) < motion_dropout)] = -1.0
         return x1, cap, mask, motion, objects
 
