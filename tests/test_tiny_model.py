@@ -85,6 +85,6 @@ def test_still_prompt_stays_still_at_the_default_motion_score(tiny, sample):
                generator=torch.Generator().manual_seed(0), output_type="np")
     still = motion_score((np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8), defaults.fps)
     moving = motion_score(sample, defaults.fps)
-    # measured 2.2 vs 8.0 here (round 7); round 6, which followed the score over the word, measured still prompts
-    # 1.45x moving ones on ShapesBench
-    assert still < 3.0 and still < 0.5 * moving, f"still {still:.2f} vs moving {moving:.2f}"
+    # measured 0.41 vs 10.5 here (round 8; round 7: 2.2 vs 8.0); round 6, which followed the score over the word,
+    # measured still prompts 1.45x moving ones on ShapesBench. The target is under a tenth.
+    assert still < 1.0 and still < 0.1 * moving, f"still {still:.2f} vs moving {moving:.2f}"
