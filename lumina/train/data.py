@@ -168,8 +168,8 @@ def _grow_from(path: Path, seeds: Sequence[int], fits: Callable[[Dict], bool]) -
         n = _common_prefix(cache.get("seeds", []), seeds) if fits(cache) else 0
         if n > best_n:
             best, best_n = cache, n
-        if best_n == len(seeds) == len(cache.get("seeds", [])):
-            break
+        if best is not None and best_n == len(seeds) == len(best["seeds"]):
+            break  # an exact match: nothing can beat it
     return best, best_n
 
 
