@@ -82,6 +82,7 @@ def cmd_generate(args) -> int:
 
 def cmd_presets(args) -> int:
     from lumina.sampling import PRESETS, format_schedule
+    from lumina.pipelines.loading import TINY_DIR, ModelDefaults
     from lumina.sampling.schedule import PATCH_SHORTHANDS, __doc__ as syntax
 
     print("Release presets (step = grid points; step - 1 evaluations):")
@@ -92,6 +93,8 @@ def cmd_presets(args) -> int:
     print("Patch schedules:")
     for name, value in PATCH_SHORTHANDS.items():
         print(f"  {name:10s} = {format_schedule(value)}")
+    tiny = format_schedule(ModelDefaults.read(TINY_DIR).patch_shorthands()["multiscale"])
+    print(f"  (a model's 'multiscale' is its multi-scale preset's schedule at its tuned switch times; tiny: {tiny})")
     print(syntax.split("Schedule strings", 1)[1].strip().join(["Schedule strings ", ""]))
     return 0
 

@@ -55,7 +55,7 @@ def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> Sample
         if isinstance(value, (int, float)):
             (V.check_guidance(value) if name == "guidance" else V.check_motion(name, value))
     return base.replace(
-        patch=coerce_setting(req.schedule, "patch"),
+        patch=coerce_setting(req.schedule, "patch", defaults.patch_shorthands()),
         steps=req.steps,
         cfg=coerce_setting(req.cfg, "cfg"),
         motion=coerce_setting(req.motion, "motion"),

@@ -106,3 +106,24 @@ def test_model_defaults_apply_tuned_sampling_to_their_own_preset_only(tmp_path):
     # a request's own values still win over the tuned ones
     req = sample_config_for(GenerationRequest(prompt="x", cfg=2.0, motion=8.0), d)
     assert (req.cfg, req.motion, req.time_shift) == (2.0, 8.0, 4.0)
+
+
+def test_multiscale_names_each_models_own_schedule(tmp_path):
+    """"multiscale" is the model's multi-scale preset at its tuned switch times, wherever it is written."""
+    from lumina.app.handlers import check_schedule_text, ui_defaults
+    from lumina.generation import GenerationRequest, sample_config_for
+    from lumina.pipelines.loading import ModelDefaults
+    from lumina.sampling import get_preset
+
+    release_960 = get_preset("f24F96R960-MultiScale").patch
+    assert ModelDefaults().patch_shorthands()["multiscale"] == release_960
+    assert ModelDefaults(preset="f16F64R512").patch_shorthands()["multiscale"] == ("2x4", (0.075, "2x2"), (0.3, "1x2"))
+    tuned = ModelDefaults(preset="f24F96R960-MultiScale", sampling={"P": ["2x4", [0.05, "2x2"], [0.15, "1x2"]]})
+    tuned.write(tmp_path)
+    tuned = ModelDefaults.read(tmp_path)
+    want = ("2x4", (0.05, "2x2"), (0.15, "1x2"))
+    assert tuned.patch_shorthands()["multiscale"] == want and tuned.sample_config().patch == want
+    assert sample_config_for(GenerationRequest(prompt="x", schedule="multiscale"), tuned).patch == want
+    assert sample_config_for(GenerationRequest(prompt="x", schedule="multiscale"), ModelDefaults()).patch == release_960
+    assert ui_defaults(tuned)["schedule"] == "multiscale"
+    assert "`2x4, 2x2@0.05, 1x2@0.15`" in check_schedule_text("multiscale", shorthands=tuned.patch_shorthands())

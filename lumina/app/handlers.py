@@ -29,7 +29,7 @@ from lumina.media import read_video
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.memory import release_memory
 from lumina.sampling import format_schedule, parse_schedule_string
-from lumina.sampling.schedule import PATCH_SHORTHANDS, stages
+from lumina.sampling.schedule import stages
 
 log = logging.getLogger("lumina.app")
 
@@ -128,9 +128,10 @@ def neg_motion_schedule(motion: float, neg_motion: float, until: float) -> str:
     return f"{_g(neg_motion)}, {_g(motion)}@{_g(until)}"
 
 
-def describe_schedule(text: str, supported: Optional[Iterable[str]] = None) -> str:
+def describe_schedule(text: str, supported: Optional[Iterable[str]] = None,
+                      shorthands: Optional[Dict[str, Any]] = None) -> str:
     """Parse a patch schedule string and say what it does; ValueError with the parser's message if bad."""
-    parsed = parse_schedule_string(text, "patch")
+    parsed = parse_schedule_string(text, "patch", shorthands)
     parts = stages(parsed)
     if supported is not None:
         missing = sorted({v for _, v in parts} - set(supported))
@@ -142,11 +143,13 @@ def describe_schedule(text: str, supported: Optional[Iterable[str]] = None) -> s
     return " → ".join(words)
 
 
-def check_schedule_text(schedule: str, custom_schedule: str = "", supported: Optional[Iterable[str]] = None) -> str:
+def check_schedule_text(schedule: str, custom_schedule: str = "", supported: Optional[Iterable[str]] = None,
+                        shorthands: Optional[Dict[str, Any]] = None) -> str:
     """Markdown for the live check under the schedule box."""
     text = custom_schedule if schedule == CUSTOM else schedule
     try:
-        return f"✓ `{format_schedule(parse_schedule_string(text, 'patch'))}`: {describe_schedule(text, supported)}"
+        parsed = format_schedule(parse_schedule_string(text, "patch", shorthands))
+        return f"✓ `{parsed}`: {describe_schedule(text, supported, shorthands)}"
     except ValueError as err:
         return f"⚠ {err}"
 
@@ -217,7 +220,8 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
     guidance_until = next((t for t, v in cfg[1:] if float(v) == 0.0), 1.0)
     neg = stages(preset.neg_motion)
     motion = float(stages(preset.motion)[0][1])
-    if preset.patch == PATCH_SHORTHANDS["multiscale"]:
+    multiscale = defaults.patch_shorthands()["multiscale"]
+    if preset.patch == multiscale:
         schedule, custom = "multiscale", ""
     elif isinstance(preset.patch, str) and preset.patch in SCHEDULES:
         schedule, custom = preset.patch, ""
@@ -230,7 +234,7 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
         "fps": defaults.fps, "steps": preset.steps, "guidance": guidance,
         "guidance_until": float(guidance_until), "time_shift": preset.time_shift, "motion": motion,
         "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
-        "schedule": schedule, "custom_schedule": custom or "2x4, 2x2@0.03, 1x2@0.125", "seed": 0,
+        "schedule": schedule, "custom_schedule": custom or format_schedule(multiscale), "seed": 0,
         "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none",
     }
 
@@ -276,7 +280,7 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
     if schedule not in SCHEDULES + (CUSTOM,):
         raise InvalidRequestError(f"schedule={schedule!r}: choose one of {list(SCHEDULES) + [CUSTOM]}")
     text = (values.get("custom_schedule") or "") if schedule == CUSTOM else schedule
-    describe_schedule(text, supported)
+    describe_schedule(text, supported, defaults.patch_shorthands())
     if values["randomize_seed"] or values.get("seed") is None or values.get("seed") == "":
         seed = random.randint(0, V.MAX_SEED)
     else:
@@ -420,7 +424,8 @@ class Studio:
 
     def schedule_choices(self, model: Optional[str] = None) -> List[str]:
         supported = set(self.supported_patches(model))
-        ok = [s for s in SCHEDULES if {v for _, v in stages(PATCH_SHORTHANDS[s])} <= supported]
+        named = self.model_defaults(model).patch_shorthands()
+        ok = [s for s in SCHEDULES if {v for _, v in stages(named[s])} <= supported]
         return ok + [CUSTOM]
 
     def defaults_for_ui(self, model: Optional[str] = None) -> Dict[str, Any]:
@@ -466,7 +471,7 @@ class Studio:
             supported = self.supported_patches(model)
         except (LuminaError, ValueError) as err:
             return f"⚠ {err}"
-        return check_schedule_text(schedule, custom_schedule, supported)
+        return check_schedule_text(schedule, custom_schedule, supported, self.model_defaults(model).patch_shorthands())
 
     def size_note(self, custom_size: bool, width, height, model: Optional[str] = None) -> str:
         try:

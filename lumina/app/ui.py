@@ -211,7 +211,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                                              info="then the positive score (release: 0.05)")
                         with gr.Accordion("Scales (patch schedule)", open=True):
                             schedule = gr.Radio(schedules, value=d["schedule"], label="Patch schedule",
-                                                info="multiscale = 2x4, 2x2@0.03, 1x2@0.125")
+                                                info="multiscale = the model's multi-scale schedule (release 960: 2x4, 2x2@0.03, 1x2@0.125)")
                             custom_schedule = gr.Textbox(value=d["custom_schedule"], label="Custom schedule",
                                                          visible=d["schedule"] == CUSTOM,
                                                          placeholder="2x4, 2x2@0.03, 1x2@0.125")

@@ -18,7 +18,7 @@ from lumina.models.components import RELEASE_TEXT_ENCODER, RELEASE_VAE, load_rel
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.sampling.schedule import SampleConfig, get_preset
+from lumina.sampling.schedule import PATCH_SHORTHANDS, PRESETS, SampleConfig, get_preset
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TINY_DIR = ASSETS / "lumina-video-tiny"
@@ -46,6 +46,13 @@ class ModelDefaults:
         if self.sampling and name == self.preset:
             base = SampleConfig.from_dict({**base.to_dict(), **self.sampling})
         return base.replace(steps=self.steps)
+
+    def patch_shorthands(self) -> Dict[str, Any]:
+        """Schedule names for this model. "multiscale" is its multi-scale preset's schedule, with the switch
+        times it was tuned for (the release tunes them per resolution: 960 and 512 differ)."""
+        name = self.preset if self.preset.endswith("-MultiScale") else f"{self.preset}-MultiScale"
+        multiscale = self.sample_config(name).patch if name in PRESETS else PATCH_SHORTHANDS["multiscale"]
+        return {**PATCH_SHORTHANDS, "multiscale": multiscale}
 
     @classmethod
     def read(cls, folder: Path) -> "ModelDefaults":

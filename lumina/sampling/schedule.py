@@ -9,14 +9,15 @@ Schedule strings (used by the CLI and the app) write the same thing compactly::
 
 Entries are comma separated; each after the first names the time T (0 < T < 1, strictly increasing)
 from which it applies. The names ``1x2``, ``2x2``, ``2x4`` and ``multiscale`` are shorthands for patch
-schedules; ``multiscale`` is the release's f24F96R960 multi-scale schedule.
+schedules; ``multiscale`` is the release's f24F96R960 multi-scale schedule, unless a model's defaults
+name their own (``ModelDefaults.patch_shorthands``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from lumina.patch import RELEASE_PATCH_SIZES, PatchSize, parse_patch_size
 
@@ -101,13 +102,17 @@ PATCH_SHORTHANDS = {
 }
 
 
-def parse_schedule_string(text: str, kind: str = "patch") -> TimeAware:
-    """Parse "v0, v1@t1, ..." into the tuple form; ``kind`` is "patch" or "number"."""
+def parse_schedule_string(text: str, kind: str = "patch", shorthands: Optional[Dict[str, TimeAware]] = None) -> TimeAware:
+    """Parse "v0, v1@t1, ..." into the tuple form; ``kind`` is "patch" or "number".
+
+    ``shorthands`` names patch schedules (default ``PATCH_SHORTHANDS``): a model with its own tuned
+    switch times passes its table, so that "multiscale" means that model's schedule."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"empty {kind} schedule; write e.g. " + ("'2x4, 2x2@0.03, 1x2@0.125'" if kind == "patch" else "'20, 0@0.2'"))
     stripped = text.strip().lower()
-    if kind == "patch" and stripped in PATCH_SHORTHANDS:
-        return PATCH_SHORTHANDS[stripped]
+    table = PATCH_SHORTHANDS if shorthands is None else shorthands
+    if kind == "patch" and stripped in table:
+        return table[stripped]
     entries = [e.strip() for e in stripped.split(",")]
     convert = _as_patch_name if kind == "patch" else _as_float(f"{kind} schedule")
     parsed: List[Any] = []
@@ -130,10 +135,10 @@ def parse_schedule_string(text: str, kind: str = "patch") -> TimeAware:
         raise ValueError(f"{err} (values: {allowed}; syntax: 'v0, v1@t1, v2@t2' with 0 < t1 < t2 < 1)") from None
 
 
-def coerce_setting(value: Any, kind: str) -> TimeAware:
+def coerce_setting(value: Any, kind: str, shorthands: Optional[Dict[str, TimeAware]] = None) -> TimeAware:
     """Schedule strings are parsed; constants, tuples and JSON lists pass through (None = keep default)."""
     if isinstance(value, str):
-        return parse_schedule_string(value, kind)
+        return parse_schedule_string(value, kind, shorthands)
     return value
 
 
