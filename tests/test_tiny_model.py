@@ -10,6 +10,7 @@ import torch
 
 from lumina.media import to_uint8
 from lumina.pipelines.loading import TINY_DIR, load_pipeline
+from lumina.sampling.schedule import normalize_time_aware
 from lumina.train.assemble import DEFAULT_SAMPLING, DEFAULT_STEPS
 
 PROMPT = "a red circle moving right on a blue background"
@@ -50,6 +51,7 @@ def test_defaults_are_the_trained_setting(tiny):
     assert (config.time_shift, config.cfg, config.steps) == (DEFAULT_SAMPLING["ts"], DEFAULT_SAMPLING["cfg"], DEFAULT_STEPS)
     assert all(p.dtype == torch.float32 for p in pipe.transformer.parameters())
     assert "MultiScale" in defaults.preset and defaults.max_resolution == 128
+    assert config.patch == normalize_time_aware(DEFAULT_SAMPLING["P"]) == defaults.patch_shorthands()["multiscale"]
     assert {p.name for p in pipe.transformer.supported_patch_sizes()} == {"1x2", "2x2", "2x4"}
     assert pipe.text_encoder is not None and pipe.tokenizer is not None
 
