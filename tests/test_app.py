@@ -24,7 +24,7 @@ gr = pytest.importorskip("gradio")
 from lumina.app import zerogpu  # noqa: E402
 from lumina.app.handlers import (  # noqa: E402
     COMPARE_SCHEDULES, Studio, build_request, check_schedule_text, cfg_schedule, frames_notice, neg_motion_schedule,
-    size_choices, ui_defaults,
+    SETTING_NAMES, size_choices, ui_defaults,
 )
 from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
 from lumina.app.ui import compare_outputs, motion_outputs, reuse_settings  # noqa: E402
@@ -133,6 +133,10 @@ def test_request_building_snaps_sizes_and_rounds_durations():
     assert any("snapped to 64x64" in n for n in notices) and any("8 frames" in n for n in notices)
     assert req.cfg == "20, 0@0.2" and req.neg_motion == "2, 6@0.05" and req.schedule == "2x4, 1x2@0.5"
     assert cfg_schedule(7, 1) == "7" and cfg_schedule(7, 0) == "0" and neg_motion_schedule(6, 2, 1) == "2"
+    # a higher motion score keeps the preset's negative schedule (as the CLI does), unless told to follow it
+    assert build_request({**values, "motion": 12}, defaults)[0].neg_motion == "2, 6@0.05"
+    assert build_request({**values, "motion": 12, "neg_motion_after": None}, defaults)[0].neg_motion == "2, 12@0.05"
+    assert neg_motion_schedule(12, 2, 0.05, 8) == "2, 8@0.05" and neg_motion_schedule(12, 2, 0, 8) == "8"
     assert "1x3" in check_schedule_text("custom", "2x4, 1x3@0.5") and check_schedule_text("2x2").startswith("✓")
     assert "16 frames" in frames_notice("seconds", 2, None, 8)
     assert size_choices(defaults)[0][1] == "128x128" and ("64x64 (default)", "64x64") in size_choices(defaults)
@@ -146,8 +150,12 @@ def test_generate_and_reuse(studio):
     assert frames.shape == (8, 64, 64, 3) and fps == 8 and seed == 42 and "seed **42**" in status
     assert json.loads(Path(sidecar).read_text())["request"]["seed"] == 42
     entry = {"settings": settings}
-    reused = dict(zip(["prompt"], reuse_settings(entry)))
+    reused = dict(zip(SETTING_NAMES, reuse_settings(entry)))
     assert reused["prompt"] == PROMPT and settings["ui"]["randomize_seed"] is False
+    assert reused["neg_motion_after"] == settings["ui"]["neg_motion_after"] == 6.0
+    older = {"settings": {"ui": {k: v for k, v in settings["ui"].items() if k != "neg_motion_after"}}}
+    reused = dict(zip(SETTING_NAMES, reuse_settings(older)))  # made when the negative switched to the positive
+    assert reused["neg_motion_after"] == reused["motion"] and reused["seed"] == 42
 
 
 def test_stop_interrupts_a_running_generation(studio):

@@ -45,7 +45,7 @@ SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, s
 SETTING_NAMES = (
     "prompt", "negative_prompt", "resolution", "custom_size", "width", "height", "length_mode", "duration",
     "frames", "fps", "steps", "guidance", "guidance_until", "time_shift", "motion", "neg_motion",
-    "neg_motion_until", "schedule", "custom_schedule", "seed", "randomize_seed", "add_sound", "model",
+    "neg_motion_until", "neg_motion_after", "schedule", "custom_schedule", "seed", "randomize_seed", "add_sound", "model",
     "memory_mode",
 )
 
@@ -116,16 +116,21 @@ def cfg_schedule(guidance: float, until: float) -> str:
     return _g(guidance) if until >= 1 else f"{_g(guidance)}, 0@{_g(until)}"
 
 
-def neg_motion_schedule(motion: float, neg_motion: float, until: float) -> str:
-    """Negative motion score while t < until, then the positive score: "2, 6@0.05"."""
+def neg_motion_schedule(motion: float, neg_motion: float, until: float, after: Optional[float] = None) -> str:
+    """Negative motion score while t < until, then ``after``: "2, 6@0.05".
+
+    ``after`` defaults to the positive score (the paper's "4 / 2 then 4" ablation: the gap acts early only);
+    the Generate tab starts it at the preset's 6, as the release's negMotion setting and the CLI have it."""
     V.check_motion("motion", motion)
     V.check_motion("negative motion", neg_motion)
     V.check_number("negative motion until", until, 0.0, 1.0)
+    after = motion if after is None else after
+    V.check_motion("negative motion after", after)
     if until >= 1:
         return _g(neg_motion)
     if until <= 0:
-        return _g(motion)
-    return f"{_g(neg_motion)}, {_g(motion)}@{_g(until)}"
+        return _g(after)
+    return f"{_g(neg_motion)}, {_g(after)}@{_g(until)}"
 
 
 def describe_schedule(text: str, supported: Optional[Iterable[str]] = None,
@@ -234,6 +239,7 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
         "fps": defaults.fps, "steps": preset.steps, "guidance": guidance,
         "guidance_until": float(guidance_until), "time_shift": preset.time_shift, "motion": motion,
         "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
+        "neg_motion_after": float(neg[-1][1]),
         "schedule": schedule, "custom_schedule": custom or format_schedule(multiscale), "seed": 0,
         "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none",
     }
@@ -272,8 +278,10 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
     guidance = _as_float("guidance", values["guidance"])
     cfg = cfg_schedule(guidance, _as_float("guidance until", values["guidance_until"]))
     motion = _as_float("motion", values["motion"])
+    after = values.get("neg_motion_after")
     neg = neg_motion_schedule(motion, _as_float("negative motion", values["neg_motion"]),
-                              _as_float("negative motion until", values["neg_motion_until"]))
+                              _as_float("negative motion until", values["neg_motion_until"]),
+                              None if after is None else _as_float("negative motion after", after))
     time_shift = _as_float("time shift", values["time_shift"])
     V.check_number("time shift", time_shift, 0.1, 100.0)
     schedule = values["schedule"]
@@ -493,7 +501,8 @@ class Studio:
                  fps: Optional[float] = None, steps: Optional[float] = None, guidance: Optional[float] = None,
                  guidance_until: Optional[float] = None, time_shift: Optional[float] = None,
                  motion: Optional[float] = None, neg_motion: Optional[float] = None,
-                 neg_motion_until: Optional[float] = None, schedule: Optional[str] = None,
+                 neg_motion_until: Optional[float] = None, neg_motion_after: Optional[float] = None,
+                 schedule: Optional[str] = None,
                  custom_schedule: Optional[str] = None, seed: Optional[float] = None, randomize_seed: bool = False,
                  add_sound: bool = False, model: Optional[str] = None, memory_mode: Optional[str] = None,
                  progress=gr.Progress(), request: gr.Request = None):
@@ -596,7 +605,8 @@ class Studio:
         requests = []
         for n in neg:
             for p in pos:
-                req, _ = build_request({**values, "motion": p, "neg_motion": n}, defaults, supported)
+                req, _ = build_request({**values, "motion": p, "neg_motion": n, "neg_motion_after": p}, defaults,
+                                       supported)
                 requests.append((p, n, req))
         cells: List[GridCell] = []
         status = "✓ done"

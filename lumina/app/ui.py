@@ -68,6 +68,7 @@ def reuse_settings(entry):
     if not entry:
         raise gr.Error("select a video in the history first")
     ui = entry["settings"]["ui"]
+    ui = {"neg_motion_after": ui.get("motion"), **ui}  # entries made before that setting used the positive score
     return [ui.get(name) for name in SETTING_NAMES]
 
 
@@ -208,7 +209,10 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                                        label="Negative motion score")
                                 neg_motion_until = gr.Slider(0, 1, value=d["neg_motion_until"], step=0.01,
                                                              label="Negative score until t",
-                                                             info="then the positive score (release: 0.05)")
+                                                             info="then the score on the right (release: 0.05)")
+                                neg_motion_after = gr.Slider(*V.MOTION_RANGE, value=d["neg_motion_after"], step=0.5,
+                                                             label="Negative score from t on",
+                                                             info="release: 6; the motion score = the gap acts early only")
                         with gr.Accordion("Scales (patch schedule)", open=True):
                             schedule = gr.Radio(schedules, value=d["schedule"], label="Patch schedule",
                                                 info="multiscale = the model's multi-scale schedule (release 960: 2x4, 2x2@0.03, 1x2@0.125)")
@@ -323,8 +327,8 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
 
         # ---------------------------------------------------------------- events
         gen_inputs = [prompt, negative_prompt, resolution, custom_size, width, height, length_mode, duration, frames,
-                      fps, steps, guidance, guidance_until, time_shift, motion, neg_motion, neg_motion_until, schedule,
-                      custom_schedule, seed, randomize_seed, add_sound, model, memory_mode]
+                      fps, steps, guidance, guidance_until, time_shift, motion, neg_motion, neg_motion_until,
+                      neg_motion_after, schedule, custom_schedule, seed, randomize_seed, add_sound, model, memory_mode]
         assert len(gen_inputs) == len(SETTING_NAMES)
         gen_outputs = [video, sidecar_file, used_seed, settings, status]
 
