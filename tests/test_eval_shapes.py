@@ -47,7 +47,9 @@ def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
     assert result["motion"]["spearman_within_prompt"] == pytest.approx(result["motion"]["spearman"])
     saved = json.loads((tmp_path / "shapesbench.json").read_text())
     assert saved["n_prompts"] == result["n_prompts"] >= 1
-    assert "| multiscale |" in (tmp_path / "shapesbench.md").read_text()
+    report = (tmp_path / "shapesbench.md").read_text()
+    assert "| multiscale |" in report and "multiscale = `2x4, 2x2@0.03, 1x2@0.125`" in report  # the model's own
+    assert "negative score `2, 6@0.05`" in report
     from PIL import Image
 
     sheet = Image.open(tmp_path / "samples.png")

@@ -24,6 +24,7 @@ from lumina.generation import GenerationRequest, sample_config_for
 from lumina.media import to_uint8
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
+from lumina.sampling import format_schedule
 from lumina.world.analyze import analyze
 from lumina.world.captions import prompt_for
 from lumina.world.dataset import held_out_prompts
@@ -150,7 +151,7 @@ def write_samples(samples, out: Path, fps: float, n: int = 4, every: int = 3) ->
 
 def markdown(result: dict) -> str:
     lines = [f"ShapesBench on `{result['model']}`, {result['n_prompts']} held-out prompts, seed {result['seed']}, "
-             f"{result['device']}", "",
+             f"{result['device']}; multiscale = `{result['multiscale']}`, the model's", "",
              "| schedule | denoise s | vs 1x2 | whole clip s | background | colour | shape | direction | adherence | flicker |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["table2"]:
@@ -160,7 +161,8 @@ def markdown(result: dict) -> str:
                      f"{r['flicker']:.3f} |")
     m = result["motion"]
     levels = ", ".join(f"{k}→{v:.2f}" for k, v in m["mean_measured"].items())
-    lines += ["", f"Motion control (requested → mean measured): {levels}; Spearman {m['spearman']:.2f} over all "
+    lines += ["", f"Motion control (requested motion score → mean measured; negative score `{result['neg_motion']}`, "
+              f"the model's default): {levels}; Spearman {m['spearman']:.2f} over all "
               f"clips, {m['spearman_within_prompt']:.2f} within a prompt (mean over prompts).",
               f"Still vs moving prompts: {result['still']['still']:.2f} vs {result['still']['moving']:.2f} "
               f"(ratio {result['still']['ratio']:.2f})."]
@@ -176,6 +178,8 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
         "model": model, "seed": seed, "n_prompts": len(prompts),
         "device": f"CPU, {torch.get_num_threads()} threads",
         "defaults": bench.defaults.__dict__,
+        "multiscale": format_schedule(bench.defaults.patch_shorthands()["multiscale"]),
+        "neg_motion": format_schedule(bench.defaults.sample_config().neg_motion),
         "table2": bench.table2(prompts),
         "motion": bench.motion_control(movers),
         "still": bench.still_vs_moving(movers),
