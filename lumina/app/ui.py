@@ -212,7 +212,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                                              info="then the score on the right (release: 0.05)")
                                 neg_motion_after = gr.Slider(*V.MOTION_RANGE, value=d["neg_motion_after"], step=0.5,
                                                              label="Negative score from t on",
-                                                             info="release: 6; the motion score = the gap acts early only")
+                                                             info="release: 6; equal to the motion score, the gap acts early only")
                         with gr.Accordion("Scales (patch schedule)", open=True):
                             schedule = gr.Radio(schedules, value=d["schedule"], label="Patch schedule",
                                                 info="multiscale = the model's multi-scale schedule (release 960: 2x4, 2x2@0.03, 1x2@0.125)")
