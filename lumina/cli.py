@@ -81,8 +81,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from lumina.sampling import PRESETS, format_schedule
     from lumina.pipelines.loading import TINY_DIR, ModelDefaults
+    from lumina.sampling import PRESETS, format_schedule
     from lumina.sampling.schedule import PATCH_SHORTHANDS, __doc__ as syntax
 
     print("Release presets (step = grid points; step - 1 evaluations):")

@@ -212,10 +212,12 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                                              info="then the score on the right (release: 0.05)")
                                 neg_motion_after = gr.Slider(*V.MOTION_RANGE, value=d["neg_motion_after"], step=0.5,
                                                              label="Negative score from t on",
-                                                             info="release: 6; equal to the motion score, the gap acts early only")
+                                                             info="release: 6; equal to the motion score, "
+                                                                  "the gap acts early only")
                         with gr.Accordion("Scales (patch schedule)", open=True):
                             schedule = gr.Radio(schedules, value=d["schedule"], label="Patch schedule",
-                                                info="multiscale = the model's multi-scale schedule (release 960: 2x4, 2x2@0.03, 1x2@0.125)")
+                                                info="multiscale = the model's multi-scale schedule "
+                                                     "(release 960: 2x4, 2x2@0.03, 1x2@0.125)")
                             custom_schedule = gr.Textbox(value=d["custom_schedule"], label="Custom schedule",
                                                          visible=d["schedule"] == CUSTOM,
                                                          placeholder="2x4, 2x2@0.03, 1x2@0.125")

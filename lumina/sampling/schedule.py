@@ -102,7 +102,8 @@ PATCH_SHORTHANDS = {
 }
 
 
-def parse_schedule_string(text: str, kind: str = "patch", shorthands: Optional[Dict[str, TimeAware]] = None) -> TimeAware:
+def parse_schedule_string(text: str, kind: str = "patch",
+                          shorthands: Optional[Dict[str, TimeAware]] = None) -> TimeAware:
     """Parse "v0, v1@t1, ..." into the tuple form; ``kind`` is "patch" or "number".
 
     ``shorthands`` names patch schedules (default ``PATCH_SHORTHANDS``): a model with its own tuned
