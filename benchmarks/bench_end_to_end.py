@@ -17,7 +17,7 @@ from lumina.costs import load_fit, request_seconds
 from lumina.generation import GenerationRequest, sample_config_for
 from lumina.pipelines.loading import load_pipeline
 
-SCHEDULES = {"1x2": "1x2", "2x2": "2x2", "2x4": "2x4", "multiscale": None}
+SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")  # "multiscale": the model's own (ModelDefaults.patch_shorthands)
 
 
 def main(argv=None):
@@ -34,12 +34,11 @@ def main(argv=None):
     pipe, defaults = load_pipeline(args.model, dtype=dtype, device=args.device, memory=args.memory)
     pipe.set_progress_bar_config(disable=True)
     w, h, frames = (int(v) for v in args.size.split("x")) if args.size else (defaults.width, defaults.height, defaults.frames)
-    multiscale_preset = defaults.preset if "MultiScale" in defaults.preset else "f24F96R960-MultiScale"
     rows, base = [], None
     fit = load_fit(torch.device(args.device).type)
-    for label, schedule in SCHEDULES.items():
+    for label in SCHEDULES:
         req = GenerationRequest(prompt="a red circle moving right on a blue background", steps=args.steps,
-                                schedule=schedule, preset=multiscale_preset)
+                                schedule=label)
         config = sample_config_for(req, defaults)
         times = []
         for r in range(args.repeats + 1):
