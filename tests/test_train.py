@@ -15,7 +15,7 @@ from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import shift_time
 from lumina.train.budget import budgeted_steps
 from lumina.train.data import ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, pad_features, render
-from lumina.train.dit import DiTRecipe, make_transformer, train_dit
+from lumina.train.dit import DiTRecipe, load_init, make_transformer, train_dit
 from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t
 from lumina.train.vae import VAERecipe, train_vae
 from lumina.world.dataset import eval_seed
@@ -179,6 +179,29 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     meta = torch.load(tmp_path / "cache" / "meta_3.pt", weights_only=True)
     assert info["video_clips"] == 2 and info["image_latents"] == 3
     assert info["motion_labels"]["mean"] == pytest.approx(float(meta["motion"].mean()), abs=0.05)
+
+
+def test_a_shallower_transformer_grows_in_depth_computing_the_same_function(tmp_path):
+    torch.manual_seed(0)
+    small = DiTRecipe(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, multiple_of=16)
+    saved = make_transformer(small).eval()
+    with torch.no_grad():
+        for param in saved.parameters():  # no zero-initialised gates: every saved block changes the output
+            param.add_(0.05 * torch.randn_like(param))
+    saved.save_pretrained(tmp_path / "small")
+    grown = make_transformer(DiTRecipe(**{**small.__dict__, "n_layers": 5})).eval()
+    assert "at layers [0, 2] of 5" in load_init(grown, str(tmp_path / "small"))
+    x = torch.randn(2, 16, 2, 8, 8)
+    t, cap, motion = torch.tensor([0.2, 0.7]), torch.randn(2, 8, 384), torch.tensor([3.0, -1.0])
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    for patch in ("1x2", "2x2", "2x4"):
+        want, got = saved(x, t, cap, mask, motion, patch), grown(x, t, cap, mask, motion, patch)
+        assert want.abs().mean() > 0.1 and torch.allclose(got, want, atol=1e-5), patch
+    # the new blocks are closed, not dead: their gates get gradient
+    grown(x, t, cap, mask, motion, "1x2").square().mean().backward()
+    assert all(grown.layers[i].adaLN_modulation[1].weight.grad.abs().sum() > 0 for i in (1, 3, 4))
+    with pytest.raises(ValueError, match="fewer layers .*'dim': \\(32, 64\\)"):
+        load_init(make_transformer(DiTRecipe(**{**small.__dict__, "dim": 64, "n_layers": 5})), str(tmp_path / "small"))
 
 
 def test_budgeted_steps_warm_up_decay_and_stop_when_the_time_is_spent():

@@ -48,7 +48,7 @@ class DiTRecipe:
     seed: int = 0
     max_minutes: Optional[float] = None
     save_every_minutes: float = 5.0
-    init: Optional[str] = None         # continue from a saved transformer folder (fresh optimizer)
+    init: Optional[str] = None         # continue from a saved transformer folder (fresh optimizer; may be shallower)
     # architecture
     dim: int = 128
     n_layers: int = 4
@@ -64,6 +64,40 @@ def make_transformer(recipe: DiTRecipe) -> LuminaNextDiTVideo:
         in_channels=16, cap_feat_dim=recipe.cap_feat_dim, all_patch_size=(2, 2, 4), all_f_patch_size=(1, 2, 2),
         multiple_of=recipe.multiple_of,
     )
+
+
+def load_init(model: LuminaNextDiTVideo, init: str) -> str:
+    """Start from a saved transformer; if it has fewer layers than `model`, grow it in depth.
+
+    Small models trained for hours are capacity-bound, and training a deeper one from scratch would throw those
+    hours away. The saved blocks keep their order, spread evenly over the deeper stack; each new block starts
+    as an identity (its adaLN output is zero, so both tanh gates are closed), so the grown model computes
+    exactly what the saved one did and training opens the new blocks as the loss asks for them."""
+    saved = LuminaNextDiTVideo.from_pretrained(init)
+    old, new = saved.config.n_layers, model.config.n_layers
+    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON gives lists)
+    differ = {k: (v, model.config[k]) for k, v in saved.config.items()
+              if not k.startswith("_") and k != "n_layers" and plain(model.config[k]) != plain(v)}
+    if differ or old > new:
+        raise ValueError(f"--init {init} cannot seed this transformer: it may only have fewer layers "
+                         f"({old} saved, {new} here); other settings differ (saved, here): {differ}")
+    if old == new:
+        model.load_state_dict(saved.state_dict())
+        return f"initialised from {init}"
+    slots = [round(i * new / old) for i in range(old)]
+    state = {}
+    for key, value in saved.state_dict().items():
+        if key.startswith("layers."):
+            index, rest = key[len("layers."):].split(".", 1)
+            key = f"layers.{slots[int(index)]}.{rest}"
+        state[key] = value
+    for index in set(range(new)) - set(slots):
+        closed = model.layers[index].adaLN_modulation[-1]
+        state.update({f"layers.{index}.{k}": v for k, v in model.layers[index].state_dict().items()})
+        state[f"layers.{index}.adaLN_modulation.1.weight"] = torch.zeros_like(closed.weight)
+        state[f"layers.{index}.adaLN_modulation.1.bias"] = torch.zeros_like(closed.bias)
+    model.load_state_dict(state)
+    return f"grown from {init}: its {old} blocks at layers {slots} of {new}, the others start as identities"
 
 
 def batch_size_for(model: LuminaNextDiTVideo, recipe: DiTRecipe, patch: str, latent_shape, video_shape) -> int:
@@ -82,8 +116,7 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
     data.rng = np.random.default_rng(recipe.seed + 1)
     model = make_transformer(recipe).train()
     if recipe.init:
-        model.load_state_dict(LuminaNextDiTVideo.from_pretrained(recipe.init).state_dict())
-        log(f"dit: initialised from {recipe.init}")
+        log(f"dit: {load_init(model, recipe.init)}")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"dit: {n_params / 1e6:.2f}M params, {len(data)} clips, recipe {asdict(recipe)}")
