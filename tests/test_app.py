@@ -132,10 +132,10 @@ def test_request_building_snaps_sizes_and_rounds_durations():
     assert (req.width, req.height, req.frames) == (64, 64, 8)
     assert any("snapped to 64x64" in n for n in notices) and any("8 frames" in n for n in notices)
     assert req.cfg == "20, 0@0.2" and req.neg_motion == "2, 6@0.05" and req.schedule == "2x4, 1x2@0.5"
-    assert cfg_schedule(7, 1) == "7" and cfg_schedule(7, 0) == "0" and neg_motion_schedule(6, 2, 1) == "2"
+    assert cfg_schedule(7, 1) == "7" and cfg_schedule(7, 0) == "0" and neg_motion_schedule(6, 2, 1, 6) == "2"
     # a higher motion score keeps the preset's negative schedule (as the CLI does), unless told to follow it
     assert build_request({**values, "motion": 12}, defaults)[0].neg_motion == "2, 6@0.05"
-    assert build_request({**values, "motion": 12, "neg_motion_after": None}, defaults)[0].neg_motion == "2, 12@0.05"
+    assert build_request({**values, "motion": 12, "neg_motion_after": 12}, defaults)[0].neg_motion == "2, 12@0.05"
     assert neg_motion_schedule(12, 2, 0.05, 8) == "2, 8@0.05" and neg_motion_schedule(12, 2, 0, 8) == "8"
     assert "1x3" in check_schedule_text("custom", "2x4, 1x3@0.5") and check_schedule_text("2x2").startswith("✓")
     assert "16 frames" in frames_notice("seconds", 2, None, 8)

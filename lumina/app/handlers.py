@@ -116,15 +116,14 @@ def cfg_schedule(guidance: float, until: float) -> str:
     return _g(guidance) if until >= 1 else f"{_g(guidance)}, 0@{_g(until)}"
 
 
-def neg_motion_schedule(motion: float, neg_motion: float, until: float, after: Optional[float] = None) -> str:
+def neg_motion_schedule(motion: float, neg_motion: float, until: float, after: float) -> str:
     """Negative motion score while t < until, then ``after``: "2, 6@0.05".
 
-    ``after`` defaults to the positive score (the paper's "4 / 2 then 4" ablation: the gap acts early only);
-    the Generate tab starts it at the preset's 6, as the release's negMotion setting and the CLI have it."""
+    The Generate tab starts ``after`` at the preset's 6, as the release's negMotion and the CLI have it; the
+    motion explorer passes the positive score (the paper's "4 / 2 then 4" ablation: the gap acts early only)."""
     V.check_motion("motion", motion)
     V.check_motion("negative motion", neg_motion)
     V.check_number("negative motion until", until, 0.0, 1.0)
-    after = motion if after is None else after
     V.check_motion("negative motion after", after)
     if until >= 1:
         return _g(neg_motion)
@@ -278,10 +277,9 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
     guidance = _as_float("guidance", values["guidance"])
     cfg = cfg_schedule(guidance, _as_float("guidance until", values["guidance_until"]))
     motion = _as_float("motion", values["motion"])
-    after = values.get("neg_motion_after")
     neg = neg_motion_schedule(motion, _as_float("negative motion", values["neg_motion"]),
                               _as_float("negative motion until", values["neg_motion_until"]),
-                              None if after is None else _as_float("negative motion after", after))
+                              _as_float("negative motion after", values["neg_motion_after"]))
     time_shift = _as_float("time shift", values["time_shift"])
     V.check_number("time shift", time_shift, 0.1, 100.0)
     schedule = values["schedule"]

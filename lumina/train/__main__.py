@@ -59,7 +59,8 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
     p.add_argument(f"--{prefix.replace('_', '-')}dim", type=int, default=128)
     p.add_argument(f"--{prefix.replace('_', '-')}layers", type=int, default=4)
     p.add_argument(f"--{prefix.replace('_', '-')}init", type=Path, default=None,
-                   help="continue from this transformer folder (fresh optimizer and schedule); one with fewer --layers is grown in depth")
+                   help="continue from this transformer folder (fresh optimizer and schedule); "
+                        "one with fewer --layers is grown in depth")
     p.add_argument(f"--{prefix.replace('_', '-')}object-weight", type=float, default=4.0,
                    help="extra flow-loss weight on latent cells objects touch (0: plain MSE)")
     p.add_argument("--clips", type=int, default=1000, help="world clips with captions/motion labels (images)")

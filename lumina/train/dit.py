@@ -92,10 +92,10 @@ def load_init(model: LuminaNextDiTVideo, init: str) -> str:
             key = f"layers.{slots[int(index)]}.{rest}"
         state[key] = value
     for index in set(range(new)) - set(slots):
-        closed = model.layers[index].adaLN_modulation[-1]
-        state.update({f"layers.{index}.{k}": v for k, v in model.layers[index].state_dict().items()})
-        state[f"layers.{index}.adaLN_modulation.1.weight"] = torch.zeros_like(closed.weight)
-        state[f"layers.{index}.adaLN_modulation.1.bias"] = torch.zeros_like(closed.bias)
+        block = model.layers[index]
+        torch.nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        torch.nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        state.update({f"layers.{index}.{k}": v for k, v in block.state_dict().items()})
     model.load_state_dict(state)
     return f"grown from {init}: its {old} blocks at layers {slots} of {new}, the others start as identities"
 
