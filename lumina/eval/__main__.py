@@ -1,8 +1,8 @@
-"""python -m lumina.eval shapes|v2a [options]"""
+"""python -m lumina.eval shapes|v2a|probe [options]"""
 
 import sys
 
-BENCHES = {"shapes": "lumina.eval.shapes", "v2a": "lumina.eval.v2a"}
+BENCHES = {"shapes": "lumina.eval.shapes", "v2a": "lumina.eval.v2a", "probe": "lumina.eval.probe"}
 
 
 def main(argv=None) -> int:
