@@ -20,14 +20,13 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import numpy as np
 import torch
 
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
 from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor
 from lumina.train.losses import interpolate
-from lumina.world.captions import caption_for
+from lumina.world.captions import scene_caption
 from lumina.world.dataset import train_seed
 from lumina.world.render import Scene, render_clip, sample_scene
 
@@ -37,9 +36,9 @@ PATCHES = ("1x2", "2x4")
 
 
 def mirrored_caption(scene: Scene) -> str:
-    """The clip's caption with every straight mover's direction reversed (same template and phrase draw)."""
+    """The clip's caption with every straight mover's direction reversed (same template and phrase draws)."""
     objects = tuple(dataclasses.replace(o, motion=OPPOSITE.get(o.motion, o.motion)) for o in scene.objects)
-    return caption_for(dataclasses.replace(scene, objects=objects), np.random.default_rng([scene.seed, 1]))
+    return scene_caption(dataclasses.replace(scene, objects=objects))
 
 
 def _scenes(start: int, n: int, straight_single: bool, spec: ClipSpec = ClipSpec()):

@@ -322,7 +322,7 @@ def draw_object(img: np.ndarray, shape: str, color: tuple[int, int, int], cx: fl
 def render_clip(scene: Scene, *, width: int = 128, height: int = 128, fps: float = 8,
                 seconds: float = 2.0) -> Clip:
     """Render ``round(seconds * fps)`` frames (frame i at t = i / fps) plus caption and truth."""
-    from .captions import caption_for  # captions imports this module's vocabulary
+    from .captions import scene_caption  # captions imports this module's vocabulary
 
     if width < 8 or height < 8 or fps <= 0 or seconds <= 0:
         raise ValueError("width/height must be >= 8 and fps/seconds positive")
@@ -351,5 +351,5 @@ def render_clip(scene: Scene, *, width: int = 128, height: int = 128, fps: float
         width=width,
         height=height,
     )
-    caption = caption_for(scene, np.random.default_rng([scene.seed, 1]))
+    caption = scene_caption(scene)
     return Clip(frames=frames, fps=float(fps), caption=caption, truth=truth)
