@@ -118,6 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--unseen-from", type=int, default=20000, help="first scene index past every training cache")
     p.add_argument("--out", default=None, help="folder for probe.json and probe.md")
     args = p.parse_args(argv)
+    if args.clips < 1 or args.seen_from < 0 or args.unseen_from < 0:
+        p.error("--clips must be at least 1 and scene indices non-negative")
     result = run(args.model, args.clips, args.seen_from, args.unseen_from)
     if args.out:
         out = Path(args.out)
