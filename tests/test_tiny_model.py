@@ -109,10 +109,11 @@ def test_mirrored_caption_reverses_only_the_direction():
 def test_probe_the_shipped_model_uses_the_direction_words(tiny):
     """Flow loss at t = 0.05 on unseen single straight movers: the true caption beats the mirrored one,
     which beats no caption (the shipped model: ~0.11 / 0.15 / 0.18 over 96 clips)."""
-    from lumina.eval.probe import _scenes, flow_losses, mirrored_caption
+    from lumina.eval.probe import _scenes, encode_clips, flow_losses, mirrored_caption
 
     scenes, clips = zip(*_scenes(20000, 8, True))
-    losses = {name: flow_losses(tiny[0], clips, caps, patches=("1x2",), times=(0.05,))["1x2"][0]
+    data = encode_clips(tiny[0], clips)
+    losses = {name: flow_losses(tiny[0], data, caps, patches=("1x2",), times=(0.05,))["1x2"][0]
               for name, caps in (("true", [c.caption for c in clips]),
                                  ("mirrored", [mirrored_caption(s) for s in scenes]), ("empty", [""] * len(clips)))}
     assert losses["true"] < 0.9 * losses["mirrored"] and losses["mirrored"] < losses["empty"], losses

@@ -24,7 +24,7 @@ import torch
 
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
-from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor
+from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor, training_caption
 from lumina.train.losses import interpolate
 from lumina.world.captions import scene_caption
 from lumina.world.dataset import train_seed
@@ -55,20 +55,26 @@ def _scenes(start: int, n: int, straight_single: bool, spec: ClipSpec = ClipSpec
 
 
 @torch.no_grad()
-def flow_losses(pipe, clips, captions: Sequence[str], patches=PATCHES, times=TIMES, batch: int = 32,
+def encode_clips(pipe, clips, batch: int = 8):
+    """The clips as the DiT's data: scaled VAE latents x1 and their motion labels (the scorer's, as in training)."""
+    x1 = torch.cat([encode_video_latents(pipe.vae, torch.stack([frames_to_tensor(c.frames) for c in clips[j:j + batch]]))
+                    for j in range(0, len(clips), batch)])
+    return x1, torch.tensor([motion_score(c.frames, c.fps) for c in clips], dtype=torch.float32)
+
+
+@torch.no_grad()
+def flow_losses(pipe, data, captions: Sequence[str], patches=PATCHES, times=TIMES, batch: int = 32,
                 seed: int = 0) -> Dict[str, List[float]]:
-    """Per patch size, the flow MSE at each t (fixed noise), with the clips' own motion labels."""
-    x1 = torch.cat([encode_video_latents(pipe.vae, torch.stack([frames_to_tensor(c.frames) for c in clips[j:j + 8]]))
-                    for j in range(0, len(clips), 8)])
+    """Per patch size, the flow MSE at each t of `data` (``encode_clips``) captioned `captions`, on fixed noise."""
+    x1, motion = data
     embeds, mask, _ = pipe.encode_prompt(list(captions))
-    motion = torch.tensor([motion_score(c.frames, c.fps) for c in clips], dtype=torch.float32)
     noise = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
     out = {}
     for patch in patches:
         row = []
         for t in times:
             err = 0.0
-            for j in range(0, len(clips), batch):
+            for j in range(0, x1.shape[0], batch):
                 s = slice(j, j + batch)
                 tt = torch.full((x1[s].shape[0],), float(t))
                 v = pipe.transformer(interpolate(noise[s], x1[s], tt), tt, embeds[s], mask[s], motion[s], patch)
@@ -80,21 +86,20 @@ def flow_losses(pipe, clips, captions: Sequence[str], patches=PATCHES, times=TIM
 
 def run(model: str = "tiny", n: int = 96, seen_from: int = 0, unseen_from: int = 20000) -> Dict:
     pipe, _ = load_pipeline(model)
-    pipe.transformer.eval()
-    seen = [c for _, c in _scenes(seen_from, n, False)]
-    unseen = [c for _, c in _scenes(unseen_from, n, False)]
+    generalisation = {}
+    for name, start in (("seen", seen_from), ("unseen", unseen_from)):
+        pairs = _scenes(start, n, False)
+        captions = [training_caption(clip, scene.seed) for scene, clip in pairs]  # exactly what training sees
+        generalisation[name] = flow_losses(pipe, encode_clips(pipe, [c for _, c in pairs]), captions)
     scenes, movers = zip(*_scenes(unseen_from, n, True))
-    result = {"model": model, "clips": n, "times": list(TIMES), "seen_from": seen_from, "unseen_from": unseen_from,
-              "generalisation": {"seen": flow_losses(pipe, seen, [c.caption for c in seen]),
-                                 "unseen": flow_losses(pipe, unseen, [c.caption for c in unseen])},
-              "direction_words": {
-                  "true": flow_losses(pipe, movers, [c.caption for c in movers]),
-                  "mirrored": flow_losses(pipe, movers, [mirrored_caption(s) for s in scenes]),
-                  "empty": flow_losses(pipe, movers, [""] * len(movers))}}
-    d = result["direction_words"]
-    result["mirror_share"] = {p: [(m - t) / max(e - t, 1e-12) for t, m, e in zip(d["true"][p], d["mirrored"][p],
-                                                                                    d["empty"][p])] for p in PATCHES}
-    return result
+    data = encode_clips(pipe, movers)
+    d = {"true": flow_losses(pipe, data, [c.caption for c in movers]),
+         "mirrored": flow_losses(pipe, data, [mirrored_caption(s) for s in scenes]),
+         "empty": flow_losses(pipe, data, [""] * len(movers))}
+    share = {p: [(m - t) / max(e - t, 1e-12) for t, m, e in zip(d["true"][p], d["mirrored"][p], d["empty"][p])]
+             for p in PATCHES}
+    return {"model": model, "clips": n, "times": list(TIMES), "seen_from": seen_from, "unseen_from": unseen_from,
+            "generalisation": generalisation, "direction_words": d, "mirror_share": share}
 
 
 def markdown(r: Dict) -> str:

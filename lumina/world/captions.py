@@ -84,11 +84,11 @@ def caption_for(scene: Scene, rng: np.random.Generator) -> str:
                            backdrop=str(rng.choice(_BACKDROP_WORDS)))
 
 
-
 def scene_caption(scene: Scene) -> str:
     """The caption a rendered clip of ``scene`` carries: its phrasing is drawn from the scene's seed, so a
     scene edited in one fact (e.g. its motion) keeps every other word."""
     return caption_for(scene, np.random.default_rng([scene.seed, 1]))
+
 
 _CANONICAL_MOTION = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
                      "diagonal": "moving diagonally", "bouncing": "bouncing around", "still": "standing still"}
