@@ -35,6 +35,23 @@ def test_flow_loss_is_mse_plus_one_minus_cosine():
     assert loss_list.item() == pytest.approx(0.0, abs=1e-5)
 
 
+def test_frame_difference_term_charges_errors_that_change_between_latent_frames():
+    v = torch.randn(2, 16, 4, 4, 4)
+    steady = torch.randn(2, 16, 1, 4, 4).expand_as(v)   # the same error in every latent frame
+    loss, parts = flow_loss(v + steady, v, cos_weight=0.0, frame_diff_weight=1.0)
+    assert parts["frame_diff"] == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(steady.pow(2).mean().item(), rel=1e-5)
+    # an object held still for two latent frames, then jumping: its error changes only from frame 1 to frame 2
+    held = torch.zeros_like(v)
+    held[:, :, 2:] = 0.5
+    _, parts = flow_loss(v + held, v, cos_weight=0.0, frame_diff_weight=1.0)
+    assert parts["mse"] == pytest.approx(0.5 ** 2 / 2, rel=1e-5)
+    assert parts["frame_diff"] == pytest.approx(0.5 ** 2 / 3, rel=1e-5)   # one of three frame steps
+    # images (one latent frame) add nothing; mixed lists still average the video items
+    _, parts = flow_loss([v[0, :, :1] + 1.0, v[1] + held[1]], [v[0, :, :1], v[1]], frame_diff_weight=1.0)
+    assert parts["frame_diff"] == pytest.approx(0.5 ** 2 / 3, rel=1e-5)
+
+
 def test_object_weights_find_the_objects_and_keep_the_mean():
     clip = render(3, SPEC)
     x = torch.from_numpy(clip.frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]

@@ -63,6 +63,8 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
                         "one with fewer --layers is grown in depth")
     p.add_argument(f"--{prefix.replace('_', '-')}object-weight", type=float, default=4.0,
                    help="extra flow-loss weight on latent cells objects touch (0: plain MSE)")
+    p.add_argument(f"--{prefix.replace('_', '-')}frame-diff-weight", type=float, default=0.0,
+                   help="weight of the flow error's differences between latent frames (motion consistency)")
     p.add_argument("--clips", type=int, default=1000, help="world clips with captions/motion labels (images)")
     p.add_argument("--video-clips", type=int, default=500, help="of those, clips encoded as videos")
 
@@ -103,7 +105,7 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
     data, info = prepare_data(vae_dir, args)
     recipe = DiTRecipe(steps=g("steps"), batch=g("batch"), lr=g("lr"), seed=args.seed, max_minutes=g("minutes") or None,
                        dim=g("dim"), n_layers=g("layers"), init=str(g("init")) if g("init") else None,
-                       object_weight=g("object_weight"))
+                       object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"))
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info

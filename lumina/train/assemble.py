@@ -181,7 +181,10 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
                "(a caption's \"still\" overrides the score)" if r.get("still_relabel") else "")
             + f". Loss: "
             f"MSE(v, x1 - x0) + {r['cos_weight']} * (1 - cos), the MSE weighted {1 + r.get('object_weight', 0):g}x on "
-            f"latent cells objects touch (mean weight 1). Loss {dit_report['loss_first100']:.3f} (first 100 "
+            f"latent cells objects touch (mean weight 1)"
+            + (f", + {r['frame_diff_weight']:g} * MSE of the error's differences between consecutive latent frames "
+               "(charges trajectories that hold still and jump)" if r.get("frame_diff_weight") else "")
+            + f". Loss {dit_report['loss_first100']:.3f} (first 100 "
             f"steps) -> {dit_report['loss_last100']:.3f} (last 100).",
         ]
         for k, v in dit_report.get("by_patch", {}).items():
@@ -189,7 +192,9 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         for i, prev in enumerate(dit_report.get("previous", [])):
             pr = prev["recipe"]
             lines.append(f"  - before that, round {i + 1}: {prev['steps']} steps, {prev['train_seconds'] / 60:.1f} min, lr "
-                         f"{pr['lr']}, batch {pr['batch']}, object weight {1 + pr.get('object_weight', 0):g}x; loss {prev['loss_first100']:.3f} -> {prev['loss_last100']:.3f}. "
+                         f"{pr['lr']}, batch {pr['batch']}, object weight {1 + pr.get('object_weight', 0):g}x"
+                         + (f", frame-difference weight {pr['frame_diff_weight']:g}" if pr.get("frame_diff_weight") else "")
+                         + f"; loss {prev['loss_first100']:.3f} -> {prev['loss_last100']:.3f}. "
                          f"The round above continued from its EMA weights with a fresh optimizer.")
     if probe_result:
         lines += ["", "## Measured sample", "",

@@ -5,7 +5,9 @@ draw t = shift_time(u, shift[patch]) so larger patches learn the noisier times t
 drop 10% of captions to the empty prompt (classifier-free guidance) and 10% of motion labels to -1
 (unconditional), and give half the still clips a moving clip's motion label (so "still" in a caption
 overrides a high motion score); regress the velocity x1 - x0 with MSE + 1.0 * (1 - cosine), the MSE weighted up on the
-latent cells objects touch (the background is most of every clip and easy). AdamW with warmup and
+latent cells objects touch (the background is most of every clip and easy), optionally plus the MSE of the error's
+differences between latent frames (sampled trajectories otherwise hold still inside pairs of latent frames and jump
+between them). AdamW with warmup and
 cosine decay; an EMA of the weights is what gets saved.
 """
 
@@ -42,6 +44,7 @@ class DiTRecipe:
     still_relabel: float = 0.5         # still clips given a moving clip's motion label: the caption's "still" wins
     cos_weight: float = 1.0
     object_weight: float = 4.0         # extra flow-loss weight on latent cells objects touch (0: plain MSE)
+    frame_diff_weight: float = 0.0     # weight of the error's latent-frame differences (motion consistency)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
     patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
     logit_normal: bool = False
@@ -145,7 +148,7 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
         xt = interpolate(x0, x1, t)
         v_pred = model(xt, t, cap, mask, motion, patch)
-        loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight, weights)
+        loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight, weights, recipe.frame_diff_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
@@ -157,7 +160,8 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         running[patch].append(rec["loss"])
         if step % 25 == 0 or step == recipe.steps - 1:
             avg = {p: round(float(np.mean(v[-50:])), 4) for p, v in running.items() if v}
-            log(f"dit step {step} loss {rec['loss']:.4f} (mse {parts['mse']:.4f} cos {parts['cos']:.4f}) "
+            log(f"dit step {step} loss {rec['loss']:.4f} (mse {parts['mse']:.4f} cos {parts['cos']:.4f} "
+                f"frame diff {parts['frame_diff']:.4f}) "
                 f"avg50 {avg} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t_start:.0f}s")
         if time.time() - last_save > 60 * recipe.save_every_minutes:
             ema.save_pretrained(out, safe_serialization=True)

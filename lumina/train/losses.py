@@ -28,24 +28,33 @@ def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Te
 
 
 def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
-              weights: torch.Tensor = None) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """mean over items of  MSE(v_pred, v) + cos_weight * (1 - cos(v_pred, v)), cosine per item.
+              weights: torch.Tensor = None, frame_diff_weight: float = 0.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """mean over items of  MSE(v_pred, v) + cos_weight * (1 - cos(v_pred, v))
+    + frame_diff_weight * MSE(d(v_pred - v) / d frame), cosine per item.
 
     Items may be tensors of different shapes (a list), as the multi-size transformer returns them.
     ``weights`` (B, 1, F, h, w), mean 1 per item, weight the MSE per latent cell (object emphasis).
+    The frame-difference term has the same optimum as the MSE (a linear function of the error) but
+    charges errors that vary from latent frame to latent frame, where motion lives, instead of letting
+    the per-frame appearance dominate; one-frame items (images) add nothing to it.
     """
     preds = list(v_pred) if not isinstance(v_pred, torch.Tensor) else list(v_pred.unbind(0))
     targets = list(v_target) if not isinstance(v_target, torch.Tensor) else list(v_target.unbind(0))
     mse: List[torch.Tensor] = []
     cos: List[torch.Tensor] = []
+    diff: List[torch.Tensor] = []
     for i, (p, v) in enumerate(zip(preds, targets)):
-        sq = (p.float() - v.float()).pow(2)
-        mse.append((sq * weights[i]).mean() if weights is not None else sq.mean())
+        err = p.float() - v.float()
+        w = weights[i] if weights is not None else torch.ones_like(err[:1])
+        mse.append((err.pow(2) * w).mean())
+        if err.shape[1] > 1:
+            diff.append(((err[:, 1:] - err[:, :-1]).pow(2) * (w[:, 1:] + w[:, :-1]) / 2).mean())
         p, v = p.float().reshape(-1), v.float().reshape(-1)
         cos.append(1.0 - F.cosine_similarity(p, v, dim=0, eps=1e-6))
     mse_t, cos_t = torch.stack(mse).mean(), torch.stack(cos).mean()
-    loss = mse_t + cos_weight * cos_t
-    return loss, {"mse": mse_t.item(), "cos": cos_t.item()}
+    diff_t = torch.stack(diff).mean() if diff else mse_t.new_zeros(())
+    loss = mse_t + cos_weight * cos_t + frame_diff_weight * diff_t
+    return loss, {"mse": mse_t.item(), "cos": cos_t.item(), "frame_diff": diff_t.item()}
 
 
 def foreground_mask(clips: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
