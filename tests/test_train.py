@@ -50,6 +50,7 @@ def test_frame_difference_term_charges_errors_that_change_between_latent_frames(
     # images (one latent frame) add nothing; mixed lists still average the video items
     _, parts = flow_loss([v[0, :, :1] + 1.0, v[1] + held[1]], [v[0, :, :1], v[1]], frame_diff_weight=1.0)
     assert parts["frame_diff"] == pytest.approx(0.5 ** 2 / 3, rel=1e-5)
+    assert "frame_diff" not in flow_loss(v + held, v)[1]   # off by default: no extra work in the training loop
 
 
 def test_object_weights_find_the_objects_and_keep_the_mean():
@@ -191,8 +192,9 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
 
     assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
                  str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
-                 "--dim", "64", "--layers", "1"]) in (0, None)
+                 "--dim", "64", "--layers", "1", "--frame-diff-weight", "0.5"]) in (0, None)
     info = json.loads((tmp_path / "cli_dit" / "data_info.json").read_text())
+    assert json.loads((tmp_path / "cli_dit" / "train_report.json").read_text())["recipe"]["frame_diff_weight"] == 0.5
     meta = torch.load(tmp_path / "cache" / "meta_3.pt", weights_only=True)
     assert info["video_clips"] == 2 and info["image_latents"] == 3
     assert info["motion_labels"]["mean"] == pytest.approx(float(meta["motion"].mean()), abs=0.05)

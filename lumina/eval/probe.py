@@ -25,7 +25,7 @@ import torch
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
 from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor, training_caption
-from lumina.train.losses import interpolate
+from lumina.train.losses import flow_loss, interpolate
 from lumina.world.captions import scene_caption
 from lumina.world.dataset import train_seed
 from lumina.world.render import Scene, render_clip, sample_scene
@@ -78,8 +78,8 @@ def flow_losses(pipe, data, captions: Sequence[str], patches=PATCHES, times=TIME
                 s = slice(j, j + batch)
                 tt = torch.full((x1[s].shape[0],), float(t))
                 v = pipe.transformer(interpolate(noise[s], x1[s], tt), tt, embeds[s], mask[s], motion[s], patch)
-                err += float((torch.stack(list(v)) - (x1[s] - noise[s])).pow(2).sum())
-            row.append(err / x1.numel())
+                err += flow_loss(v, x1[s] - noise[s], cos_weight=0.0)[1]["mse"] * x1[s].shape[0]
+            row.append(err / x1.shape[0])
         out[patch] = row
     return out
 

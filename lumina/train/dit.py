@@ -160,8 +160,8 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         running[patch].append(rec["loss"])
         if step % 25 == 0 or step == recipe.steps - 1:
             avg = {p: round(float(np.mean(v[-50:])), 4) for p, v in running.items() if v}
-            log(f"dit step {step} loss {rec['loss']:.4f} (mse {parts['mse']:.4f} cos {parts['cos']:.4f} "
-                f"frame diff {parts['frame_diff']:.4f}) "
+            terms = " ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in parts.items())
+            log(f"dit step {step} loss {rec['loss']:.4f} ({terms}) "
                 f"avg50 {avg} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t_start:.0f}s")
         if time.time() - last_save > 60 * recipe.save_every_minutes:
             ema.save_pretrained(out, safe_serialization=True)

@@ -36,7 +36,8 @@ def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
     ``weights`` (B, 1, F, h, w), mean 1 per item, weight the MSE per latent cell (object emphasis).
     The frame-difference term has the same optimum as the MSE (a linear function of the error) but
     charges errors that vary from latent frame to latent frame, where motion lives, instead of letting
-    the per-frame appearance dominate; one-frame items (images) add nothing to it.
+    the per-frame appearance dominate; one-frame items (images) add nothing to it. It is computed (and
+    reported in the parts) only when its weight is set.
     """
     preds = list(v_pred) if not isinstance(v_pred, torch.Tensor) else list(v_pred.unbind(0))
     targets = list(v_target) if not isinstance(v_target, torch.Tensor) else list(v_target.unbind(0))
@@ -45,16 +46,21 @@ def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
     diff: List[torch.Tensor] = []
     for i, (p, v) in enumerate(zip(preds, targets)):
         err = p.float() - v.float()
-        w = weights[i] if weights is not None else torch.ones_like(err[:1])
-        mse.append((err.pow(2) * w).mean())
-        if err.shape[1] > 1:
-            diff.append(((err[:, 1:] - err[:, :-1]).pow(2) * (w[:, 1:] + w[:, :-1]) / 2).mean())
+        w = weights[i] if weights is not None else None
+        mse.append((err.pow(2) * w).mean() if w is not None else err.pow(2).mean())
+        if frame_diff_weight and err.shape[1] > 1:
+            sq = (err[:, 1:] - err[:, :-1]).pow(2)
+            diff.append((sq * (w[:, 1:] + w[:, :-1]) / 2).mean() if w is not None else sq.mean())
         p, v = p.float().reshape(-1), v.float().reshape(-1)
         cos.append(1.0 - F.cosine_similarity(p, v, dim=0, eps=1e-6))
     mse_t, cos_t = torch.stack(mse).mean(), torch.stack(cos).mean()
-    diff_t = torch.stack(diff).mean() if diff else mse_t.new_zeros(())
-    loss = mse_t + cos_weight * cos_t + frame_diff_weight * diff_t
-    return loss, {"mse": mse_t.item(), "cos": cos_t.item(), "frame_diff": diff_t.item()}
+    loss = mse_t + cos_weight * cos_t
+    parts = {"mse": mse_t.item(), "cos": cos_t.item()}
+    if frame_diff_weight:
+        diff_t = torch.stack(diff).mean() if diff else mse_t.new_zeros(())
+        loss = loss + frame_diff_weight * diff_t
+        parts["frame_diff"] = diff_t.item()
+    return loss, parts
 
 
 def foreground_mask(clips: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
