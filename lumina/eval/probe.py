@@ -5,10 +5,13 @@
 (a) generalisation: the flow loss on the first training scenes against training-distribution scenes past
     every cache (``--unseen-from``), never trained on. Equal losses mean the model does not overfit, so
     more scenes of the same data are not the lever.
-(b) direction words: on single-object left/right/up/down clips, the loss with the true caption, with the
-    direction mirrored (the world's captioner on the same scene with the opposite motion, same phrasing
-    draw) and with the empty caption. The share of the empty caption's rise that the mirror gives says
-    how much the model relies on the direction word.
+(b) caption words: on single-object left/right/up/down clips, the loss with the true caption, with one
+    fact edited (the direction mirrored, or the shape swapped circle <-> square, triangle <-> star: the
+    world's captioner on the same scene, same phrasing draws) and with the empty caption. The share of the
+    empty caption's rise that an edit gives says how much the model relies on that word.
+(c) what each word is worth: the latent MSE between each clip and its edited twin (the scene re-rendered
+    with the other shape; played backwards for the other direction). A fact that moves the latents little
+    gives the flow loss, and so training, little reason to learn its word.
 Noise and times are fixed, so two models compare on identical inputs.
 """
 
@@ -31,14 +34,24 @@ from lumina.world.dataset import train_seed
 from lumina.world.render import Scene, render_clip, sample_scene
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+SWAPPED_SHAPE = {"circle": "square", "square": "circle", "triangle": "star", "star": "triangle"}
 TIMES = (0.05, 0.2, 0.5, 0.8)
 PATCHES = ("1x2", "2x4")
 
 
+def _edited(scene: Scene, field: str, mapping: Dict[str, str]) -> Scene:
+    return dataclasses.replace(scene, objects=tuple(
+        dataclasses.replace(o, **{field: mapping.get(getattr(o, field), getattr(o, field))}) for o in scene.objects))
+
+
 def mirrored_caption(scene: Scene) -> str:
     """The clip's caption with every straight mover's direction reversed (same template and phrase draws)."""
-    objects = tuple(dataclasses.replace(o, motion=OPPOSITE.get(o.motion, o.motion)) for o in scene.objects)
-    return scene_caption(dataclasses.replace(scene, objects=objects))
+    return scene_caption(_edited(scene, "motion", OPPOSITE))
+
+
+def shape_swapped_caption(scene: Scene) -> str:
+    """The clip's caption with every object's shape swapped (circle <-> square, triangle <-> star)."""
+    return scene_caption(_edited(scene, "shape", SWAPPED_SHAPE))
 
 
 def _scenes(start: int, n: int, straight_single: bool, spec: ClipSpec = ClipSpec()):
@@ -84,6 +97,18 @@ def flow_losses(pipe, data, captions: Sequence[str], patches=PATCHES, times=TIME
     return out
 
 
+@torch.no_grad()
+def word_stakes(pipe, scenes, clips, data, spec: ClipSpec = ClipSpec()) -> Dict[str, float]:
+    """Latent MSE between each clip and its twin with the other shape / the other direction (`data`: the
+    clips' ``encode_clips``); the direction twin is the clip played backwards (same path, so it stays in frame)."""
+    x1 = data[0]
+    swapped = [render_clip(_edited(s, "shape", SWAPPED_SHAPE), width=spec.width, height=spec.height, fps=spec.fps,
+                           seconds=spec.seconds) for s in scenes]
+    backwards = [dataclasses.replace(c, frames=c.frames[::-1].copy()) for c in clips]
+    return {name: float(((encode_clips(pipe, twins)[0] - x1) ** 2).mean())
+            for name, twins in (("shape", swapped), ("direction", backwards))}
+
+
 def run(model: str = "tiny", n: int = 96, seen_from: int = 0, unseen_from: int = 20000) -> Dict:
     pipe, _ = load_pipeline(model)
     generalisation = {}
@@ -94,12 +119,15 @@ def run(model: str = "tiny", n: int = 96, seen_from: int = 0, unseen_from: int =
     scenes, movers = zip(*_scenes(unseen_from, n, True))
     data = encode_clips(pipe, movers)
     d = {"true": flow_losses(pipe, data, [c.caption for c in movers]),
-         "mirrored": flow_losses(pipe, data, [mirrored_caption(s) for s in scenes]),
+         "direction mirrored": flow_losses(pipe, data, [mirrored_caption(s) for s in scenes]),
+         "shape swapped": flow_losses(pipe, data, [shape_swapped_caption(s) for s in scenes]),
          "empty": flow_losses(pipe, data, [""] * len(movers))}
-    share = {p: [(m - t) / max(e - t, 1e-12) for t, m, e in zip(d["true"][p], d["mirrored"][p], d["empty"][p])]
-             for p in PATCHES}
+    share = {edit: {p: [(m - t) / max(e - t, 1e-12) for t, m, e in zip(d["true"][p], d[edit][p], d["empty"][p])]
+                    for p in PATCHES}
+             for edit in ("direction mirrored", "shape swapped")}
     return {"model": model, "clips": n, "times": list(TIMES), "seen_from": seen_from, "unseen_from": unseen_from,
-            "generalisation": generalisation, "direction_words": d, "mirror_share": share}
+            "generalisation": generalisation, "caption_words": d, "edit_share": share,
+            "latent_mse_of_edit": word_stakes(pipe, scenes, movers, data)}
 
 
 def markdown(r: Dict) -> str:
@@ -107,10 +135,15 @@ def markdown(r: Dict) -> str:
     rule = "|---" * (1 + len(PATCHES) * len(r["times"])) + "|"
     rows = [f"Flow-loss probe of `{r['model']}` ({r['clips']} clips per row; unseen scenes from index {r['unseen_from']})",
             "", head, rule]
-    for group in ("generalisation", "direction_words"):
+    for group in ("generalisation", "caption_words"):
         for name, losses in r[group].items():
             rows.append(f"| {group}: {name} | " + " | ".join(f"{v:.4f}" for p in PATCHES for v in losses[p]) + " |")
-    rows.append("| mirrored / empty rise | " + " | ".join(f"{v:.2f}" for p in PATCHES for v in r["mirror_share"][p]) + " |")
+    for edit, share in r["edit_share"].items():
+        rows.append(f"| {edit} / empty rise | " + " | ".join(f"{v:.2f}" for p in PATCHES for v in share[p]) + " |")
+    stakes = r["latent_mse_of_edit"]
+    rows += ["", "Latent MSE between a clip and its twin (latent variance ~1): "
+             + ", ".join(f"{k} {v:.4f}" for k, v in stakes.items())
+             + f" (direction / shape = {stakes['direction'] / max(stakes['shape'], 1e-12):.1f}x)."]
     return "\n".join(rows) + "\n"
 
 
