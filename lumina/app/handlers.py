@@ -120,7 +120,8 @@ def neg_motion_schedule(motion: float, neg_motion: float, until: float, after: f
     """Negative motion score while t < until, then ``after``: "2, 6@0.05".
 
     The Generate tab starts from the model's default negative score, as the CLI does (the release's "2, 6@0.05";
-    the tiny model's constant 20); the motion explorer passes the positive score (the paper's "4 / 2 then 4" ablation: the gap acts early only)."""
+    the tiny model's constant 20); the motion explorer passes the positive score (the paper's "4 / 2 then 4"
+    ablation: the gap acts early only)."""
     V.check_motion("motion", motion)
     V.check_motion("negative motion", neg_motion)
     V.check_number("negative motion until", until, 0.0, 1.0)
