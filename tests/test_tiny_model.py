@@ -21,11 +21,12 @@ def tiny():
     return load_pipeline("tiny")
 
 
-def render(tiny, prompt: str) -> np.ndarray:
-    """uint8 frames of `prompt` at the shipped defaults, seed 0."""
+def render(tiny, prompt: str, **changes) -> np.ndarray:
+    """uint8 frames of `prompt` at the shipped defaults (with `changes` to their sample config), seed 0."""
     pipe, defaults = tiny
     out = pipe(prompt, height=defaults.height, width=defaults.width, num_frames=defaults.frames,
-               sample_config=defaults.sample_config(), generator=torch.Generator().manual_seed(0), output_type="np")
+               sample_config=defaults.sample_config().replace(**changes), generator=torch.Generator().manual_seed(0),
+               output_type="np")
     return to_uint8(out.frames[0])
 
 
@@ -102,13 +103,7 @@ def test_measured_motion_follows_the_requested_score_at_the_defaults(tiny):
     release's negative "2, 6@0.05" overshoots the low scores and gives 25.1 at 16, 23.6 at 24)."""
     from lumina.motion import motion_score
 
-    pipe, defaults = tiny
-    measured = []
-    for level in (4.0, 8.0, 16.0, 24.0):
-        config = defaults.sample_config().replace(motion=level)
-        out = pipe(PROMPT, height=defaults.height, width=defaults.width, num_frames=defaults.frames,
-                   sample_config=config, generator=torch.Generator().manual_seed(0), output_type="np")
-        measured.append(motion_score(to_uint8(out.frames[0]), defaults.fps))
+    measured = [motion_score(render(tiny, PROMPT, motion=level), tiny[1].fps) for level in (4.0, 8.0, 16.0, 24.0)]
     assert all(a < b for a, b in zip(measured, measured[1:])), measured
     assert all(0.5 * level < m < 2.0 * level for level, m in zip((4, 8, 16, 24), measured)), measured
 
@@ -129,10 +124,10 @@ def test_probe_caption_edits_change_only_their_fact():
 def test_probe_word_stakes_a_shape_moves_the_latents_less_than_a_direction(tiny):
     """The world's facts differ in how much of the latent they decide: another shape changes a few cells'
     values, the other direction the object's place in every frame (the bundled VAE: ~0.015 vs ~0.2)."""
-    from lumina.eval.probe import _scenes, encode_clips, word_stakes
+    from lumina.eval.probe import _scenes, clip_latents, word_stakes
 
     scenes, clips = zip(*_scenes(20000, 6, True))
-    stakes = word_stakes(tiny[0], scenes, clips, encode_clips(tiny[0], clips))
+    stakes = word_stakes(tiny[0], scenes, clips, clip_latents(tiny[0], clips))
     assert 0.002 < stakes["shape"] < 0.25 * stakes["direction"], stakes
 
 

@@ -68,11 +68,15 @@ def _scenes(start: int, n: int, straight_single: bool, spec: ClipSpec = ClipSpec
 
 
 @torch.no_grad()
-def encode_clips(pipe, clips, batch: int = 8):
-    """The clips as the DiT's data: scaled VAE latents x1 and their motion labels (the scorer's, as in training)."""
-    x1 = torch.cat([encode_video_latents(pipe.vae, torch.stack([frames_to_tensor(c.frames) for c in clips[j:j + batch]]))
-                    for j in range(0, len(clips), batch)])
-    return x1, torch.tensor([motion_score(c.frames, c.fps) for c in clips], dtype=torch.float32)
+def clip_latents(pipe, clips, batch: int = 8) -> torch.Tensor:
+    """The clips' scaled VAE latents x1, encoded `batch` at a time."""
+    return torch.cat([encode_video_latents(pipe.vae, torch.stack([frames_to_tensor(c.frames) for c in clips[j:j + batch]]))
+                      for j in range(0, len(clips), batch)])
+
+
+def encode_clips(pipe, clips):
+    """The clips as the DiT's data: latents x1 and their motion labels (the scorer's, as in training)."""
+    return clip_latents(pipe, clips), torch.tensor([motion_score(c.frames, c.fps) for c in clips], dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -97,15 +101,13 @@ def flow_losses(pipe, data, captions: Sequence[str], patches=PATCHES, times=TIME
     return out
 
 
-@torch.no_grad()
-def word_stakes(pipe, scenes, clips, data, spec: ClipSpec = ClipSpec()) -> Dict[str, float]:
-    """Latent MSE between each clip and its twin with the other shape / the other direction (`data`: the
-    clips' ``encode_clips``); the direction twin is the clip played backwards (same path, so it stays in frame)."""
-    x1 = data[0]
+def word_stakes(pipe, scenes, clips, x1: torch.Tensor, spec: ClipSpec = ClipSpec()) -> Dict[str, float]:
+    """Latent MSE between each clip (latents `x1`) and its twin with the other shape / the other direction; the
+    direction twin is the clip played backwards (same path, so it stays in frame)."""
     swapped = [render_clip(_edited(s, "shape", SWAPPED_SHAPE), width=spec.width, height=spec.height, fps=spec.fps,
                            seconds=spec.seconds) for s in scenes]
     backwards = [dataclasses.replace(c, frames=c.frames[::-1].copy()) for c in clips]
-    return {name: float(((encode_clips(pipe, twins)[0] - x1) ** 2).mean())
+    return {name: float(((clip_latents(pipe, twins) - x1) ** 2).mean())
             for name, twins in (("shape", swapped), ("direction", backwards))}
 
 
@@ -127,7 +129,7 @@ def run(model: str = "tiny", n: int = 96, seen_from: int = 0, unseen_from: int =
              for edit in ("direction mirrored", "shape swapped")}
     return {"model": model, "clips": n, "times": list(TIMES), "seen_from": seen_from, "unseen_from": unseen_from,
             "generalisation": generalisation, "caption_words": d, "edit_share": share,
-            "latent_mse_of_edit": word_stakes(pipe, scenes, movers, data)}
+            "latent_mse_of_edit": word_stakes(pipe, scenes, movers, data[0])}
 
 
 def markdown(r: Dict) -> str:

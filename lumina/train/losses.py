@@ -45,14 +45,14 @@ def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
     cos: List[torch.Tensor] = []
     diff: List[torch.Tensor] = []
     for i, (p, v) in enumerate(zip(preds, targets)):
-        err = p.float() - v.float()
+        p, v = p.float(), v.float()
+        err = p - v
         w = weights[i] if weights is not None else None
         mse.append((err.pow(2) * w).mean() if w is not None else err.pow(2).mean())
         if frame_diff_weight and err.shape[1] > 1:
             sq = (err[:, 1:] - err[:, :-1]).pow(2)
             diff.append((sq * (w[:, 1:] + w[:, :-1]) / 2).mean() if w is not None else sq.mean())
-        p, v = p.float().reshape(-1), v.float().reshape(-1)
-        cos.append(1.0 - F.cosine_similarity(p, v, dim=0, eps=1e-6))
+        cos.append(1.0 - F.cosine_similarity(p.reshape(-1), v.reshape(-1), dim=0, eps=1e-6))
     mse_t, cos_t = torch.stack(mse).mean(), torch.stack(cos).mean()
     loss = mse_t + cos_weight * cos_t
     parts = {"mse": mse_t.item(), "cos": cos_t.item()}
