@@ -14,7 +14,8 @@ from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import shift_time
 from lumina.train.budget import budgeted_steps
-from lumina.train.data import ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, pad_features, render
+from lumina.train.data import (ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache, pad_features,
+                               render)
 from lumina.train.dit import DiTRecipe, load_init, make_transformer, train_dit
 from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t
 from lumina.train.vae import VAERecipe, train_vae
@@ -51,6 +52,21 @@ def test_frame_difference_term_charges_errors_that_change_between_latent_frames(
     _, parts = flow_loss([v[0, :, :1] + 1.0, v[1] + held[1]], [v[0, :, :1], v[1]], frame_diff_weight=1.0)
     assert parts["frame_diff"] == pytest.approx(0.5 ** 2 / 3, rel=1e-5)
     assert "frame_diff" not in flow_loss(v + held, v)[1]   # off by default: no extra work in the training loop
+
+
+def test_stake_term_charges_the_error_along_each_stake_and_nothing_across():
+    v = torch.randn(3, 16, 1, 4, 4)
+    stakes = torch.zeros(3, 2, 16, 1, 4, 4)
+    stakes[0, 0, 3, 0, 1, 1], stakes[0, 1, 5, 0, 2, 2] = 2.0, -0.5   # two directions, any length
+    stakes[1, 0, 3, 0, 1, 1] = 1.0                                   # item 2: no twin (zeros)
+    err = torch.zeros_like(v)
+    err[0, 3, 0, 1, 1], err[0, 5, 0, 2, 2], err[0, 7, 0, 0, 0] = 0.3, 0.4, 9.0  # the 9.0 lies across both stakes
+    err[1, 0, 0, 0, 0] = 1.0
+    err[2, 3, 0, 1, 1] = 5.0
+    loss, parts = flow_loss(v + err, v, cos_weight=0.0, stakes=stakes, stake_weight=2.0)
+    assert parts["stake"] == pytest.approx((0.3 ** 2 + 0.4 ** 2) / 3, rel=1e-5)   # mean over the 3 items
+    assert loss.item() == pytest.approx(err.pow(2).mean().item() + 2.0 * parts["stake"], rel=1e-5)
+    assert "stake" not in flow_loss(v + err, v, stakes=stakes)[1]   # off unless weighted
 
 
 def test_object_weights_find_the_objects_and_keep_the_mean():
@@ -135,15 +151,39 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
                            DecoderRecipe(steps=2, batch=1, latent_crop=4), spec=SPEC, log=lambda m: None)
     assert vae.config.scaling_factor == scale  # the encoder and its latent scale are untouched
     assert "decoder_finetune" in json.loads((tmp_path / "vae_dec" / "train_report.json").read_text())
-    x1, cap, mask, motion, objects = data.batch(5, image=False, caption_dropout=0.0, motion_dropout=0.0)
+    x1, cap, mask, motion, objects, _ = data.batch(5, image=False, caption_dropout=0.0, motion_dropout=0.0)
     assert x1.shape == (5, 16, 2, 4, 4) and cap.shape[0] == 5 and (motion >= 0).all()
     assert objects.shape == (5, 1, 2, 4, 4) and objects.dtype == torch.bool
     assert 0 < objects.float().mean() < 1  # objects touch some latent cells, the background the rest
-    _, _, _, motion_img, objects_img = data.batch(3, image=True)
-    assert (motion_img == -1).all() and objects_img.shape == (3, 1, 1, 4, 4)
+    _, _, _, motion_img, objects_img, stakes = data.batch(3, image=True)
+    assert (motion_img == -1).all() and objects_img.shape == (3, 1, 1, 4, 4) and stakes is None
+    # shape twins: the first frame's latent minus the same frame with the shapes swapped, per pairing
+    twins = build_twin_cache(tmp_path / "twins.pt", vae, meta, 4, spec=SPEC, batch=3, log=lambda m: None)
+    from lumina.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
+
+    scene = sample_scene(meta["seeds"][2], seconds=SPEC.seconds)
+    frame = lambda s: torch.from_numpy(render_clip(s, width=32, height=32, fps=SPEC.fps, seconds=1 / SPEC.fps).frames)  # noqa: E731
+    twin = frame(edited(scene, "shape", SHAPE_SWAPS[1]))
+    assert twin.shape == (1, 32, 32, 3) and not torch.equal(twin, frame(scene))
+    assert (twin != frame(scene)).any(-1).float().mean() < 0.2   # only where the shapes differ
+    from lumina.train.data import encode_video_latents, frames_to_tensor
+
+    want = latents["images"][2].float() - encode_video_latents(vae, frames_to_tensor(twin.numpy())[None])[0]
+    assert twins["directions"].shape == (4, 2, 16, 1, 4, 4)
+    assert torch.allclose(twins["directions"][2, 1].float(), want, atol=1e-2) and want.abs().max() > 1e-3
+    twin_data = TrainingSet(meta, latents, np.random.default_rng(1), twins=twins)
+    x1, *_, stakes = twin_data.batch(40, image=True)
+    idx = [next(i for i in range(6) if torch.equal(latents["images"][i].float(), x)) for x in x1]
+    assert stakes.shape == (40, 2, 16, 1, 4, 4) and {i for i in idx} > {4, 5}
+    for i, s in zip(idx, stakes):
+        assert torch.equal(s, twins["directions"][i].float()) if i < 4 else not s.any()
+    assert twin_data.batch(2, image=False).stakes is None   # videos carry no stakes
+    with pytest.raises(ValueError, match="twin cache holds other clips"):
+        TrainingSet(meta, latents, twins={**twins, "seeds": [s + 1 for s in twins["seeds"]]})
 
     recipe = DiTRecipe(steps=40, batch=2, lr=3e-3, warmup=2, dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                       multiple_of=16, save_every_minutes=100.0)
+                       multiple_of=16, save_every_minutes=100.0, stake_weight=0.01, image_prob=0.3)
+    data = twin_data
     # a fixed probe batch: the same noise, times, captions and patch size before and after training
     g = torch.Generator().manual_seed(123)
     px1 = latents["videos"][:4].float()
@@ -164,6 +204,9 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     after = probe_loss(model)
     dit_report = json.loads((tmp_path / "transformer" / "train_report.json").read_text())
     assert dit_report["steps"] == 40 and np.isfinite(dit_report["loss_last100"])
+    history = [json.loads(line) for line in (tmp_path / "transformer" / "train_history.jsonl").read_text().splitlines()]
+    assert {("stake" in h) for h in history if h["image"]} == {True} and not any("stake" in h for h in history
+                                                                                 if not h["image"])
     assert {p for p in dit_report["by_patch"]} & {"1x2-video", "2x2-video", "2x4-video"}
     assert after < before, (before, after)
 
@@ -192,8 +235,12 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
 
     assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
                  str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
-                 "--dim", "64", "--layers", "1", "--frame-diff-weight", "0.5"]) in (0, None)
+                 "--dim", "64", "--layers", "1", "--frame-diff-weight", "0.5", "--shape-twins", "2",
+                 "--stake-weight", "0.01"]) in (0, None)
     info = json.loads((tmp_path / "cli_dit" / "data_info.json").read_text())
+    assert info["shape_twins"] == 2 and (tmp_path / "cache" / "twins_2.pt").exists()
+    with pytest.raises(SystemExit, match="needs --shape-twins"):
+        main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit2"), "--stake-weight", "0.01"])
     assert json.loads((tmp_path / "cli_dit" / "train_report.json").read_text())["recipe"]["frame_diff_weight"] == 0.5
     meta = torch.load(tmp_path / "cache" / "meta_3.pt", weights_only=True)
     assert info["video_clips"] == 2 and info["image_latents"] == 3
@@ -243,9 +290,9 @@ def test_still_clips_are_relabelled_with_moving_clips_motion_only_when_asked():
     latents = {"videos": torch.arange(n).float().view(n, 1, 1, 1, 1).half(), "images": torch.zeros(n, 1, 1, 1, 1)}
     data = TrainingSet(meta, latents, np.random.default_rng(0))
     assert data.still.tolist() == [True, True, False, False, False, True]
-    x1, _, _, motion, _ = data.batch(400, image=False, caption_dropout=0.0, motion_dropout=0.0, still_relabel=0.0)
+    x1, _, _, motion, _, _ = data.batch(400, image=False, caption_dropout=0.0, motion_dropout=0.0, still_relabel=0.0)
     assert torch.equal(motion, meta["motion"][x1.flatten().long()])  # labels follow their clips
-    x1, _, _, motion, _ = data.batch(400, image=False, caption_dropout=0.0, motion_dropout=0.0, still_relabel=0.5)
+    x1, _, _, motion, _, _ = data.batch(400, image=False, caption_dropout=0.0, motion_dropout=0.0, still_relabel=0.5)
     idx = x1.flatten().long()
     still, moving = data.still[idx], ~data.still[idx]
     assert torch.equal(motion[moving], meta["motion"][idx[moving]])  # moving clips keep their own label

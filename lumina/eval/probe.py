@@ -31,27 +31,22 @@ from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor, 
 from lumina.train.losses import flow_loss, interpolate
 from lumina.world.captions import scene_caption
 from lumina.world.dataset import train_seed
-from lumina.world.render import Scene, render_clip, sample_scene
+from lumina.world.render import SHAPE_SWAPS, Scene, edited, render_clip, sample_scene
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-SWAPPED_SHAPE = {"circle": "square", "square": "circle", "triangle": "star", "star": "triangle"}
+SWAPPED_SHAPE = SHAPE_SWAPS[0]
 TIMES = (0.05, 0.2, 0.5, 0.8)
 PATCHES = ("1x2", "2x4")
 
 
-def _edited(scene: Scene, field: str, mapping: Dict[str, str]) -> Scene:
-    return dataclasses.replace(scene, objects=tuple(
-        dataclasses.replace(o, **{field: mapping.get(getattr(o, field), getattr(o, field))}) for o in scene.objects))
-
-
 def mirrored_caption(scene: Scene) -> str:
     """The clip's caption with every straight mover's direction reversed (same template and phrase draws)."""
-    return scene_caption(_edited(scene, "motion", OPPOSITE))
+    return scene_caption(edited(scene, "motion", OPPOSITE))
 
 
 def shape_swapped_caption(scene: Scene) -> str:
     """The clip's caption with every object's shape swapped (circle <-> square, triangle <-> star)."""
-    return scene_caption(_edited(scene, "shape", SWAPPED_SHAPE))
+    return scene_caption(edited(scene, "shape", SWAPPED_SHAPE))
 
 
 def _scenes(start: int, n: int, straight_single: bool, spec: ClipSpec = ClipSpec()):
@@ -104,7 +99,7 @@ def flow_losses(pipe, data, captions: Sequence[str], patches=PATCHES, times=TIME
 def word_stakes(pipe, scenes, clips, x1: torch.Tensor, spec: ClipSpec = ClipSpec()) -> Dict[str, float]:
     """Latent MSE between each clip (latents `x1`) and its twin with the other shape / the other direction; the
     direction twin is the clip played backwards (same path, so it stays in frame)."""
-    swapped = [render_clip(_edited(s, "shape", SWAPPED_SHAPE), width=spec.width, height=spec.height, fps=spec.fps,
+    swapped = [render_clip(edited(s, "shape", SWAPPED_SHAPE), width=spec.width, height=spec.height, fps=spec.fps,
                            seconds=spec.seconds) for s in scenes]
     backwards = [dataclasses.replace(c, frames=c.frames[::-1].copy()) for c in clips]
     return {name: float(((clip_latents(pipe, twins) - x1) ** 2).mean())

@@ -52,6 +52,8 @@ def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.
 
 
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
+    from lumina.train.dit import DiTRecipe
+
     p.add_argument(f"--{prefix.replace('_', '-')}steps", type=int, default=100000, help="DiT steps (upper bound with --minutes)")
     p.add_argument(f"--{prefix.replace('_', '-')}batch", type=int, default=4, help="videos per 1x2 step")
     p.add_argument(f"--{prefix.replace('_', '-')}lr", type=float, default=6e-4)
@@ -65,6 +67,12 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
                    help="extra flow-loss weight on latent cells objects touch (0: plain MSE)")
     p.add_argument(f"--{prefix.replace('_', '-')}frame-diff-weight", type=float, default=0.0,
                    help="weight of the flow error's differences between latent frames (motion consistency)")
+    p.add_argument(f"--{prefix.replace('_', '-')}image-prob", type=float, default=DiTRecipe.image_prob,
+                   help="share of steps that train on first-frame images instead of videos")
+    p.add_argument(f"--{prefix.replace('_', '-')}stake-weight", type=float, default=0.0,
+                   help="weight of the flow error along image items' shape stakes (first frame minus its shape twins)")
+    p.add_argument(f"--{prefix.replace('_', '-')}shape-twins", type=int, default=0,
+                   help="clips whose first frames get shape twins encoded (the stakes; 0: none)")
     p.add_argument("--clips", type=int, default=1000, help="world clips with captions/motion labels (images)")
     p.add_argument("--video-clips", type=int, default=500, help="of those, clips encoded as videos")
 
@@ -79,10 +87,10 @@ def run_vae(out: Path, args, prefix: str = ""):
     return train_vae(out, recipe, log=_log)
 
 
-def prepare_data(vae_dir: Path, args):
+def prepare_data(vae_dir: Path, args, shape_twins: int = 0):
     from diffusers import AutoencoderKLCogVideoX
 
-    from lumina.train.data import TrainingSet, build_latent_cache, build_meta_cache
+    from lumina.train.data import TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache
 
     cache = Path(args.cache)
     meta = build_meta_cache(cache / f"meta_{args.clips}.pt", args.clips, seed0=0,
@@ -95,17 +103,24 @@ def prepare_data(vae_dir: Path, args):
             "image_latents": int(latents["images"].shape[0]),
             "motion_labels": {"mean": round(float(motion.mean()), 1), "median": round(float(np.median(motion)), 1),
                               "p90": round(float(np.percentile(motion, 90)), 1)}}
-    return TrainingSet(meta, latents), info
+    twins = None
+    if shape_twins:
+        twins = build_twin_cache(cache / f"twins_{shape_twins}.pt", vae, meta, shape_twins, log=_log)
+        info["shape_twins"] = len(twins["seeds"])
+    return TrainingSet(meta, latents, twins=twins), info
 
 
 def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
     from lumina.train.dit import DiTRecipe, train_dit
 
     g = lambda k: getattr(args, prefix + k)  # noqa: E731
-    data, info = prepare_data(vae_dir, args)
+    if g("stake_weight") and not g("shape_twins"):
+        raise SystemExit("--stake-weight needs --shape-twins N: the stakes come from the first N clips' shape twins")
+    data, info = prepare_data(vae_dir, args, g("shape_twins"))
     recipe = DiTRecipe(steps=g("steps"), batch=g("batch"), lr=g("lr"), seed=args.seed, max_minutes=g("minutes") or None,
                        dim=g("dim"), n_layers=g("layers"), init=str(g("init")) if g("init") else None,
-                       object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"))
+                       object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
+                       stake_weight=g("stake_weight"), image_prob=g("image_prob"))
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info

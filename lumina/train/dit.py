@@ -7,7 +7,8 @@ drop 10% of captions to the empty prompt (classifier-free guidance) and 10% of m
 overrides a high motion score); regress the velocity x1 - x0 with MSE + 1.0 * (1 - cosine), the MSE weighted up on the
 latent cells objects touch (the background is most of every clip and easy), optionally plus the MSE of the error's
 differences between latent frames (sampled trajectories otherwise hold still inside pairs of latent frames and jump
-between them). AdamW with warmup and
+between them), and optionally plus the error along image items' shape stakes (the first frame minus its shape
+twins: what the shape word alone decides, ~15x less of the latents than direction). AdamW with warmup and
 cosine decay; an EMA of the weights is what gets saved.
 """
 
@@ -45,6 +46,7 @@ class DiTRecipe:
     cos_weight: float = 1.0
     object_weight: float = 4.0         # extra flow-loss weight on latent cells objects touch (0: plain MSE)
     frame_diff_weight: float = 0.0     # weight of the error's latent-frame differences (motion consistency)
+    stake_weight: float = 0.0          # weight of the error along image items' shape stakes (needs a twin cache)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
     patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
     logit_normal: bool = False
@@ -141,14 +143,16 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         patch = patches[int(rng.choice(len(patches), p=probs))]
         image = rng.random() < recipe.image_prob
         size = batch_size_for(model, recipe, patch, image_shape if image else video_shape, video_shape)
-        x1, cap, mask, motion, objects = data.batch(size, image, recipe.caption_dropout, recipe.motion_dropout,
-                                                     recipe.still_relabel)
+        x1, cap, mask, motion, objects, stakes = data.batch(size, image, recipe.caption_dropout,
+                                                             recipe.motion_dropout, recipe.still_relabel)
         weights = mask_weights(objects, recipe.object_weight) if objects is not None and recipe.object_weight else None
         x0 = torch.randn(x1.shape, generator=gen)
         t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
         xt = interpolate(x0, x1, t)
         v_pred = model(xt, t, cap, mask, motion, patch)
-        loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight, weights, recipe.frame_diff_weight)
+        stake_weight = recipe.stake_weight if stakes is not None else 0.0
+        loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight, weights, recipe.frame_diff_weight,
+                                stakes, stake_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))

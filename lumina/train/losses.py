@@ -28,22 +28,29 @@ def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Te
 
 
 def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
-              weights: torch.Tensor = None, frame_diff_weight: float = 0.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+              weights: torch.Tensor = None, frame_diff_weight: float = 0.0,
+              stakes: torch.Tensor = None, stake_weight: float = 0.0) -> Tuple[torch.Tensor, Dict[str, float]]:
     """mean over items of  MSE(v_pred, v) + cos_weight * (1 - cos(v_pred, v))
-    + frame_diff_weight * MSE(d(v_pred - v) / d frame), cosine per item.
+    + frame_diff_weight * MSE(d(v_pred - v) / d frame) + stake_weight * sum_k ((v_pred - v) . s_k / |s_k|)^2,
+    cosine per item.
 
     Items may be tensors of different shapes (a list), as the multi-size transformer returns them.
     ``weights`` (B, 1, F, h, w), mean 1 per item, weight the MSE per latent cell (object emphasis).
     The frame-difference term has the same optimum as the MSE (a linear function of the error) but
     charges errors that vary from latent frame to latent frame, where motion lives, instead of letting
-    the per-frame appearance dominate; one-frame items (images) add nothing to it. It is computed (and
-    reported in the parts) only when its weight is set.
+    the per-frame appearance dominate; one-frame items (images) add nothing to it. ``stakes`` (B, K, *item)
+    are directions in which a fact moves the data (a clip minus its shape twin, ``build_twin_cache``); the
+    stake term charges the error's component along each, so a fact that moves few latent cells weighs as
+    much as its twin's distance, not as its share of all cells. Zero stakes add nothing. Like any quadratic
+    weighting neither term moves the optimum. Each is computed (and reported in the parts) only when its
+    weight is set.
     """
     preds = list(v_pred) if not isinstance(v_pred, torch.Tensor) else list(v_pred.unbind(0))
     targets = list(v_target) if not isinstance(v_target, torch.Tensor) else list(v_target.unbind(0))
     mse: List[torch.Tensor] = []
     cos: List[torch.Tensor] = []
     diff: List[torch.Tensor] = []
+    stake: List[torch.Tensor] = []
     for i, (p, v) in enumerate(zip(preds, targets)):
         p, v = p.float(), v.float()
         err = p - v
@@ -52,6 +59,10 @@ def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
         if frame_diff_weight and err.shape[1] > 1:
             sq = (err[:, 1:] - err[:, :-1]).pow(2)
             diff.append((sq * (w[:, 1:] + w[:, :-1]) / 2).mean() if w is not None else sq.mean())
+        if stake_weight:
+            d = stakes[i].float().reshape(stakes.shape[1], -1)
+            unit = d / d.norm(dim=1, keepdim=True).clamp_min(1e-6)
+            stake.append((unit @ err.reshape(-1)).pow(2).sum())
         cos.append(1.0 - F.cosine_similarity(p.reshape(-1), v.reshape(-1), dim=0, eps=1e-6))
     mse_t, cos_t = torch.stack(mse).mean(), torch.stack(cos).mean()
     loss = mse_t + cos_weight * cos_t
@@ -60,6 +71,10 @@ def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
         diff_t = torch.stack(diff).mean() if diff else mse_t.new_zeros(())
         loss = loss + frame_diff_weight * diff_t
         parts["frame_diff"] = diff_t.item()
+    if stake_weight:
+        stake_t = torch.stack(stake).mean()
+        loss = loss + stake_weight * stake_t
+        parts["stake"] = stake_t.item()
     return loss, parts
 
 

@@ -8,6 +8,7 @@ same scene can be rendered at any resolution, frame rate or length.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
@@ -43,6 +44,11 @@ BACKGROUNDS = {
 SIZES = {"small": 0.18, "large": 0.3}
 
 MOTIONS = ("left", "right", "up", "down", "diagonal", "bouncing", "still")
+
+# Two pairings of the shapes; between them every shape meets two of the other three.  A scene re-rendered
+# with one of them is its shape twin: same pixels everywhere except where the shapes differ.
+SHAPE_SWAPS = ({"circle": "square", "square": "circle", "triangle": "star", "star": "triangle"},
+               {"circle": "triangle", "triangle": "circle", "square": "star", "star": "square"})
 
 # Speeds are in frame widths per second.
 SPEED_RANGE = (0.1, 0.6)
@@ -289,6 +295,13 @@ def sample_scene(seed: int, *, n_objects: int | None = None, motion: str | None 
         if not _overlaps(objects, seconds):
             break
     return Scene(seed=seed, background=background, objects=tuple(objects))
+
+
+def edited(scene: Scene, field: str, mapping: dict[str, str]) -> Scene:
+    """`scene` with each object's `field` ("shape", "motion", ...) mapped through `mapping`; objects keep their
+    starts, speeds and headings, so a shape-edited scene moves exactly like the original."""
+    return dataclasses.replace(scene, objects=tuple(
+        dataclasses.replace(o, **{field: mapping.get(getattr(o, field), getattr(o, field))}) for o in scene.objects))
 
 
 def _shape_points(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
