@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lumina.eval.shapes import MOTION_LEVELS, adherence, flicker_score, motion_control_stats, run
+from lumina.eval.shapes import MOTION_LEVELS, flicker_score, jump_share, motion_control_stats, read_back, run, summarize
 from lumina.world import render_clip, sample_scene
 
 
@@ -33,9 +33,33 @@ def test_adherence_reads_rendered_ground_truth():
     scene = sample_scene(5, n_objects=1, motion="right", background="navy", colors=("red",), shapes=("circle",))
     clip = render_clip(scene, width=128, height=128, fps=8, seconds=2.0)
     facts = {"background": "navy", "objects": [{"color": "red", "shape": "circle", "motion": "right"}]}
-    assert adherence(clip.frames, 8, facts) == {"background": True, "color": True, "shape": True, "direction": True}
+    scores, jump = read_back(clip.frames, 8, facts)
+    assert scores == {"background": True, "color": True, "shape": True, "direction": True}
+    assert 0.1 < jump < 0.17  # the world's movers glide evenly: 2 of 15 frame steps
     wrong = {"background": "black", "objects": [{"color": "green", "shape": "square", "motion": "left"}]}
-    assert not any(adherence(clip.frames, 8, wrong).values())
+    scores, _ = read_back(clip.frames, 8, wrong)
+    assert not any(scores.values())
+    still = {"background": "navy", "objects": [{"color": "red", "shape": "circle", "motion": "still"}]}
+    assert read_back(clip.frames, 8, still)[1] is None  # no jump asked of a still prompt
+
+
+def test_jump_share_finds_a_latent_step_jump():
+    glide = np.stack([np.linspace(0.2, 0.8, 16), np.full(16, 0.5)], axis=1)
+    assert jump_share(glide) == pytest.approx(2 / 15)
+    held = np.repeat(np.array([0.2, 0.3, 0.6, 0.7]), 4)  # still within each 4-frame step, jumping between them
+    stepped = np.stack([held, np.full(16, 0.5)], axis=1)
+    assert jump_share(stepped) == pytest.approx(0.3 / 0.5)  # frame 7 -> 8 carries the 0.3 jump of 0.5 in all
+    assert jump_share(np.zeros((16, 2))) == 0.0
+
+
+def test_summarize_averages_facts_and_skips_missing_jumps():
+    yes = {"background": True, "color": True, "shape": False, "direction": True}
+    no = {"background": True, "color": False, "shape": False, "direction": False}
+    row = summarize([(yes, 0.2), (no, None), (yes, 0.4)])
+    assert row["color"] == pytest.approx(2 / 3) and row["shape"] == 0.0 and row["background"] == 1.0
+    assert row["adherence"] == pytest.approx((1 + 2 / 3 + 0 + 2 / 3) / 4)
+    assert row["jump"] == pytest.approx(0.3)
+    assert summarize([(no, None)])["jump"] is None
 
 
 def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
@@ -50,6 +74,10 @@ def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
     report = (tmp_path / "shapesbench.md").read_text()
     assert "| multiscale |" in report and "multiscale = `2x4, 2x2@0.03, 1x2@0.125`" in report  # the model's own
     assert "negative score `2, 6@0.05`" in report
+    ceiling = result["vae_ceiling"]
+    assert set(ceiling) == {"background", "color", "shape", "direction", "adherence", "jump"}
+    assert all(0 <= ceiling[k] <= 1 for k in ("background", "color", "shape", "direction", "adherence"))
+    assert "| VAE ceiling" in report and "| jump |" in report
     from PIL import Image
 
     sheet = Image.open(tmp_path / "samples.png")
