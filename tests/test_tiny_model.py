@@ -148,10 +148,9 @@ def test_vae_ceiling_keeps_background_colour_and_an_even_glide(tiny):
     """World clips through the bundled VAE alone: the facts a DiT could show at best. Background and colour
     survive, and straight movers still glide (jump ~0.13-0.2, where generated clips jump ~0.3)."""
     from lumina.eval.shapes import vae_ceiling
-    from lumina.world import held_out_prompts, sample_scene
-    from lumina.world.dataset import eval_seed
+    from lumina.world import held_out_scenes
 
-    single = [(i, pair) for i, pair in enumerate(held_out_prompts(16, 1)) if len(pair[1]["objects"]) == 1]
-    ceiling = vae_ceiling(*tiny, [sample_scene(eval_seed(1, i)) for i, _ in single], [pair for _, pair in single])
+    single = [s for s in held_out_scenes(16, 1) if len(s.objects) == 1]
+    ceiling = vae_ceiling(*tiny, single)
     assert len(single) >= 6 and ceiling["background"] == 1.0 and ceiling["color"] >= 0.8, ceiling
     assert ceiling["direction"] >= 0.7 and 0.1 < ceiling["jump"] < 0.25, ceiling

@@ -30,8 +30,8 @@ from lumina.sampling import format_schedule
 from lumina.world.analyze import analyze
 from lumina.world.captions import prompt_for
 from lumina.train.data import encode_video_latents, frames_to_tensor
-from lumina.world.dataset import eval_seed, held_out_prompts
-from lumina.world.render import render_clip, sample_scene
+from lumina.world.dataset import held_out_scenes, prompt_of
+from lumina.world.render import render_clip
 
 SCHEDULES = ["1x2", "2x2", "2x4", "multiscale"]  # "multiscale": the model's own (ModelDefaults.patch_shorthands)
 MOTION_LEVELS = [0.0, 4.0, 8.0, 16.0, 24.0]  # spans the world clips' labels (median 9, p90 23)
@@ -83,11 +83,12 @@ def summarize(reads: List[tuple]) -> Dict[str, Optional[float]]:
 
 
 @torch.no_grad()
-def vae_ceiling(pipe, defaults, scenes, prompts) -> dict:
-    """Adherence and jump of the world's own clips of `scenes` (prompts: their (prompt, facts)) after a VAE
-    round trip, no DiT: what the VAE lets through is the most a DiT sampling in its latent space can show."""
+def vae_ceiling(pipe, defaults, scenes) -> dict:
+    """Adherence and jump of the world's own clips of `scenes` after a VAE round trip, no DiT: what the VAE
+    lets through is the most a DiT sampling in its latent space can show."""
     d, reads = defaults, []
-    for scene, (_, facts) in zip(scenes, prompts):
+    for scene in scenes:
+        facts = scene.facts()
         clip = render_clip(scene, width=d.width, height=d.height, fps=d.fps, seconds=d.frames / d.fps)
         video = pipe.decode_latents(encode_video_latents(pipe.vae, frames_to_tensor(clip.frames)[None]))
         frames = to_uint8(pipe.video_processor.postprocess_video(video.float(), output_type="np")[0])
@@ -183,18 +184,22 @@ def write_samples(samples, out: Path, fps: float, n: int = 4, every: int = 3) ->
     first[0].save(out / "sample.gif", save_all=True, append_images=first[1:], duration=int(1000 / fps), loop=0)
 
 
+def _fact_cells(r: dict) -> str:
+    """A row's background .. jump cells (as in ``summarize``)."""
+    jump = "-" if r["jump"] is None else f"{r['jump']:.2f}"
+    return " | ".join(f"{r[k]:.0%}" for k in ("background", "color", "shape", "direction", "adherence")) + f" | {jump}"
+
+
 def markdown(result: dict) -> str:
     lines = [f"ShapesBench on `{result['model']}`, {result['n_prompts']} held-out prompts, seed {result['seed']}, "
              f"{result['device']}; multiscale = `{result['multiscale']}`, the model's", "",
              "| schedule | denoise s | vs 1x2 | whole clip s | background | colour | shape | direction | adherence | jump "
              "| flicker |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    facts = lambda r: (f"{r['background']:.0%} | {r['color']:.0%} | {r['shape']:.0%} | {r['direction']:.0%} | "  # noqa: E731
-                       f"{r['adherence']:.0%} | " + ("-" if r["jump"] is None else f"{r['jump']:.2f}"))
     for r in result["table2"]:
         lines.append(f"| {r['schedule']} | {r['denoise_s']:.2f} | {r['time_vs_1x2']:.2f} | {r['clip_s']:.2f} | "
-                     f"{facts(r)} | {r['flicker']:.3f} |")
-    lines.append(f"| VAE ceiling (world clips through the VAE alone) | | | | {facts(result['vae_ceiling'])} | |")
+                     f"{_fact_cells(r)} | {r['flicker']:.3f} |")
+    lines.append(f"| VAE ceiling (world clips through the VAE alone) | | | | {_fact_cells(result['vae_ceiling'])} | |")
     a, b = JUMP_FRAMES
     lines += ["", f"jump: share of a straight mover's path covered between frames {a} and {b}, one latent step "
               f"(an even glide over {result['defaults']['frames']} frames: {(b - a) / (result['defaults']['frames'] - 1):.2f})."]
@@ -211,8 +216,8 @@ def markdown(result: dict) -> str:
 def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int = 0,
         out: Optional[Path] = None) -> dict:
     bench = Bench(model, seed)
-    single = [(i, (p, f)) for i, (p, f) in enumerate(held_out_prompts(n_prompts, seed)) if len(f["objects"]) == 1]
-    prompts = [pair for _, pair in single]
+    scenes = [s for s in held_out_scenes(n_prompts, seed) if len(s.objects) == 1]
+    prompts = [prompt_of(s) for s in scenes]
     movers = [(p, f) for p, f in prompts if f["objects"][0]["motion"] not in ("still",)][:n_motion]
     result = {
         "model": model, "seed": seed, "n_prompts": len(prompts),
@@ -223,8 +228,7 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
         "table2": bench.table2(prompts),
         "motion": bench.motion_control(movers),
         "still": bench.still_vs_moving(movers),
-        "vae_ceiling": vae_ceiling(bench.pipe, bench.defaults, [sample_scene(eval_seed(seed, i)) for i, _ in single],
-                                   prompts),
+        "vae_ceiling": vae_ceiling(bench.pipe, bench.defaults, scenes),
     }
     if out is not None:
         out = Path(out)

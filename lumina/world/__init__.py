@@ -6,7 +6,7 @@ the same facts back from pixels to score generated videos.
 
 from .analyze import Analysis, ObjectAnalysis, analyze
 from .captions import caption_for, parse_prompt, prompt_for
-from .dataset import eval_seed, held_out_prompts, make_clips, train_seed
+from .dataset import eval_seed, held_out_prompts, held_out_scenes, make_clips, prompt_of, train_seed
 from .render import (
     BACKGROUNDS,
     COLORS,
@@ -28,7 +28,7 @@ from .sound import COLOR_PITCH_HZ, render_sound
 __all__ = [
     "Analysis", "ObjectAnalysis", "analyze",
     "caption_for", "parse_prompt", "prompt_for",
-    "eval_seed", "held_out_prompts", "make_clips", "train_seed",
+    "eval_seed", "held_out_prompts", "held_out_scenes", "make_clips", "prompt_of", "train_seed",
     "BACKGROUNDS", "COLORS", "MOTIONS", "SHAPE_SWAPS", "SHAPES", "SIZES",
     "Clip", "ObjectTruth", "Scene", "SceneObject", "Truth", "edited", "render_clip", "sample_scene",
     "COLOR_PITCH_HZ", "render_sound",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .captions import prompt_for
-from .render import Clip, render_clip, sample_scene
+from .render import Clip, Scene, render_clip, sample_scene
 
 SEED_STRIDE = 100003
 
@@ -34,10 +34,17 @@ def make_clips(n: int, seed: int, **render_kwargs) -> Iterator[Clip]:
         yield render_clip(sample_scene(train_seed(seed, i), seconds=seconds), **render_kwargs)
 
 
+def held_out_scenes(n: int, seed: int) -> list[Scene]:
+    """The first ``n`` scenes of evaluation set ``seed``."""
+    return [sample_scene(eval_seed(seed, i)) for i in range(n)]
+
+
+def prompt_of(scene: Scene) -> tuple[str, dict]:
+    """A scene's (canonical prompt, facts); facts as ``Scene.facts()``."""
+    facts = scene.facts()
+    return prompt_for(facts["background"], facts["objects"]), facts
+
+
 def held_out_prompts(n: int, seed: int) -> list[tuple[str, dict]]:
-    """``n`` (canonical prompt, facts) pairs from evaluation seeds; facts as ``Scene.facts()``."""
-    out = []
-    for i in range(n):
-        facts = sample_scene(eval_seed(seed, i)).facts()
-        out.append((prompt_for(facts["background"], facts["objects"]), facts))
-    return out
+    """``n`` (canonical prompt, facts) pairs from evaluation seeds."""
+    return [prompt_of(scene) for scene in held_out_scenes(n, seed)]
