@@ -105,6 +105,21 @@ def test_time_sampling_follows_the_patch_shift():
     assert torch.allclose(interpolate(x0, x1, torch.tensor([0.25])), torch.full((1, 2), 0.25))
 
 
+def test_training_captions_come_from_the_scene_and_the_shipped_minilm_copy_gives_the_same_features():
+    from lumina.train.data import encode_captions, load_minilm_for_training, shipped_minilm, training_caption
+    from lumina.world.render import sample_scene
+
+    scenes = [sample_scene(s, seconds=SPEC.seconds) for s in range(0, 40, 2)]
+    captions = [training_caption(s) for s in scenes]
+    for scene, caption in zip(scenes, captions):
+        rendered = render(scene.seed, SPEC).caption
+        assert caption == rendered or ("navy" in rendered and "blue" in caption and "navy" not in caption)
+    assert any(c != render(s.seed, SPEC).caption for s, c in zip(scenes, captions))  # the synonyms do occur
+    package = encode_captions(captions[:4], *load_minilm_for_training())
+    shipped = encode_captions(captions[:4], *shipped_minilm())
+    assert all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(package, shipped))
+
+
 def test_caption_features_are_padded_to_multiples_of_eight():
     feats = [torch.ones(5, 4, dtype=torch.float16), torch.ones(11, 4, dtype=torch.float16)]
     x, mask = pad_features(feats)
@@ -134,9 +149,15 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     grown_meta = build_meta_cache(tmp_path / "meta_8.pt", 8, seed0=0, spec=SPEC, log=logs.append)
     grown = build_latent_cache(tmp_path / "lat_8.pt", vae, grown_meta, spec=SPEC, n_video=8, batch=4, log=logs.append)
     assert any("(6 reused)" in m for m in logs if m.startswith("meta")) and any("(6 reused)" in m for m in logs)
-    fresh_meta = build_meta_cache(tmp_path / "fresh" / "meta.pt", 8, seed0=0, spec=SPEC, log=lambda m: None)
+    # motion labels live in a cache of their own: labelled ahead (here: a copy of the grown set's), a fresh
+    # folder encodes captions and latents without scoring a clip again; two render workers give the same latents
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "motion_0_99.pt").write_bytes((tmp_path / "motion_0_8.pt").read_bytes())
+    fresh_logs = []
+    fresh_meta = build_meta_cache(tmp_path / "fresh" / "meta.pt", 8, seed0=0, spec=SPEC, log=fresh_logs.append)
+    assert "motion cache: all 8 labels reused from a cache of 8 clips" in fresh_logs
     fresh = build_latent_cache(tmp_path / "fresh" / "lat.pt", vae, fresh_meta, spec=SPEC, n_video=8, batch=4,
-                               log=lambda m: None)
+                               workers=2, log=lambda m: None)
     assert grown_meta["captions"] == fresh_meta["captions"] and grown_meta["seeds"] == fresh_meta["seeds"]
     assert torch.allclose(grown_meta["motion"], fresh_meta["motion"])
     assert all(torch.equal(a, b) for a, b in zip(grown_meta["feats"], fresh_meta["feats"]))

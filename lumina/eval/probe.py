@@ -111,7 +111,7 @@ def run(model: str = "tiny", n: int = 96, seen_from: int = 0, unseen_from: int =
     generalisation = {}
     for name, start in (("seen", seen_from), ("unseen", unseen_from)):
         pairs = _scenes(start, n, False)
-        captions = [training_caption(clip, scene.seed) for scene, clip in pairs]  # exactly what training sees
+        captions = [training_caption(scene) for scene, _ in pairs]  # exactly what training sees
         generalisation[name] = flow_losses(pipe, encode_clips(pipe, [c for _, c in pairs]), captions)
     scenes, movers = zip(*_scenes(unseen_from, n, True))
     data = encode_clips(pipe, movers)

@@ -36,6 +36,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("LUMINA_TRAIN_THREADS", "2")),
                    help="torch CPU threads (default 2; 1 is faster when the machine is busy)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache folder for labels, features, latents")
+    p.add_argument("--device", default="cpu", help="where the DiT trains and captions and latents are encoded "
+                   "(cuda when a GPU is lent; default cpu)")
 
 
 def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.0) -> None:
@@ -60,6 +62,10 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
     p.add_argument(f"--{prefix.replace('_', '-')}minutes", type=float, default=minutes, help="wall-time budget for DiT training")
     p.add_argument(f"--{prefix.replace('_', '-')}dim", type=int, default=128)
     p.add_argument(f"--{prefix.replace('_', '-')}layers", type=int, default=4)
+    p.add_argument(f"--{prefix.replace('_', '-')}heads", type=int, default=DiTRecipe.n_heads,
+                   help="attention heads (dim / heads is the head size; 32 keeps RoPE's axes as shipped)")
+    p.add_argument(f"--{prefix.replace('_', '-')}kv-heads", type=int, default=DiTRecipe.n_kv_heads,
+                   help="key/value heads (grouped-query attention; divides --heads)")
     p.add_argument(f"--{prefix.replace('_', '-')}init", type=Path, default=None,
                    help="continue from this transformer folder (fresh optimizer and schedule); "
                         "one with fewer --layers is grown in depth")
@@ -93,11 +99,13 @@ def prepare_data(vae_dir: Path, args, shape_twins: int = 0):
     from lumina.train.data import TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache
 
     cache = Path(args.cache)
-    meta = build_meta_cache(cache / f"meta_{args.clips}.pt", args.clips, seed0=0,
-                            workers=max(1, args.threads), log=_log)
-    vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir)).eval()
+    workers = max(1, args.threads)
+    meta = build_meta_cache(cache / f"meta_{args.clips}.pt", args.clips, seed0=0, workers=workers,
+                            device=args.device, log=_log)
+    vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir)).eval().to(args.device)
     latents = build_latent_cache(cache / f"latents_{args.clips}_{args.video_clips}.pt", vae, meta,
-                                 n_video=args.video_clips, log=_log)
+                                 n_video=args.video_clips, batch=8 if args.device == "cpu" else 128,
+                                 workers=workers, log=_log)
     motion = meta["motion"].numpy()
     info = {"clips_with_captions": args.clips, "video_clips": int(latents["videos"].shape[0]),
             "image_latents": int(latents["images"].shape[0]),
@@ -118,9 +126,10 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
         raise SystemExit("--stake-weight needs --shape-twins N: the stakes come from the first N clips' shape twins")
     data, info = prepare_data(vae_dir, args, g("shape_twins"))
     recipe = DiTRecipe(steps=g("steps"), batch=g("batch"), lr=g("lr"), seed=args.seed, max_minutes=g("minutes") or None,
-                       dim=g("dim"), n_layers=g("layers"), init=str(g("init")) if g("init") else None,
+                       dim=g("dim"), n_layers=g("layers"), n_heads=g("heads"), n_kv_heads=g("kv_heads"),
+                       init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
-                       stake_weight=g("stake_weight"), image_prob=g("image_prob"))
+                       stake_weight=g("stake_weight"), image_prob=g("image_prob"), device=args.device)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info

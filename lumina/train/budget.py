@@ -48,5 +48,4 @@ def budgeted_steps(opt: torch.optim.Optimizer, total_steps: int, max_minutes: Op
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
     """EMA of the weights with a warmup (decay min(decay, (1 + step) / (10 + step))): early steps follow fast."""
     d = min(decay, (1 + step) / (10 + step))
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - d)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)

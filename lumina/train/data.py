@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -62,11 +63,15 @@ def render(seed: int, spec: ClipSpec = ClipSpec()):
     return clip
 
 
-def training_caption(clip, seed: int) -> str:
-    """The world's caption, with "navy" sometimes written as "blue" / "dark blue"."""
-    caption = clip.caption
+def training_caption(scene) -> str:
+    """The world's caption of `scene`, with "navy" sometimes written as "blue" / "dark blue".
+
+    Read off the scene, not a rendered clip: captions for tens of thousands of clips cost no rendering."""
+    from lumina.world.captions import scene_caption
+
+    caption = scene_caption(scene)
     if "navy" in caption:
-        word = _NAVY_SYNONYMS[np.random.default_rng([int(seed), 7]).integers(len(_NAVY_SYNONYMS))]
+        word = _NAVY_SYNONYMS[np.random.default_rng([int(scene.seed), 7]).integers(len(_NAVY_SYNONYMS))]
         caption = caption.replace("navy", word)
     return caption
 
@@ -81,14 +86,28 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 # text features
 
 
-def load_minilm_for_training():
+def load_minilm_for_training(device: str = "cpu"):
     """MiniLM-L6 with its weights rounded through fp16, exactly what the fp16 copy shipped in the
-    tiny model's text_encoder/ gives when loaded in fp32."""
+    tiny model's text_encoder/ gives when loaded in fp32. Where the MiniLM package is not installed (a
+    borrowed GPU machine), that shipped copy is loaded instead: the same weights."""
+    from lumina.errors import ModelFilesError
     from lumina.models.components import load_text_encoder
 
-    tokenizer, encoder = load_text_encoder("minilm", dtype=torch.float32)
-    encoder = encoder.half().float().eval()
-    return tokenizer, encoder
+    try:
+        tokenizer, encoder = load_text_encoder("minilm", dtype=torch.float32)
+    except ModelFilesError:
+        tokenizer, encoder = shipped_minilm()
+    return tokenizer, encoder.half().float().eval().to(device)
+
+
+def shipped_minilm():
+    """(tokenizer, fp32 encoder) from the tiny model's tokenizer/ and fp16 text_encoder/ folders."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from lumina.pipelines.loading import TINY_DIR
+
+    return (AutoTokenizer.from_pretrained(str(TINY_DIR / "tokenizer")),
+            AutoModel.from_pretrained(str(TINY_DIR / "text_encoder"), dtype=torch.float32).eval())
 
 
 @torch.no_grad()
@@ -98,9 +117,9 @@ def encode_captions(captions: Sequence[str], tokenizer, encoder, batch: int = 64
     for i in range(0, len(captions), batch):
         texts = [SYSTEM_PROMPT + c for c in captions[i : i + batch]]
         tok = tokenizer(texts, padding=True, max_length=MAX_PROMPT_TOKENS, truncation=True,
-                        padding_side="right", return_tensors="pt")
+                        padding_side="right", return_tensors="pt").to(encoder.device)
         hs = encoder(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
-                     output_hidden_states=True).hidden_states[-2]
+                     output_hidden_states=True).hidden_states[-2].cpu()
         for j, n in enumerate(tok["attention_mask"].sum(1).tolist()):
             out.append(hs[j, :n].half().clone())
     return out
@@ -135,13 +154,25 @@ def _motion_worker(args):
 
 
 def motion_scores(seeds: Sequence[int], spec: ClipSpec, workers: int = 1) -> List[float]:
-    jobs = [(int(s), spec) for s in seeds]
+    with _mapper(workers) as run:
+        return run(_motion_worker, [(int(s), spec) for s in seeds])
+
+
+def _frames_worker(args) -> np.ndarray:
+    seed, spec = args
+    return render(seed, spec).frames
+
+
+@contextmanager
+def _mapper(workers: int):
+    """An ordered map over jobs: in `workers` forked processes when there are several, else in this one."""
     if workers <= 1:
-        return [_motion_worker(j) for j in jobs]
+        yield lambda fn, jobs: [fn(j) for j in jobs]
+        return
     import multiprocessing as mp
 
     with mp.get_context("fork").Pool(workers) as pool:
-        return list(pool.imap(_motion_worker, jobs, chunksize=16))
+        yield lambda fn, jobs: pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,32 +204,54 @@ def _grow_from(path: Path, seeds: Sequence[int], fits: Callable[[Dict], bool]) -
     return best, best_n
 
 
+def build_motion_cache(path: Path, seeds: Sequence[int], spec: ClipSpec = ClipSpec(), workers: int = 1,
+                       log: Callable[[str], None] = print) -> Dict:
+    """Motion labels (``lumina.motion.motion_score``) of the clips of `seeds`, cached on their own: at ~0.2 s a
+    clip of optical flow they are the costly part of the meta cache, and they depend on the clip alone, so a
+    slow CPU can label clips ahead for a borrowed GPU machine that encodes captions and latents."""
+    path = Path(path)
+    seeds = [int(s) for s in seeds]
+    old, k = _grow_from(path, seeds, lambda c: c.get("spec") == spec.__dict__) if path.parent.exists() else (None, 0)
+    if old is not None and k == len(seeds):
+        log(f"motion cache: all {k} labels reused from a cache of {len(old['seeds'])} clips")
+        return dict(seeds=seeds, spec=spec.__dict__, motion=old["motion"][:k])
+    t0 = time.time()
+    motion = torch.tensor(motion_scores(seeds[k:], spec, workers), dtype=torch.float32)
+    if k:
+        motion = torch.cat([old["motion"][:k], motion])
+    log(f"motion cache: {len(seeds) - k} clips scored in {time.time() - t0:.0f}s ({k} reused; "
+        f"mean {motion.mean():.2f}, max {motion.max():.2f})")
+    cache = dict(seeds=seeds, spec=spec.__dict__, motion=motion)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path)
+    return cache
+
+
 def build_meta_cache(path: Path, n_clips: int, seed0: int = 0, spec: ClipSpec = ClipSpec(), workers: int = 1,
-                     log: Callable[[str], None] = print) -> Dict:
+                     device: str = "cpu", log: Callable[[str], None] = print) -> Dict:
     """Captions, caption features, empty-prompt features and motion scores of the first n training
     scenes of dataset seed0 (``train_seed``: even scene seeds, so never a ShapesBench scene)."""
+    from lumina.world.render import sample_scene
+
     path = Path(path)
     seeds = [train_seed(seed0, i) for i in range(n_clips)]
     old, k = _grow_from(path, seeds, lambda c: c.get("spec") == spec.__dict__) if path.parent.exists() else (None, 0)
     if old is not None and k == len(old["seeds"]) == n_clips:
         log(f"meta cache: reusing {path}")
         return old
+    motion = build_motion_cache(path.parent / f"motion_{seed0}_{n_clips}.pt", seeds, spec, workers, log)["motion"]
     t0 = time.time()
     new_seeds = seeds[k:]
-    captions = [training_caption(render(s, spec), s) for s in new_seeds]
+    captions = [training_caption(sample_scene(s, seconds=spec.seconds)) for s in new_seeds]
     if new_seeds:
-        tokenizer, encoder = load_minilm_for_training()
+        tokenizer, encoder = load_minilm_for_training(device)
         feats = encode_captions(captions, tokenizer, encoder)
         empty = encode_captions([""], tokenizer, encoder)[0]
     else:
         feats, empty = [], old["empty"]
     log(f"meta cache: {len(new_seeds)} captions encoded in {time.time() - t0:.0f}s ({k} reused)")
-    t1 = time.time()
-    motion = torch.tensor(motion_scores(new_seeds, spec, workers), dtype=torch.float32)
     if k:
         captions, feats = old["captions"][:k] + captions, old["feats"][:k] + feats
-        motion = torch.cat([old["motion"][:k], motion])
-    log(f"meta cache: motion scores in {time.time() - t1:.0f}s (mean {motion.mean():.2f}, max {motion.max():.2f})")
     meta = dict(n_clips=n_clips, seed0=seed0, spec=spec.__dict__, seeds=seeds, captions=captions,
                 feats=feats, empty=empty, motion=motion)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,10 +270,11 @@ def encode_video_latents(vae, video: torch.Tensor) -> torch.Tensor:
 
 
 def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(), n_video: Optional[int] = None,
-                       batch: int = 8, log: Callable[[str], None] = print) -> Dict:
+                       batch: int = 8, workers: int = 1, log: Callable[[str], None] = print) -> Dict:
     """Video latents of the first `n_video` clips (n, 16, F/4, H/8, W/8) and first-frame image latents
     of every clip (N, 16, 1, H/8, W/8): images are ~5x cheaper to encode, so there are more of them.
-    With each, the latent cells that objects touch (``video_masks`` / ``image_masks``, bool, 1 channel)."""
+    With each, the latent cells that objects touch (``video_masks`` / ``image_masks``, bool, 1 channel).
+    Clips are rendered in `workers` processes and encoded on the VAE's device."""
     path = Path(path)
     sf = float(vae.config.scaling_factor)
     seeds = list(meta["seeds"])
@@ -234,27 +288,30 @@ def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(),
         return old
     t0 = time.time()
     vae = vae.eval()
+    device = next(vae.parameters()).device
     videos, images, video_masks, image_masks = [], [], [], []
     if old is not None:
         videos, video_masks = [old["videos"][:k_video]], [old["video_masks"][:k_video]]
         images, image_masks = [old["images"][:k]], [old["image_masks"][:k]]
     start = k_video if k_video < n_video else k  # the first clip that still needs a video or image latent
-    for i in range(start, len(seeds), batch):
-        chunk = seeds[i : i + batch]
-        x = torch.stack([frames_to_tensor(render(s, spec).frames) for s in chunk])
-        mask = foreground_mask(x)
-        n_vid = max(0, min(len(chunk), n_video - i))
-        if n_vid:
-            z = encode_video_latents(vae, x[:n_vid])
-            videos.append(z.half())
-            video_masks.append(F.adaptive_max_pool3d(mask[:n_vid], z.shape[2:]).bool())
-        first_new = max(0, k - i)  # clips before k have their image latents already
-        if first_new < len(chunk):
-            z = encode_video_latents(vae, x[first_new:, :, :1])
-            images.append(z.half())
-            image_masks.append(F.adaptive_max_pool3d(mask[first_new:, :, :1], z.shape[2:]).bool())
-        if (i // batch) % 10 == 0:
-            log(f"latent cache: {i + len(chunk)}/{len(seeds)} clips, {time.time() - t0:.0f}s ({k} reused)")
+    with _mapper(workers) as run:
+        for i in range(start, len(seeds), batch):
+            chunk = seeds[i : i + batch]
+            frames = run(_frames_worker, [(int(s), spec) for s in chunk])
+            x = torch.stack([frames_to_tensor(f) for f in frames]).to(device)
+            mask = foreground_mask(x)
+            n_vid = max(0, min(len(chunk), n_video - i))
+            if n_vid:
+                z = encode_video_latents(vae, x[:n_vid])
+                videos.append(z.half().cpu())
+                video_masks.append(F.adaptive_max_pool3d(mask[:n_vid], z.shape[2:]).bool().cpu())
+            first_new = max(0, k - i)  # clips before k have their image latents already
+            if first_new < len(chunk):
+                z = encode_video_latents(vae, x[first_new:, :, :1])
+                images.append(z.half().cpu())
+                image_masks.append(F.adaptive_max_pool3d(mask[first_new:, :, :1], z.shape[2:]).bool().cpu())
+            if (i // batch) % 10 == 0:
+                log(f"latent cache: {i + len(chunk)}/{len(seeds)} clips, {time.time() - t0:.0f}s ({k} reused)")
     cache = dict(seeds=seeds, scaling_factor=sf, vae_tag=tag,
                  videos=torch.cat(videos)[:n_video], images=torch.cat(images),
                  video_masks=torch.cat(video_masks)[:n_video], image_masks=torch.cat(image_masks))
@@ -283,14 +340,14 @@ def build_twin_cache(path: Path, vae, meta: Dict, n_clips: int, spec: ClipSpec =
         if cache.get("vae_tag") == tag and cache["seeds"] == seeds:
             log(f"twin cache: reusing {path}")
             return cache
-    t0, out = time.time(), []
+    t0, out, device = time.time(), [], next(vae.parameters()).device
     first = lambda scene: frames_to_tensor(render_clip(scene, width=spec.width, height=spec.height,  # noqa: E731
-                                                       fps=spec.fps, seconds=1.0 / spec.fps).frames)
+                                                       fps=spec.fps, seconds=1.0 / spec.fps).frames).to(device)
     for i in range(0, len(seeds), batch):
         scenes = [sample_scene(int(s), seconds=spec.seconds) for s in seeds[i : i + batch]]
         x1 = encode_video_latents(vae, torch.stack([first(s) for s in scenes]))
         out.append(torch.stack([x1 - encode_video_latents(vae, torch.stack([first(edited(s, "shape", m)) for s in scenes]))
-                                for m in SHAPE_SWAPS], dim=1).half())
+                                for m in SHAPE_SWAPS], dim=1).half().cpu())
         if (i // batch) % 20 == 0:
             log(f"twin cache: {i + len(scenes)}/{len(seeds)} clips, {time.time() - t0:.0f}s")
     cache = dict(seeds=seeds, vae_tag=tag, directions=torch.cat(out))

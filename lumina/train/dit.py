@@ -53,6 +53,7 @@ class DiTRecipe:
     seed: int = 0
     max_minutes: Optional[float] = None
     save_every_minutes: float = 5.0
+    device: str = "cpu"                # "cuda": the model trains there in bf16 autocast; batches are drawn on the CPU
     init: Optional[str] = None         # continue from a saved transformer folder (fresh optimizer; may be shallower)
     # architecture
     dim: int = 128
@@ -116,20 +117,24 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
+    device = torch.device(recipe.device)
     rng = np.random.default_rng(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    gen = torch.Generator(device).manual_seed(recipe.seed)
     data.rng = np.random.default_rng(recipe.seed + 1)
     model = make_transformer(recipe).train()
     if recipe.init:
         log(f"dit: {load_init(model, recipe.init)}")
+    model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"dit: {n_params / 1e6:.2f}M params, {len(data)} clips, recipe {asdict(recipe)}")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() < 2 or "norm" in name or "pad_token" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.99))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.99),
+                            fused=device.type == "cuda")
     patches = list(recipe.patch_probs)
     probs = np.array([recipe.patch_probs[p] for p in patches], dtype=np.float64)
     probs /= probs.sum()
@@ -143,13 +148,14 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         patch = patches[int(rng.choice(len(patches), p=probs))]
         image = rng.random() < recipe.image_prob
         size = batch_size_for(model, recipe, patch, image_shape if image else video_shape, video_shape)
-        x1, cap, mask, motion, objects, stakes = data.batch(size, image, recipe.caption_dropout,
-                                                             recipe.motion_dropout, recipe.still_relabel)
+        batch = data.batch(size, image, recipe.caption_dropout, recipe.motion_dropout, recipe.still_relabel)
+        x1, cap, mask, motion, objects, stakes = (None if v is None else v.to(device, non_blocking=True) for v in batch)
         weights = mask_weights(objects, recipe.object_weight) if objects is not None and recipe.object_weight else None
-        x0 = torch.randn(x1.shape, generator=gen)
+        x0 = torch.randn(x1.shape, generator=gen, device=device)
         t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
         xt = interpolate(x0, x1, t)
-        v_pred = model(xt, t, cap, mask, motion, patch)
+        with autocast:
+            v_pred = model(xt, t, cap, mask, motion, patch)
         stake_weight = recipe.stake_weight if stakes is not None else 0.0
         loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight, weights, recipe.frame_diff_weight,
                                 stakes, stake_weight)

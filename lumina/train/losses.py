@@ -14,10 +14,11 @@ Tensors = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 def sample_t(n: int, shift: float, generator: torch.Generator = None, logit_normal: bool = False) -> torch.Tensor:
     """Training times t = shift_time(u, shift); u uniform or logit-normal(0, 1). Larger shift -> noisier."""
+    device = generator.device if generator is not None else None
     if logit_normal:
-        u = torch.sigmoid(torch.randn(n, generator=generator))
+        u = torch.sigmoid(torch.randn(n, generator=generator, device=device))
     else:
-        u = torch.rand(n, generator=generator)
+        u = torch.rand(n, generator=generator, device=device)
     return shift_time(u, shift)
 
 
