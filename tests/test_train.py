@@ -175,6 +175,14 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     x1, cap, mask, motion, objects, _ = data.batch(5, image=False, caption_dropout=0.0, motion_dropout=0.0)
     assert x1.shape == (5, 16, 2, 4, 4) and cap.shape[0] == 5 and (motion >= 0).all()
     assert objects.shape == (5, 1, 2, 4, 4) and objects.dtype == torch.bool
+    for x, c, m in zip(x1, cap, mask):  # each item's own caption features, padded to the batch's multiple of 8
+        i = next(i for i in range(4) if torch.equal(latents["videos"][i].float(), x))
+        n = meta["feats"][i].shape[0]
+        assert int(m.sum()) == n and torch.equal(c[:n], meta["feats"][i].float()) and not c[n:].any()
+    assert cap.shape[1] % 8 == 0 and cap.shape[1] - 8 < int(mask.sum(1).max())
+    _, empty_cap, empty_mask, *_ = data.batch(3, image=False, caption_dropout=1.0)
+    assert (empty_mask.sum(1) == meta["empty"].shape[0]).all()
+    assert torch.equal(empty_cap[:, : meta["empty"].shape[0]], meta["empty"].float()[None].expand(3, -1, -1))
     assert 0 < objects.float().mean() < 1  # objects touch some latent cells, the background the rest
     _, _, _, motion_img, objects_img, stakes = data.batch(3, image=True)
     assert (motion_img == -1).all() and objects_img.shape == (3, 1, 1, 4, 4) and stakes is None

@@ -53,7 +53,7 @@ class DiTRecipe:
     seed: int = 0
     max_minutes: Optional[float] = None
     save_every_minutes: float = 5.0
-    device: str = "cpu"                # "cuda": the model trains there in bf16 autocast; batches are drawn on the CPU
+    device: str = "cpu"                # "cuda": the model and the data move there; the model trains in bf16 autocast
     init: Optional[str] = None         # continue from a saved transformer folder (fresh optimizer; may be shallower)
     # architecture
     dim: int = 128
@@ -125,6 +125,7 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
     if recipe.init:
         log(f"dit: {load_init(model, recipe.init)}")
     model.to(device)
+    data.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     n_params = sum(p.numel() for p in model.parameters())
@@ -148,8 +149,8 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         patch = patches[int(rng.choice(len(patches), p=probs))]
         image = rng.random() < recipe.image_prob
         size = batch_size_for(model, recipe, patch, image_shape if image else video_shape, video_shape)
-        batch = data.batch(size, image, recipe.caption_dropout, recipe.motion_dropout, recipe.still_relabel)
-        x1, cap, mask, motion, objects, stakes = (None if v is None else v.to(device, non_blocking=True) for v in batch)
+        x1, cap, mask, motion, objects, stakes = data.batch(size, image, recipe.caption_dropout,
+                                                             recipe.motion_dropout, recipe.still_relabel)
         weights = mask_weights(objects, recipe.object_weight) if objects is not None and recipe.object_weight else None
         x0 = torch.randn(x1.shape, generator=gen, device=device)
         t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
