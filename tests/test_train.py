@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,24 @@ def test_training_captions_come_from_the_scene_and_the_shipped_minilm_copy_gives
     package = encode_captions(captions[:4], *load_minilm_for_training())
     shipped = encode_captions(captions[:4], *shipped_minilm())
     assert all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(package, shipped))
+
+
+def test_the_committed_motion_labels_are_what_the_scorer_measures():
+    from lumina.train.data import ClipSpec, motion_scores
+    from lumina.world.dataset import train_seed
+
+    path = max(Path(__file__).parents[1].glob("data/motion/motion_0_*.pt"), key=lambda p: int(p.stem.split("_")[2]))
+    labels = torch.load(path, weights_only=True)
+    n = int(path.stem.split("_")[2])
+    assert labels["seeds"] == [train_seed(0, i) for i in range(n)] and labels["motion"].shape == (n,)
+    assert labels["spec"] == ClipSpec().__dict__
+    sample = [0, 1, n // 2, n - 1]
+    again = motion_scores([labels["seeds"][i] for i in sample], ClipSpec())
+    assert np.allclose(again, labels["motion"][sample].numpy(), rtol=1e-4, atol=1e-4)
+    still = labels["motion"] < 0.05
+    # a clear gap: nothing moves in still clips (~1e-7), the slowest small mover still measures over 0.1
+    assert 0.03 < float(still.float().mean()) < 0.2 and float(labels["motion"][still].max()) < 1e-3
+    assert float(labels["motion"][~still].min()) > 0.1
 
 
 def test_caption_features_are_padded_to_multiples_of_eight():
