@@ -10,7 +10,9 @@
 #   A  dim 192, 5 layers, 6 heads (3.6M params; fits the 60 MB assets budget in fp16), frame-difference term 1.0
 #   B  the same without the frame-difference term
 #   C  the shipped transformer grown from 4 to 8 layers, frame-difference term 1.0
-# A machine without diffusers installs it from wheels in .whl/ (the device tool's notes say how to fetch them).
+# A machine without diffusers installs it from wheels in .whl/ (git-ignored), fetched beforehand where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 # Then, on a CPU: tar xzf OUT_DIR/A.tgz -C W/A; python -m lumina.train assemble --vae assets/lumina-video-tiny/vae
 # --dit W/A --out PIPE; evaluate PIPE (README: "Training on a GPU").
 set -uo pipefail
