@@ -343,7 +343,7 @@ def build_twin_cache(path: Path, vae, meta: Dict, n_clips: int, spec: ClipSpec =
             return cache
     t0, out, device = time.time(), [], next(vae.parameters()).device
     first = lambda scene: frames_to_tensor(render_clip(scene, width=spec.width, height=spec.height,  # noqa: E731
-                                                       fps=spec.fps, seconds=1.0 / spec.fps).frames).to(device)
+                                                       fps=spec.fps, seconds=1.0 / spec.fps).frames, device)
     for i in range(0, len(seeds), batch):
         scenes = [sample_scene(int(s), seconds=spec.seconds) for s in seeds[i : i + batch]]
         x1 = encode_video_latents(vae, torch.stack([first(s) for s in scenes]))
