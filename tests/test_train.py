@@ -18,7 +18,7 @@ from lumina.train.budget import budgeted_steps
 from lumina.train.data import (ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache, pad_features,
                                render)
 from lumina.train.dit import DiTRecipe, load_init, make_transformer, train_dit
-from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t
+from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t, vae_loss
 from lumina.train.vae import VAERecipe, train_vae
 from lumina.world.dataset import eval_seed
 
@@ -68,6 +68,23 @@ def test_stake_term_charges_the_error_along_each_stake_and_nothing_across():
     assert parts["stake"] == pytest.approx((0.3 ** 2 + 0.4 ** 2) / 3, rel=1e-5)   # mean over the 3 items
     assert loss.item() == pytest.approx(err.pow(2).mean().item() + 2.0 * parts["stake"], rel=1e-5)
     assert "stake" not in flow_loss(v + err, v, stakes=stakes)[1]   # off unless weighted
+
+
+def test_gradient_term_charges_blurred_edges_and_not_flat_offsets():
+    target = -torch.ones(1, 3, 1, 16, 16)
+    target[..., 4:12, 4:12] = 1.0                                    # a sharp square
+    blurred = torch.nn.functional.avg_pool3d(target, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    offset = target + 0.3                                            # every pixel off, no edge moved
+    _, blur_parts = vae_loss(blurred, target, torch.zeros(1), gradient_weight=1.0)
+    loss, offset_parts = vae_loss(offset, target, torch.zeros(1), gradient_weight=1.0)
+    assert offset_parts["l1"] == pytest.approx(0.3, rel=1e-5) and offset_parts["gradient"] == pytest.approx(0.0, abs=1e-6)
+    assert blur_parts["gradient"] > 0.05 and blur_parts["l1"] < offset_parts["l1"]   # less L1, yet the edge is charged
+    assert loss.item() == pytest.approx(0.3 + 0.09, rel=1e-5)
+    weights = torch.ones(1, 1, 1, 16, 16)
+    weights[..., :8] = 3.0                                           # the left half's edges weigh 3x
+    _, weighted = vae_loss(blurred, target, torch.zeros(1), weights=weights, gradient_weight=1.0)
+    assert weighted["gradient"] == pytest.approx(2 * blur_parts["gradient"], rel=0.05)
+    assert "gradient" not in vae_loss(blurred, target, torch.zeros(1))[1]   # off by default
 
 
 def test_object_weights_find_the_objects_and_keep_the_mean():
@@ -225,9 +242,26 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     assert stakes.shape == (40, 2, 16, 1, 4, 4) and {i for i in idx} > {4, 5}
     for i, s in zip(idx, stakes):
         assert torch.equal(s, twins["directions"][i].float()) if i < 4 else not s.any()
-    assert twin_data.batch(2, image=False).stakes is None   # videos carry no stakes
+    assert twin_data.batch(2, image=False).stakes is None   # videos carry no stakes without a video twin cache
     with pytest.raises(ValueError, match="twin cache holds other clips"):
         TrainingSet(meta, latents, twins={**twins, "seeds": [s + 1 for s in twins["seeds"]]})
+    # video twins: the whole clip's latent minus the whole clip re-rendered with the shapes swapped
+    video_twins = build_twin_cache(tmp_path / "video_twins.pt", vae, meta, 3, spec=SPEC, batch=2, log=lambda m: None,
+                                   video=True)
+    clip = lambda s: render_clip(s, width=32, height=32, fps=SPEC.fps, seconds=SPEC.seconds).frames  # noqa: E731
+    want = latents["videos"][2].float() - encode_video_latents(vae, frames_to_tensor(clip(edited(scene, "shape",
+                                                                                                SHAPE_SWAPS[1])))[None])[0]
+    assert video_twins["directions"].shape == (3, 2, 16, 2, 4, 4) and video_twins["video"]
+    assert torch.allclose(video_twins["directions"][2, 1].float(), want, atol=1e-2) and want[:, 1:].abs().max() > 1e-3
+    assert build_twin_cache(tmp_path / "video_twins.pt", vae, meta, 3, spec=SPEC, log=logs.append, video=True)["video"]
+    assert logs[-1].startswith("twin cache: reusing")
+    both = TrainingSet(meta, latents, np.random.default_rng(2), twins=twins, video_twins=video_twins)
+    x1, *_, stakes = both.batch(30, image=False)
+    idx = [next(i for i in range(6) if torch.equal(latents["videos"][i].float(), x)) for x in x1]
+    assert stakes.shape == (30, 2, 16, 2, 4, 4) and {i for i in idx} > {3}
+    for i, s in zip(idx, stakes):
+        assert torch.equal(s, video_twins["directions"][i].float()) if i < 3 else not s.any()
+    assert both.batch(4, image=True).stakes.shape == (4, 2, 16, 1, 4, 4)   # images keep their own stakes
 
     recipe = DiTRecipe(steps=40, batch=2, lr=3e-3, warmup=2, dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
                        multiple_of=16, save_every_minutes=100.0, stake_weight=0.01, image_prob=0.3)

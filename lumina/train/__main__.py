@@ -76,9 +76,11 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
     p.add_argument(f"--{prefix.replace('_', '-')}image-prob", type=float, default=DiTRecipe.image_prob,
                    help="share of steps that train on first-frame images instead of videos")
     p.add_argument(f"--{prefix.replace('_', '-')}stake-weight", type=float, default=0.0,
-                   help="weight of the flow error along image items' shape stakes (first frame minus its shape twins)")
+                   help="weight of the flow error along items' shape stakes (a clip or its first frame minus its shape twins)")
     p.add_argument(f"--{prefix.replace('_', '-')}shape-twins", type=int, default=0,
-                   help="clips whose first frames get shape twins encoded (the stakes; 0: none)")
+                   help="clips whose first frames get shape twins encoded (the image stakes; 0: none)")
+    p.add_argument(f"--{prefix.replace('_', '-')}video-shape-twins", type=int, default=0,
+                   help="clips whose whole videos get shape twins encoded (the video stakes; 0: none)")
     p.add_argument("--clips", type=int, default=1000, help="world clips with captions/motion labels (images)")
     p.add_argument("--video-clips", type=int, default=500, help="of those, clips encoded as videos")
 
@@ -93,7 +95,7 @@ def run_vae(out: Path, args, prefix: str = ""):
     return train_vae(out, recipe, log=_log)
 
 
-def prepare_data(vae_dir: Path, args, shape_twins: int = 0):
+def prepare_data(vae_dir: Path, args, shape_twins: int = 0, video_shape_twins: int = 0):
     from diffusers import AutoencoderKLCogVideoX
 
     from lumina.train.data import TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache
@@ -111,20 +113,25 @@ def prepare_data(vae_dir: Path, args, shape_twins: int = 0):
             "image_latents": int(latents["images"].shape[0]),
             "motion_labels": {"mean": round(float(motion.mean()), 1), "median": round(float(np.median(motion)), 1),
                               "p90": round(float(np.percentile(motion, 90)), 1)}}
-    twins = None
+    twins = video_twins = None
     if shape_twins:
         twins = build_twin_cache(cache / f"twins_{shape_twins}.pt", vae, meta, shape_twins, log=_log)
         info["shape_twins"] = len(twins["seeds"])
-    return TrainingSet(meta, latents, twins=twins), info
+    if video_shape_twins:
+        video_twins = build_twin_cache(cache / f"video_twins_{video_shape_twins}.pt", vae, meta, video_shape_twins,
+                                       batch=8, log=_log, video=True)
+        info["video_shape_twins"] = len(video_twins["seeds"])
+    return TrainingSet(meta, latents, twins=twins, video_twins=video_twins), info
 
 
 def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
     from lumina.train.dit import DiTRecipe, train_dit
 
     g = lambda k: getattr(args, prefix + k)  # noqa: E731
-    if g("stake_weight") and not g("shape_twins"):
-        raise SystemExit("--stake-weight needs --shape-twins N: the stakes come from the first N clips' shape twins")
-    data, info = prepare_data(vae_dir, args, g("shape_twins"))
+    if g("stake_weight") and not (g("shape_twins") or g("video_shape_twins")):
+        raise SystemExit("--stake-weight needs --shape-twins N or --video-shape-twins N: the stakes come from the first "
+                         "N clips' shape twins")
+    data, info = prepare_data(vae_dir, args, g("shape_twins"), g("video_shape_twins"))
     recipe = DiTRecipe(steps=g("steps"), batch=g("batch"), lr=g("lr"), seed=args.seed, max_minutes=g("minutes") or None,
                        dim=g("dim"), n_layers=g("layers"), n_heads=g("heads"), n_kv_heads=g("kv_heads"),
                        init=str(g("init")) if g("init") else None,
@@ -149,7 +156,7 @@ def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
         (Path(out) / "train_report.json").write_text(report.read_text())
     seeds = data.seeds[: data.videos.shape[0]]
     recipe = DecoderRecipe(seed=args.seed, max_minutes=minutes, lr=getattr(args, "lr", None) or DecoderRecipe.lr,
-                           batch=4, latent_crop=6, latent_frames=2)
+                           batch=4, latent_crop=6, latent_frames=2, gradient_weight=args.gradient_weight)
     return finetune_decoder(vae, data.videos, seeds, out, recipe, log=_log)
 
 
@@ -190,6 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--clips", type=int, default=1000)
     p.add_argument("--video-clips", type=int, default=500)
+    p.add_argument("--gradient-weight", type=float, default=0.0,
+                   help="weight of the pixel-gradient L1 next to L1 + MSE (sharper edges, so shapes survive)")
     _common(p)
     p = sub.add_parser("assemble", help="write the diffusers pipeline folder, defaults and model card")
     p.add_argument("--vae", type=Path, required=True)

@@ -325,9 +325,10 @@ def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(),
 
 
 def build_twin_cache(path: Path, vae, meta: Dict, n_clips: int, spec: ClipSpec = ClipSpec(), batch: int = 32,
-                     log: Callable[[str], None] = print) -> Dict:
-    """Shape stakes of the first `n_clips` clips' first frames: per ``SHAPE_SWAPS`` pairing, the image latent
-    minus the latent of the same frame with every shape swapped, (n, K, 16, 1, H/8, W/8) fp16.
+                     log: Callable[[str], None] = print, video: bool = False) -> Dict:
+    """Shape stakes of the first `n_clips` clips: per ``SHAPE_SWAPS`` pairing, the clip's latent minus the
+    latent of the same clip with every shape swapped, (n, K, 16, F', H/8, W/8) fp16; of the first frame
+    alone (F' = 1, image batches) unless `video`.
 
     The plain flow loss hardly rewards the shape word: a swapped shape moves the latents ~15x less than a
     mirrored direction (``python -m lumina.eval probe``). These directions let the loss weigh exactly that part."""
@@ -338,20 +339,21 @@ def build_twin_cache(path: Path, vae, meta: Dict, n_clips: int, spec: ClipSpec =
     tag = _vae_tag(vae)
     if path.exists():
         cache = torch.load(path, map_location="cpu", weights_only=True)  # our own cache: tensors, str, numbers
-        if cache.get("vae_tag") == tag and cache["seeds"] == seeds:
+        if cache.get("vae_tag") == tag and cache["seeds"] == seeds and cache.get("video", False) == video:
             log(f"twin cache: reusing {path}")
             return cache
     t0, out, device = time.time(), [], next(vae.parameters()).device
-    first = lambda scene: frames_to_tensor(render_clip(scene, width=spec.width, height=spec.height,  # noqa: E731
-                                                       fps=spec.fps, seconds=1.0 / spec.fps).frames, device)
+    seconds = spec.seconds if video else 1.0 / spec.fps
+    clip = lambda scene: frames_to_tensor(render_clip(scene, width=spec.width, height=spec.height,  # noqa: E731
+                                                      fps=spec.fps, seconds=seconds).frames, device)
     for i in range(0, len(seeds), batch):
         scenes = [sample_scene(int(s), seconds=spec.seconds) for s in seeds[i : i + batch]]
-        x1 = encode_video_latents(vae, torch.stack([first(s) for s in scenes]))
-        out.append(torch.stack([x1 - encode_video_latents(vae, torch.stack([first(edited(s, "shape", m)) for s in scenes]))
+        x1 = encode_video_latents(vae, torch.stack([clip(s) for s in scenes]))
+        out.append(torch.stack([x1 - encode_video_latents(vae, torch.stack([clip(edited(s, "shape", m)) for s in scenes]))
                                 for m in SHAPE_SWAPS], dim=1).half().cpu())
         if (i // batch) % 20 == 0:
             log(f"twin cache: {i + len(scenes)}/{len(seeds)} clips, {time.time() - t0:.0f}s")
-    cache = dict(seeds=seeds, vae_tag=tag, directions=torch.cat(out))
+    cache = dict(seeds=seeds, vae_tag=tag, video=video, directions=torch.cat(out))
     log(f"twin cache: {tuple(cache['directions'].shape)} in {time.time() - t0:.0f}s; "
         f"mean squared stake {cache['directions'].float().pow(2).mean():.4f}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,8 +371,8 @@ def _vae_tag(vae) -> str:
 
 class Batch(NamedTuple):
     """x1 (B, 16, F, h, w) float32, caption feats (B, L, D), their mask (B, L), motion labels (B,), the object
-    mask of x1's cells (B, 1, F, h, w) or None, and shape stakes (B, K, 16, F, h, w) or None (image batches
-    of a set with a twin cache; zeros for clips past it)."""
+    mask of x1's cells (B, 1, F, h, w) or None, and shape stakes (B, K, 16, F, h, w) or None (batches of the
+    kind, images or videos, the set has a twin cache for; zeros for clips past it)."""
 
     x1: torch.Tensor
     cap: torch.Tensor
@@ -387,7 +389,7 @@ class TrainingSet:
     (``to``), so a batch is a few index operations wherever the model trains."""
 
     def __init__(self, meta: Dict, latents: Dict, rng: Optional[np.random.Generator] = None,
-                 twins: Optional[Dict] = None):
+                 twins: Optional[Dict] = None, video_twins: Optional[Dict] = None):
         self.seeds: List[int] = meta["seeds"]
         feats = list(meta["feats"]) + [meta["empty"]]
         self.caps, cap_mask = pad_features(feats, dtype=torch.float16)
@@ -398,14 +400,16 @@ class TrainingSet:
         self.video_masks: Optional[torch.Tensor] = latents.get("video_masks")
         self.image_masks: Optional[torch.Tensor] = latents.get("image_masks")
         self.stakes: Optional[torch.Tensor] = twins["directions"] if twins is not None else None
+        self.video_stakes: Optional[torch.Tensor] = video_twins["directions"] if video_twins is not None else None
         self.rng = rng or np.random.default_rng(0)
         # clips in which nothing moves (the scorer measures ~0; their captions say every object is still)
         self.still: torch.Tensor = self.motion < STILL_LABEL
         self.moving_labels: torch.Tensor = self.motion[~self.still]
         if len(feats) - 1 != self.images.shape[0] or self.videos.shape[0] > self.images.shape[0]:
             raise ValueError("meta and latent caches hold different clips")
-        if twins is not None and twins["seeds"] != self.seeds[: len(twins["seeds"])]:
-            raise ValueError("the twin cache holds other clips than the meta cache")
+        for t in (twins, video_twins):
+            if t is not None and t["seeds"] != self.seeds[: len(t["seeds"])]:
+                raise ValueError("the twin cache holds other clips than the meta cache")
 
     def __len__(self) -> int:
         return self.videos.shape[0]
@@ -442,11 +446,11 @@ class TrainingSet:
                 pick = self.rng.integers(0, len(self.moving_labels), int(relabel.sum()))
                 motion[relabel] = self.moving_labels[on(pick)]
             motion[on(self.rng.random(size) < motion_dropout)] = -1.0
-        stakes = None
-        if image and self.stakes is not None:
-            stakes = torch.zeros(size, *self.stakes.shape[1:], device=source.device)
-            known = idx < self.stakes.shape[0]
-            stakes[known] = self.stakes[idx[known]].float()
+        pool, stakes = self.stakes if image else self.video_stakes, None
+        if pool is not None:
+            stakes = torch.zeros(size, *pool.shape[1:], device=source.device)
+            known = idx < pool.shape[0]
+            stakes[known] = pool[idx[known]].float()
         return Batch(x1, cap, mask, motion, objects, stakes)
 
 

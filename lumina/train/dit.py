@@ -7,7 +7,7 @@ drop 10% of captions to the empty prompt (classifier-free guidance) and 10% of m
 overrides a high motion score); regress the velocity x1 - x0 with MSE + 1.0 * (1 - cosine), the MSE weighted up on the
 latent cells objects touch (the background is most of every clip and easy), optionally plus the MSE of the error's
 differences between latent frames (sampled trajectories otherwise hold still inside pairs of latent frames and jump
-between them), and optionally plus the error along image items' shape stakes (the first frame minus its shape
+between them), and optionally plus the error along items' shape stakes (a clip or its first frame minus its shape
 twins: what the shape word alone decides, ~15x less of the latents than direction). AdamW with warmup and
 cosine decay; an EMA of the weights is what gets saved.
 """
@@ -46,7 +46,7 @@ class DiTRecipe:
     cos_weight: float = 1.0
     object_weight: float = 4.0         # extra flow-loss weight on latent cells objects touch (0: plain MSE)
     frame_diff_weight: float = 0.0     # weight of the error's latent-frame differences (motion consistency)
-    stake_weight: float = 0.0          # weight of the error along image items' shape stakes (needs a twin cache)
+    stake_weight: float = 0.0          # weight of the error along items' shape stakes (needs a twin cache)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
     patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
     logit_normal: bool = False

@@ -187,6 +187,7 @@ class DecoderRecipe:
     latent_noise: float = 0.05     # robustness to the DiT's imperfect latents (in scaled-latent units)
     latent_frames: Optional[int] = None  # decode only the first k latent frames (4k video frames): cheaper steps
     foreground_weight: float = 8.0  # extra loss weight on object pixels
+    gradient_weight: float = 0.0    # weight of the pixel-gradient L1 (losses.vae_loss): sharper edges
     object_crops: float = 0.75      # share of crops centred on an object
     seed: int = 0
     max_minutes: Optional[float] = None
@@ -229,7 +230,7 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
         z, x = torch.stack(zs) / sf, torch.stack(xs)
         rec = vae.decode(z).sample
         weights = foreground_weights(x, recipe.foreground_weight) if recipe.foreground_weight else None
-        loss, parts = vae_loss(rec, x, torch.zeros(1), 0.0, weights=weights)
+        loss, parts = vae_loss(rec, x, torch.zeros(1), 0.0, weights=weights, gradient_weight=recipe.gradient_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
