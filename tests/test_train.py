@@ -381,3 +381,22 @@ def test_still_clips_are_relabelled_with_moving_clips_motion_only_when_asked():
     relabelled = still & (motion > 1.0)
     assert set(motion[relabelled].tolist()) <= {5.0, 7.0, 9.0}
     assert 0.35 < relabelled.sum() / still.sum() < 0.65  # about half of the still clips
+
+
+def test_model_card_of_a_vae_only_fine_tuned_here_lists_its_decoder_rounds(tmp_path):
+    """The shipped vae/ carries no training report; a decoder fine-tuned from it has only its decoder rounds."""
+    import shutil
+
+    from lumina.train.assemble import write_model_card
+
+    tiny = Path(__file__).resolve().parents[1] / "assets" / "lumina-video-tiny"
+    for part in ("vae", "transformer"):
+        (tmp_path / part).mkdir()
+        shutil.copy(tiny / part / "config.json", tmp_path / part / "config.json")
+    d = {"recipe": {"lr": 3e-4, "batch": 4, "latent_crop": 6, "latent_frames": 2}, "steps": 3355, "seconds": 2717.0,
+         "loss_first20": 0.334, "loss_last20": 0.305, "before": {"psnr_video": 23.66}, "after": {"psnr_video": 23.76}}
+    write_model_card(tmp_path, {"decoder_finetune": d, "decoder_finetune_rounds": [d]}, None, None,
+                     ModelDefaults.read(tiny))
+    card = (tmp_path / "README.md").read_text()
+    assert "decoder-only fine-tuning 1" in card and "3355 steps" in card and "PSNR 23.7 -> 23.8 dB" in card
+    assert "- VAE:" not in card

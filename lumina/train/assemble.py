@@ -151,7 +151,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         amounts = {k: v for k, v in data_info.items() if k != "motion_labels"}
         lines.append(f"Amounts: {json.dumps(amounts)}.")
     lines += ["", "## Recipe (`python -m lumina.train all --out assets/lumina-video-tiny`)", ""]
-    if vae_report:
+    if vae_report and "recipe" in vae_report:  # a VAE only fine-tuned here (decoder rounds) has no recipe of its own
         r = vae_report["recipe"]
         lines += [
             f"- VAE: {vae_report['steps']} AdamW steps (lr {r['lr']}, batch {r['batch']} random {r['crop']}x{r['crop']} "
@@ -161,6 +161,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
             f"{vae_report['psnr_video']:.1f} dB (videos), {vae_report['psnr_image']:.1f} dB (single frames)"
             + (" after decoder fine-tuning." if vae_report.get("decoder_finetune") else "."),
         ]
+    if vae_report:
         rounds = vae_report.get("decoder_finetune_rounds") or (
             [vae_report["decoder_finetune"]] if vae_report.get("decoder_finetune") else [])
         for i, d in enumerate(rounds):
