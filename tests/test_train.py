@@ -223,7 +223,7 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     _, _, _, motion_img, objects_img, stakes = data.batch(3, image=True)
     assert (motion_img == -1).all() and objects_img.shape == (3, 1, 1, 4, 4) and stakes is None
     # shape twins: the first frame's latent minus the same frame with the shapes swapped, per pairing
-    twins = build_twin_cache(tmp_path / "twins.pt", vae, meta, 4, spec=SPEC, batch=3, log=lambda m: None)
+    twins = build_twin_cache(tmp_path / "twins.pt", vae, meta, latents, 4, spec=SPEC, batch=3, log=lambda m: None)
     from lumina.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
 
     scene = sample_scene(meta["seeds"][2], seconds=SPEC.seconds)
@@ -246,14 +246,14 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     with pytest.raises(ValueError, match="twin cache holds other clips"):
         TrainingSet(meta, latents, twins={**twins, "seeds": [s + 1 for s in twins["seeds"]]})
     # video twins: the whole clip's latent minus the whole clip re-rendered with the shapes swapped
-    video_twins = build_twin_cache(tmp_path / "video_twins.pt", vae, meta, 3, spec=SPEC, batch=2, log=lambda m: None,
+    video_twins = build_twin_cache(tmp_path / "video_twins.pt", vae, meta, latents, 3, spec=SPEC, batch=2, log=lambda m: None,
                                    video=True)
     clip = lambda s: render_clip(s, width=32, height=32, fps=SPEC.fps, seconds=SPEC.seconds).frames  # noqa: E731
     want = latents["videos"][2].float() - encode_video_latents(vae, frames_to_tensor(clip(edited(scene, "shape",
                                                                                                 SHAPE_SWAPS[1])))[None])[0]
     assert video_twins["directions"].shape == (3, 2, 16, 2, 4, 4) and video_twins["video"]
     assert torch.allclose(video_twins["directions"][2, 1].float(), want, atol=1e-2) and want[:, 1:].abs().max() > 1e-3
-    assert build_twin_cache(tmp_path / "video_twins.pt", vae, meta, 3, spec=SPEC, log=logs.append, video=True)["video"]
+    assert build_twin_cache(tmp_path / "video_twins.pt", vae, meta, latents, 3, spec=SPEC, log=logs.append, video=True)["video"]
     assert logs[-1].startswith("twin cache: reusing")
     both = TrainingSet(meta, latents, np.random.default_rng(2), twins=twins, video_twins=video_twins)
     x1, *_, stakes = both.batch(30, image=False)

@@ -115,10 +115,11 @@ def prepare_data(vae_dir: Path, args, shape_twins: int = 0, video_shape_twins: i
                               "p90": round(float(np.percentile(motion, 90)), 1)}}
     twins = video_twins = None
     if shape_twins:
-        twins = build_twin_cache(cache / f"twins_{shape_twins}.pt", vae, meta, shape_twins, log=_log)
+        twins = build_twin_cache(cache / f"twins_{shape_twins}.pt", vae, meta, latents, shape_twins, log=_log)
         info["shape_twins"] = len(twins["seeds"])
     if video_shape_twins:
-        video_twins = build_twin_cache(cache / f"video_twins_{video_shape_twins}.pt", vae, meta, video_shape_twins,
+        video_twins = build_twin_cache(cache / f"video_twins_{video_shape_twins}.pt", vae, meta, latents,
+                                       video_shape_twins,
                                        batch=8, log=_log, video=True)
         info["video_shape_twins"] = len(video_twins["seeds"])
     return TrainingSet(meta, latents, twins=twins, video_twins=video_twins), info

@@ -324,18 +324,20 @@ def build_latent_cache(path: Path, vae, meta: Dict, spec: ClipSpec = ClipSpec(),
     return cache
 
 
-def build_twin_cache(path: Path, vae, meta: Dict, n_clips: int, spec: ClipSpec = ClipSpec(), batch: int = 32,
-                     log: Callable[[str], None] = print, video: bool = False) -> Dict:
+def build_twin_cache(path: Path, vae, meta: Dict, latents: Dict, n_clips: int, spec: ClipSpec = ClipSpec(),
+                     batch: int = 32, log: Callable[[str], None] = print, video: bool = False) -> Dict:
     """Shape stakes of the first `n_clips` clips: per ``SHAPE_SWAPS`` pairing, the clip's latent minus the
     latent of the same clip with every shape swapped, (n, K, 16, F', H/8, W/8) fp16; of the first frame
-    alone (F' = 1, image batches) unless `video`.
+    alone (F' = 1, image batches) unless `video`. The clips' own latents come from `latents` (``build_latent_cache``);
+    only the twins are rendered and encoded.
 
     The plain flow loss hardly rewards the shape word: a swapped shape moves the latents ~15x less than a
     mirrored direction (``python -m lumina.eval probe``). These directions let the loss weigh exactly that part."""
     from lumina.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
 
     path = Path(path)
-    seeds = list(meta["seeds"])[:n_clips]
+    own = latents["videos" if video else "images"]
+    seeds = list(meta["seeds"])[: min(n_clips, own.shape[0])]
     tag = _vae_tag(vae)
     if path.exists():
         cache = torch.load(path, map_location="cpu", weights_only=True)  # our own cache: tensors, str, numbers
@@ -348,7 +350,7 @@ def build_twin_cache(path: Path, vae, meta: Dict, n_clips: int, spec: ClipSpec =
                                                       fps=spec.fps, seconds=seconds).frames, device)
     for i in range(0, len(seeds), batch):
         scenes = [sample_scene(int(s), seconds=spec.seconds) for s in seeds[i : i + batch]]
-        x1 = encode_video_latents(vae, torch.stack([clip(s) for s in scenes]))
+        x1 = own[i : i + len(scenes)].to(device).float()
         out.append(torch.stack([x1 - encode_video_latents(vae, torch.stack([clip(edited(s, "shape", m)) for s in scenes]))
                                 for m in SHAPE_SWAPS], dim=1).half().cpu())
         if (i // batch) % 20 == 0:
