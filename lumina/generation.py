@@ -127,7 +127,7 @@ def generate_video(
         "prompt_truncated": out.prompt_truncated,
         "memory": getattr(getattr(pipe, "memory_plan", None), "name", "none"),
         "tokens_per_step": {
-            s: pipe.transformer.num_tokens((max(req.frames // 4, 1), req.height // 8, req.width // 8), s)
+            s: pipe.transformer.num_tokens(pipe.latent_size(req.frames, req.height, req.width), s)
             for s in sorted({row["patch"] for row in out.schedule})
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -52,6 +52,19 @@ def test_output_types(pipe, output_type, check):
     assert set(out.timings) == {"encode", "denoise", "decode", "total"}
 
 
+def test_a_three_block_vae_gives_4x_latents_and_full_size_videos(pipe):
+    """A tiny VAE with 4x spatial compression (more shape detail per latent cell): the pipeline sizes its
+    latents and token counts from the VAE, not from the release's 8."""
+    fine = random_pipeline(vae_levels=3)
+    assert fine.vae_spatial == 4 and fine.latent_size(8, 64, 96) == (2, 16, 24) and pipe.vae_spatial == 8
+    latent = fine("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **FAST).frames
+    assert tuple(latent.shape) == (1, 16, 2, 16, 16)
+    video = fine("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", **FAST).frames
+    assert video.shape == (1, 8, 64, 64, 3)
+    tokens = [p.transformer.num_tokens(p.latent_size(8, 64, 64), "1x2") for p in (fine, pipe)]
+    assert tokens[0] == 4 * tokens[1]
+
+
 def test_batched_guidance_equals_two_passes(pipe):
     """Both CFG branches in one padded forward give the same video as two forwards (prompts of
     different lengths, so the padding and its mask are exercised)."""

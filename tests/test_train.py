@@ -163,6 +163,18 @@ def test_caption_features_are_padded_to_multiples_of_eight():
     assert x.dtype == torch.float32 and x[0, 5:].abs().sum() == 0
 
 
+def test_a_three_block_vae_compresses_4x_and_other_depths_are_refused():
+    from lumina.train.vae import make_vae
+
+    vae = make_vae(VAERecipe(block_out_channels=(8, 8, 8), norm_num_groups=4))
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 8, 32, 32)).latent_dist.mean
+    assert tuple(z.shape) == (1, 16, 2, 8, 8)  # 4x temporal as the release, 4x spatial
+    for widths in [(8, 8), (8, 8, 8, 8, 8)]:
+        with pytest.raises(ValueError, match="3 blocks .4x spatial compression. or 4"):
+            make_vae(VAERecipe(block_out_channels=widths, norm_num_groups=4))
+
+
 def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     torch.set_num_threads(1)
     vae_recipe = VAERecipe(steps=2, batch=1, crop=16, frames=8, image_every=2, warmup=1, block_out_channels=(8, 8, 8, 8),

@@ -47,11 +47,12 @@ ZEROGPU_MIN_SECONDS = 15
 SAFETY = 1.2
 
 
-def estimate_seconds(transformer_config, defaults, req: GenerationRequest) -> float:
-    """Estimated GPU seconds for one video (before the safety factor and the cap), from lumina.costs."""
+def estimate_seconds(transformer_config, defaults, req: GenerationRequest, vae_spatial: int = 8) -> float:
+    """Estimated GPU seconds for one video (before the safety factor and the cap), from lumina.costs;
+    `vae_spatial`: pixels per latent cell (the release VAE's 8; a pipeline says its own)."""
     filled = resolve_request(req, defaults)
     config = sample_config_for(filled, defaults)
-    latent = (max(filled.frames // 4, 1), filled.height // 8, filled.width // 8)
+    latent = (max(filled.frames // 4, 1), filled.height // vae_spatial, filled.width // vae_spatial)
     denoise, _ = request_seconds(transformer_config, config, latent, load_fit("cuda"))
     return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
 
@@ -66,7 +67,7 @@ def check_budget(pipe, defaults, req: GenerationRequest, enforce: Optional[bool]
 
     Enforced only on ZeroGPU unless `enforce` says otherwise.
     """
-    seconds = estimate_seconds(pipe.transformer.config, defaults, req)
+    seconds = estimate_seconds(pipe.transformer.config, defaults, req, pipe.vae_spatial)
     if (ON_ZEROGPU if enforce is None else enforce) and seconds * SAFETY > ZEROGPU_MAX_SECONDS:
         raise InvalidRequestError(
             f"this request needs about {seconds:.0f} s of GPU time but a ZeroGPU call may last at most "
@@ -81,7 +82,7 @@ def gpu_duration(holder_id: int, model: Optional[str], req: GenerationRequest, o
     from lumina.app.state import ModelHolder
 
     pipe, defaults = ModelHolder.registry[holder_id].get(model)
-    return duration_for(estimate_seconds(pipe.transformer.config, defaults, req))
+    return duration_for(estimate_seconds(pipe.transformer.config, defaults, req, pipe.vae_spatial))
 
 
 @_GPU(duration=gpu_duration)

@@ -57,6 +57,12 @@ def load_release_vae(source: str = RELEASE_VAE, dtype: torch.dtype = torch.bfloa
         ) from None
 
 
+def spatial_compression(block_out_channels) -> int:
+    """Pixels per latent cell along each axis: every CogVideoX block but the last halves height and width
+    (8 for the release's four blocks; 4 for a three-block tiny VAE, which keeps more shape detail)."""
+    return 2 ** (len(block_out_channels) - 1)
+
+
 def tiny_vae_config(latent_channels: int = 16) -> dict:
     """A small AutoencoderKLCogVideoX with the release's 4x temporal / 8x spatial compression."""
     return dict(

@@ -74,7 +74,7 @@ def load_pipeline(
 ) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
     """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory)."""
     pipe, defaults = _load(model, dtype, text_encoder, vae)
-    tokens = pipe.transformer.num_tokens((max(defaults.frames // 4, 1), defaults.height // 8, defaults.width // 8), "1x2")
+    tokens = pipe.transformer.num_tokens(pipe.latent_size(defaults.frames, defaults.height, defaults.width), "1x2")
     pipe.memory_plan = apply_memory_mode(pipe, memory, device, tokens_per_step=tokens)
     if compile_blocks:
         pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)

@@ -13,6 +13,7 @@ from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
+from lumina.models.components import spatial_compression
 from lumina.models.transformer_nextdit import CaptionCache
 from lumina.sampling import SampleConfig, coerce_setting, euler_step, guide, plan, resolve_sample_config
 from lumina.validation import check_latent_shape, check_size_and_frames
@@ -55,9 +56,18 @@ class LuminaVideoPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(max_resolution=max_resolution)
-        self.video_processor = VideoProcessor(vae_scale_factor=VAE_SPATIAL)
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial)
         self._interrupt = False
         self.batched_guidance = True  # both CFG branches in one forward; memory modes that offload turn it off
+
+    @property
+    def vae_spatial(self) -> int:
+        """Pixels per latent cell along height and width (the release's 8 when there is no VAE)."""
+        return spatial_compression(self.vae.config.block_out_channels) if self.vae is not None else VAE_SPATIAL
+
+    def latent_size(self, frames: int, height: int, width: int) -> tuple:
+        """(latent frames, height, width) of a video: 4 frames a latent frame, `vae_spatial` pixels a cell."""
+        return max(frames // VAE_TEMPORAL, 1), height // self.vae_spatial, width // self.vae_spatial
 
     @property
     def vae_scaling_factor(self) -> float:
@@ -110,8 +120,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         return out.hidden_states[-2], mask, truncated
 
     def prepare_latents(self, batch, frames, height, width, dtype, device, generator):
-        shape = (batch, self.transformer.config.in_channels, max(frames // VAE_TEMPORAL, 1),
-                 height // VAE_SPATIAL, width // VAE_SPATIAL)
+        shape = (batch, self.transformer.config.in_channels, *self.latent_size(frames, height, width))
         return torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu").to(device=device, dtype=dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,9 @@ def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.
     p.add_argument(f"--{prefix.replace('_', '-')}foreground-weight", type=float, default=8.0,
                    help="extra loss weight on object pixels")
     p.add_argument(f"--{prefix.replace('_', '-')}init", default=None, help="continue from this VAE folder")
-    p.add_argument(f"--{prefix.replace('_', '-')}widths", type=int, nargs=4, default=[16, 32, 32, 32],
-                   help="block_out_channels of the four CogVideoX blocks")
+    p.add_argument(f"--{prefix.replace('_', '-')}widths", type=int, nargs="+", default=[16, 32, 32, 32],
+                   help="block_out_channels of the CogVideoX blocks: four (8x spatial compression, the "
+                        "release's) or three (4x: twice the latent detail per axis)")
 
 
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from lumina.models.components import tiny_vae_config
+from lumina.models.components import spatial_compression, tiny_vae_config
 from lumina.train.budget import budgeted_steps
 from lumina.train.data import ClipSpec, frames_to_tensor, render
 from lumina.train.losses import foreground_weights, psnr, vae_loss
@@ -58,9 +58,14 @@ def make_vae(recipe: VAERecipe) -> AutoencoderKLCogVideoX:
     width above 32 keep batch-1 decoding on PyTorch's oneDNN conv3d path instead of the slow
     reference kernel (its heuristic needs N*C*T*H > 20480).
     """
+    levels = len(recipe.block_out_channels)
+    if levels not in (3, 4):
+        raise ValueError(f"a tiny VAE has 3 blocks (4x spatial compression) or 4 (8x, the release's); "
+                         f"got widths {tuple(recipe.block_out_channels)}")
     cfg = tiny_vae_config()
     cfg.update(block_out_channels=tuple(recipe.block_out_channels), norm_num_groups=recipe.norm_num_groups,
-               layers_per_block=recipe.layers_per_block)
+               layers_per_block=recipe.layers_per_block, down_block_types=("CogVideoXDownBlock3D",) * levels,
+               up_block_types=("CogVideoXUpBlock3D",) * levels)
     return AutoencoderKLCogVideoX(**cfg)
 
 
@@ -213,6 +218,7 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
     log(f"decoder: before {before}")
     lc = recipe.latent_crop
     h, w = latents.shape[-2:]
+    s = spatial_compression(vae.config.block_out_channels)
     t_start = last_save = time.time()
     history = []
     for step in budgeted_steps(opt, recipe.steps, recipe.max_minutes, recipe.lr, recipe.warmup):
@@ -220,11 +226,11 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
         zs, xs = [], []
         for i in idx:
             clip = render(int(seeds[i]), spec)
-            py, px = _crop_origin(rng, clip, 0, 8 * lc, spec, recipe.object_crops)
-            y0, x0 = min(py // 8, h - lc), min(px // 8, w - lc)
+            py, px = _crop_origin(rng, clip, 0, s * lc, spec, recipe.object_crops)
+            y0, x0 = min(py // s, h - lc), min(px // s, w - lc)
             lf = recipe.latent_frames or latents.shape[2]
             z = latents[i, :, :lf, y0 : y0 + lc, x0 : x0 + lc].float()
-            frames = clip.frames[: 4 * lf, 8 * y0 : 8 * (y0 + lc), 8 * x0 : 8 * (x0 + lc)]
+            frames = clip.frames[: 4 * lf, s * y0 : s * (y0 + lc), s * x0 : s * (x0 + lc)]
             zs.append(z + recipe.latent_noise * torch.randn_like(z))
             xs.append(frames_to_tensor(frames))
         z, x = torch.stack(zs) / sf, torch.stack(xs)
