@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # One DiT round on a lent GPU, in one command that fits a short lease (default: done within 525 s).
 #
-#   scripts/gpu_round.sh OUT_DIR            # writes OUT_DIR/{A,B,C}.tgz (transformer folders) and log.txt
+#   scripts/gpu_round.sh OUT_DIR            # writes OUT_DIR/{A,C,D}.tgz (transformer folders) and log.txt
 #
 # The costly CPU part of the data, the clips' motion labels (~0.2 s of optical flow a clip), comes labelled
 # ahead in data/motion/ (see data/README.md); on the GPU machine the captions and latents are encoded
-# (MiniLM from the tiny model's shipped copy, the shipped VAE), then three variants train side by side on the
-# one GPU for what is left of the budget:
+# (MiniLM from the tiny model's shipped copy; latents of the shipped VAE and of data/vae4, a 3-block VAE with 4x
+# spatial compression whose latents keep the shapes), then three variants train side by side on the one GPU for
+# what is left of the budget:
 #   A  dim 192, 5 layers, 6 heads (3.6M params; fits the 60 MB assets budget in fp16), frame-difference term 1.0
-#   B  the same without the frame-difference term
 #   C  the shipped transformer grown from 4 to 8 layers, frame-difference term 1.0
+#   D  A's transformer on data/vae4's latents (4x the tokens a clip: the one variant that can learn shapes)
 # A machine without diffusers installs it from wheels in .whl/ (git-ignored), fetched beforehand where pip works:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 # Then, on a CPU: tar xzf OUT_DIR/A.tgz -C W/A; python -m lumina.train assemble --vae assets/lumina-video-tiny/vae
-# --dit W/A --out PIPE; evaluate PIPE (README: "Training on a GPU").
+# --dit W/A --out PIPE (D: --vae data/vae4); evaluate PIPE (README: "Training on a GPU").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:?usage: scripts/gpu_round.sh OUT_DIR}"); mkdir -p "$OUT"
@@ -28,27 +29,31 @@ if ! python3 -c "import diffusers" 2>/dev/null; then
 fi
 LABELS=$(ls data/motion/motion_0_*.pt | sort -t_ -k3 -n | tail -1)
 N=${N:-$(basename "$LABELS" .pt | cut -d_ -f3)}
-C=${CACHE:-/tmp/gpu_round_cache}; mkdir -p "$C"; cp "$LABELS" "$C/"
+C=${CACHE:-/tmp/gpu_round_cache}; C4=$C/vae4; mkdir -p "$C4"; cp "$LABELS" "$C/"; cp "$LABELS" "$C4/"
+VAE8=assets/lumina-video-tiny/vae; VAE4=data/vae4
 LOG=$OUT/log.txt; W=${WORK:-/tmp/gpu_round}
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee -a "$LOG"
-dit() { python3 -m lumina.train dit --vae assets/lumina-video-tiny/vae --cache "$C" --device "$DEV" "$@"; }
+dit() { python3 -m lumina.train dit --vae "$1" --cache "$2" --device "$DEV" "${@:3}"; }
 echo "[$(el)s] smoke: 64 clips, 4 steps" | tee -a "$LOG"
-dit --out "$W/smoke" --clips 64 --video-clips 64 --steps 4 --batch 8 --dim 192 --layers 5 --heads 6 --kv-heads 2 \
+dit "$VAE4" "$C4" --out "$W/smoke" --clips 64 --video-clips 64 --steps 4 --batch 8 --dim 192 --layers 5 --heads 6 --kv-heads 2 \
   --frame-diff-weight 1.0 --threads "$THREADS" >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 4; }
 echo "[$(el)s] caches for $N clips" | tee -a "$LOG"
-dit --out "$W/caches" --clips "$N" --video-clips "$N" --steps 0 --dim 96 --layers 1 --heads 3 --kv-heads 1 \
-  --threads "$THREADS" >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 5; }
+CACHES=(--out "$W/caches" --clips "$N" --video-clips "$N" --steps 0 --dim 96 --layers 1 --heads 3 --kv-heads 1
+  --threads "$THREADS")
+dit "$VAE8" "$C" "${CACHES[@]}" >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 5; }
+cp "$C/meta_$N.pt" "$C4/"   # captions, features and labels do not depend on the VAE
+dit "$VAE4" "$C4" "${CACHES[@]}" >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 5; }
 MIN=$(python3 -c "print(max(1.0, ($BUDGET - $(el) - 30) / 60))")
-echo "[$(el)s] training A, B, C for $MIN min each" | tee -a "$LOG"
+echo "[$(el)s] training A, C, D for $MIN min each" | tee -a "$LOG"
 COMMON=(--clips "$N" --video-clips "$N" --threads $((THREADS / 3)) --batch 128 --object-weight 1.0 --minutes "$MIN")
 WIDE=(--dim 192 --layers 5 --heads 6 --kv-heads 2 --lr 6e-4)
-dit --out "$W/A" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 1.0 > "$W/A.log" 2>&1 &
-dit --out "$W/B" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 0.0 > "$W/B.log" 2>&1 &
-dit --out "$W/C" "${COMMON[@]}" --layers 8 --init assets/lumina-video-tiny/transformer --frame-diff-weight 1.0 \
+dit "$VAE8" "$C" --out "$W/A" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 1.0 > "$W/A.log" 2>&1 &
+dit "$VAE4" "$C4" --out "$W/D" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 1.0 > "$W/D.log" 2>&1 &
+dit "$VAE8" "$C" --out "$W/C" "${COMMON[@]}" --layers 8 --init assets/lumina-video-tiny/transformer --frame-diff-weight 1.0 \
   --lr 3e-4 > "$W/C.log" 2>&1 &
 wait
 echo "[$(el)s] trained" | tee -a "$LOG"
-for v in A B C; do
+for v in A C D; do
   grep -v "dit step" "$W/$v.log" | tail -5 >> "$LOG"; grep "dit step" "$W/$v.log" | awk 'NR % 20 == 0' >> "$LOG"
   (cd "$W/$v" && tar czf "$OUT/$v.tgz" config.json diffusion_pytorch_model.safetensors train_report.json data_info.json \
     train_history.jsonl) || echo "variant $v left no model" | tee -a "$LOG"
