@@ -6,11 +6,11 @@
 # The costly CPU part of the data, the clips' motion labels (~0.2 s of optical flow a clip), comes labelled
 # ahead in data/motion/ (see data/README.md); on the GPU machine the captions and latents are encoded
 # (MiniLM from the tiny model's shipped copy; latents of the shipped VAE and of data/vae4, a 3-block VAE with 4x
-# spatial compression whose latents keep the shapes), then three variants train side by side on the one GPU for
+# spatial compression: twice the latent detail per axis, its shape ceiling not yet measured), then three variants train side by side on the one GPU for
 # what is left of the budget:
 #   A  dim 192, 5 layers, 6 heads (3.6M params; fits the 60 MB assets budget in fp16), frame-difference term 1.0
 #   C  the shipped transformer grown from 4 to 8 layers, frame-difference term 1.0
-#   D  A's transformer on data/vae4's latents (4x the tokens a clip: the one variant that can learn shapes)
+#   D  A's transformer on data/vae4's latents (4x the tokens a clip; the shipped VAE's latents lose shape)
 # A machine without diffusers installs it from wheels in .whl/ (git-ignored), fetched beforehand where pip works:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
@@ -48,7 +48,8 @@ echo "[$(el)s] training A, C, D for $MIN min each" | tee -a "$LOG"
 COMMON=(--clips "$N" --video-clips "$N" --threads $((THREADS / 3)) --batch 128 --object-weight 1.0 --minutes "$MIN")
 WIDE=(--dim 192 --layers 5 --heads 6 --kv-heads 2 --lr 6e-4)
 dit "$VAE8" "$C" --out "$W/A" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 1.0 > "$W/A.log" 2>&1 &
-dit "$VAE4" "$C4" --out "$W/D" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 1.0 > "$W/D.log" 2>&1 &
+dit "$VAE4" "$C4" --out "$W/D" "${COMMON[@]}" "${WIDE[@]}" --frame-diff-weight 1.0 --batch 32 \
+  > "$W/D.log" 2>&1 &   # a 4x-VAE clip is 4x the tokens: a quarter of the videos keeps the tokens of A's step
 dit "$VAE8" "$C" --out "$W/C" "${COMMON[@]}" --layers 8 --init assets/lumina-video-tiny/transformer --frame-diff-weight 1.0 \
   --lr 3e-4 > "$W/C.log" 2>&1 &
 wait
