@@ -50,7 +50,7 @@ def main(argv=None):
                 times.append(out.timings["denoise"])
         sec = min(times)
         base = base or sec
-        predicted, tokens = request_seconds(pipe.transformer.config, config, (max(frames // 4, 1), h // 8, w // 8), fit)
+        predicted, tokens = request_seconds(pipe.transformer.config, config, pipe.latent_size(frames, h, w), fit)
         rows.append([label, "/".join(str(tokens[k]) for k in tokens), config.steps - 1, f"{sec:.3f}",
                      f"{sec / base:.3f}", f"{predicted:.3f}"])
     meta = {"model": args.model, "size": f"{w}x{h}x{frames}", "device": args.device, "dtype": args.dtype,

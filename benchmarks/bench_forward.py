@@ -18,7 +18,7 @@ import torch
 from _util import RESULTS, device_name, report, timed
 
 from lumina import LuminaNextDiTVideo
-from lumina.costs import COST_FILE, fit_throughput, forward_flops
+from lumina.costs import COST_FILE, fit_throughput, forward_flops, latent_size
 from lumina.pipelines.loading import TINY_DIR
 
 CONFIGS = {
@@ -42,7 +42,7 @@ def main(argv=None):
     torch.manual_seed(0)
     with torch.device(args.device):
         model = LuminaNextDiTVideo(**CONFIGS[args.config]).to(dtype).eval()
-    latent = torch.randn(1, 16, max(frames // 4, 1), h // 8, w // 8, device=args.device, dtype=dtype)
+    latent = torch.randn(1, 16, *latent_size(frames, h, w), device=args.device, dtype=dtype)
     cap = torch.randn(1, 32, model.config.cap_feat_dim, device=args.device, dtype=dtype)
     mask = torch.ones(1, 32, device=args.device, dtype=torch.long)
     t, motion = torch.tensor([0.5], device=args.device), torch.tensor([6.0], device=args.device)

@@ -23,9 +23,9 @@ def random_transformer(cap_feat_dim: int = 32, seed: int = 0, dim: int = 64, n_l
     return model.eval()
 
 
-def random_pipeline(seed: int = 0, vae_levels: int = 4) -> LuminaVideoPipeline:
-    """Real classes at toy sizes: Next-DiT, CogVideoX VAE (4 blocks: 8x spatial, 3: 4x), a 2-layer BERT
-    with MiniLM's tokenizer."""
+def random_pipeline(seed: int = 0, vae_levels: int = 4, vae_temporal: int = 4) -> LuminaVideoPipeline:
+    """Real classes at toy sizes: Next-DiT, CogVideoX VAE (4 blocks: 8x spatial, 3: 4x; `vae_temporal` frames a
+    latent frame), a 2-layer BERT with MiniLM's tokenizer."""
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
     encoder = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
@@ -33,7 +33,7 @@ def random_pipeline(seed: int = 0, vae_levels: int = 4) -> LuminaVideoPipeline:
     vae_cfg = tiny_vae_config()
     vae_cfg.update(block_out_channels=(8,) * vae_levels, norm_num_groups=4,
                    down_block_types=("CogVideoXDownBlock3D",) * vae_levels,
-                   up_block_types=("CogVideoXUpBlock3D",) * vae_levels)
+                   up_block_types=("CogVideoXUpBlock3D",) * vae_levels, temporal_compression_ratio=vae_temporal)
     vae = AutoencoderKLCogVideoX(**vae_cfg).eval()
     return LuminaVideoPipeline(transformer=random_transformer(32, seed), vae=vae, text_encoder=encoder,
                                tokenizer=tokenizer, max_resolution=128)

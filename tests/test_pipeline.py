@@ -65,6 +65,28 @@ def test_a_three_block_vae_gives_4x_latents_and_full_size_videos(pipe):
     assert tokens[0] == 4 * tokens[1]
 
 
+def test_a_2x_temporal_vae_gives_twice_the_latent_frames_and_full_length_videos(pipe):
+    """A tiny VAE compressing time 2x (a fast object keeps its shape): latents, token counts and the ZeroGPU
+    estimate follow the VAE; the decoded video has the frames asked for."""
+    from lumina.app import zerogpu
+    from lumina.generation import GenerationRequest
+    from lumina.pipelines.loading import ModelDefaults
+
+    slow = random_pipeline(vae_temporal=2)
+    assert (slow.vae_temporal, pipe.vae_temporal) == (2, 4) and slow.latent_size(16, 64, 96) == (8, 8, 12)
+    latent = slow("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **FAST).frames
+    assert tuple(latent.shape) == (1, 16, 4, 8, 8)
+    video = slow("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", **FAST).frames
+    assert video.shape == (1, 8, 64, 64, 3)
+    tokens = [p.transformer.num_tokens(p.latent_size(8, 64, 64), "1x2") for p in (slow, pipe)]
+    assert tokens[0] == 2 * tokens[1]
+    defaults = ModelDefaults(width=64, height=64, frames=8, fps=8, preset="f24F96R960-MultiScale",
+                             max_resolution=128, steps=4)
+    req = GenerationRequest(prompt="a red circle", schedule="1x2")
+    seconds = [zerogpu.estimate_seconds(p.transformer.config, defaults, req, p.latent_size) for p in (slow, pipe)]
+    assert seconds[0] > seconds[1]
+
+
 def test_batched_guidance_equals_two_passes(pipe):
     """Both CFG branches in one padded forward give the same video as two forwards (prompts of
     different lengths, so the padding and its mask are exercised)."""

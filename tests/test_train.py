@@ -175,6 +175,19 @@ def test_a_three_block_vae_compresses_4x_and_other_depths_are_refused():
             make_vae(VAERecipe(block_out_channels=widths, norm_num_groups=4))
 
 
+def test_a_2x_temporal_vae_keeps_twice_the_latent_frames_and_other_ratios_are_refused():
+    from lumina.train.vae import make_vae
+
+    vae = make_vae(VAERecipe(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, temporal_compression=2))
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 8, 32, 32)).latent_dist.mean
+        assert vae.decode(z).sample.shape == (1, 3, 8, 32, 32)
+    assert tuple(z.shape) == (1, 16, 4, 4, 4)
+    for ratio in (1, 3, 8):
+        with pytest.raises(ValueError, match="compresses time 4x .the release's. or 2x; got"):
+            make_vae(VAERecipe(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, temporal_compression=ratio))
+
+
 def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     torch.set_num_threads(1)
     vae_recipe = VAERecipe(steps=2, batch=1, crop=16, frames=8, image_every=2, warmup=1, block_out_channels=(8, 8, 8, 8),

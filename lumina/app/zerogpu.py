@@ -18,7 +18,7 @@ the loaded pipeline through `ModelHolder.registry`.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 try:  # `spaces` must be imported before anything initialises CUDA (lumina.app imports this first).
     import spaces
@@ -35,9 +35,10 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
         return task if callable(task) else (lambda fn: fn)
 
 
+from lumina.costs import latent_size as release_latent_size
+from lumina.costs import load_fit, request_seconds
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest, resolve_request, sample_config_for
-from lumina.costs import load_fit, request_seconds
 
 # Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
 OVERHEAD_SECONDS = 20.0
@@ -47,12 +48,13 @@ ZEROGPU_MIN_SECONDS = 15
 SAFETY = 1.2
 
 
-def estimate_seconds(transformer_config, defaults, req: GenerationRequest, vae_spatial: int = 8) -> float:
+def estimate_seconds(transformer_config, defaults, req: GenerationRequest,
+                     latent_size: Callable[[int, int, int], tuple] = release_latent_size) -> float:
     """Estimated GPU seconds for one video (before the safety factor and the cap), from lumina.costs;
-    `vae_spatial`: pixels per latent cell (the release VAE's 8; a pipeline says its own)."""
+    `latent_size`: (frames, height, width) -> latent size (the release VAE's; a pipeline says its own)."""
     filled = resolve_request(req, defaults)
     config = sample_config_for(filled, defaults)
-    latent = (max(filled.frames // 4, 1), filled.height // vae_spatial, filled.width // vae_spatial)
+    latent = latent_size(filled.frames, filled.height, filled.width)
     denoise, _ = request_seconds(transformer_config, config, latent, load_fit("cuda"))
     return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
 
@@ -67,7 +69,7 @@ def check_budget(pipe, defaults, req: GenerationRequest, enforce: Optional[bool]
 
     Enforced only on ZeroGPU unless `enforce` says otherwise.
     """
-    seconds = estimate_seconds(pipe.transformer.config, defaults, req, pipe.vae_spatial)
+    seconds = estimate_seconds(pipe.transformer.config, defaults, req, pipe.latent_size)
     if (ON_ZEROGPU if enforce is None else enforce) and seconds * SAFETY > ZEROGPU_MAX_SECONDS:
         raise InvalidRequestError(
             f"this request needs about {seconds:.0f} s of GPU time but a ZeroGPU call may last at most "
@@ -82,7 +84,7 @@ def gpu_duration(holder_id: int, model: Optional[str], req: GenerationRequest, o
     from lumina.app.state import ModelHolder
 
     pipe, defaults = ModelHolder.registry[holder_id].get(model)
-    return duration_for(estimate_seconds(pipe.transformer.config, defaults, req, pipe.vae_spatial))
+    return duration_for(estimate_seconds(pipe.transformer.config, defaults, req, pipe.latent_size))
 
 
 @_GPU(duration=gpu_duration)

@@ -12,6 +12,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
+from lumina.costs import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.models.components import spatial_compression
 from lumina.models.transformer_nextdit import CaptionCache
@@ -24,7 +25,6 @@ SYSTEM_PROMPT = (
 )
 MAX_PROMPT_TOKENS = 256
 RELEASE_VAE_SCALING = 1.15258426
-VAE_SPATIAL, VAE_TEMPORAL = 8, 4
 NAN_CHECK_EVERY = 8
 
 
@@ -63,11 +63,16 @@ class LuminaVideoPipeline(DiffusionPipeline):
     @property
     def vae_spatial(self) -> int:
         """Pixels per latent cell along height and width (the release's 8 when there is no VAE)."""
-        return spatial_compression(self.vae.config.block_out_channels) if self.vae is not None else VAE_SPATIAL
+        return spatial_compression(self.vae.config.block_out_channels) if self.vae is not None else RELEASE_SPATIAL
+
+    @property
+    def vae_temporal(self) -> int:
+        """Video frames a latent frame (the release's 4 when there is no VAE; a tiny VAE may take 2)."""
+        return int(self.vae.config.temporal_compression_ratio) if self.vae is not None else RELEASE_TEMPORAL
 
     def latent_size(self, frames: int, height: int, width: int) -> tuple:
-        """(latent frames, height, width) of a video: 4 frames a latent frame, `vae_spatial` pixels a cell."""
-        return max(frames // VAE_TEMPORAL, 1), height // self.vae_spatial, width // self.vae_spatial
+        """(latent frames, height, width) of a video through this pipeline's VAE."""
+        return latent_size(frames, height, width, self.vae_temporal, self.vae_spatial)
 
     @property
     def vae_scaling_factor(self) -> float:

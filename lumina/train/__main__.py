@@ -52,6 +52,9 @@ def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.
     p.add_argument(f"--{prefix.replace('_', '-')}widths", type=int, nargs="+", default=[16, 32, 32, 32],
                    help="block_out_channels of the CogVideoX blocks: four (8x spatial compression, the "
                         "release's) or three (4x: twice the latent detail per axis)")
+    p.add_argument(f"--{prefix.replace('_', '-')}temporal", type=int, choices=(2, 4), default=4,
+                   help="video frames a latent frame: 4 (the release's) or 2 (objects moving fast keep their "
+                        "shapes; twice the latent frames)")
 
 
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
@@ -92,7 +95,7 @@ def run_vae(out: Path, args, prefix: str = ""):
     g = lambda k: getattr(args, prefix + k)  # noqa: E731
     recipe = VAERecipe(steps=g("steps"), batch=g("batch"), crop=g("crop"), lr=g("lr"), seed=args.seed,
                        max_minutes=g("minutes") or None, foreground_weight=g("foreground_weight"), init=g("init"),
-                       block_out_channels=tuple(g("widths")))
+                       block_out_channels=tuple(g("widths")), temporal_compression=g("temporal"))
     return train_vae(out, recipe, log=_log)
 
 

