@@ -52,38 +52,31 @@ def test_output_types(pipe, output_type, check):
     assert set(out.timings) == {"encode", "denoise", "decode", "total"}
 
 
-def test_a_three_block_vae_gives_4x_latents_and_full_size_videos(pipe):
-    """A tiny VAE with 4x spatial compression (more shape detail per latent cell): the pipeline sizes its
-    latents and token counts from the VAE, not from the release's 8."""
-    fine = random_pipeline(vae_levels=3)
-    assert fine.vae_spatial == 4 and fine.latent_size(8, 64, 96) == (2, 16, 24) and pipe.vae_spatial == 8
-    latent = fine("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **FAST).frames
-    assert tuple(latent.shape) == (1, 16, 2, 16, 16)
-    video = fine("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", **FAST).frames
-    assert video.shape == (1, 8, 64, 64, 3)
-    tokens = [p.transformer.num_tokens(p.latent_size(8, 64, 64), "1x2") for p in (fine, pipe)]
-    assert tokens[0] == 4 * tokens[1]
-
-
-def test_a_2x_temporal_vae_gives_twice_the_latent_frames_and_full_length_videos(pipe):
-    """A tiny VAE compressing time 2x (a fast object keeps its shape): latents, token counts and the ZeroGPU
-    estimate follow the VAE; the decoded video has the frames asked for."""
+@pytest.mark.parametrize("vae, factors, latent_shape", [
+    (dict(vae_levels=3), (4, 4), (1, 16, 2, 16, 16)),    # 3 blocks: 4x spatial (more detail per latent cell)
+    (dict(vae_temporal=2), (2, 8), (1, 16, 4, 8, 8)),    # 2x temporal (a fast object keeps its shape)
+])
+def test_a_tiny_vae_compressing_otherwise_sizes_latents_tokens_and_gpu_time(pipe, vae, factors, latent_shape):
+    """A tiny VAE may compress less than the release's 4x time / 8x space: the pipeline sizes its latents, token
+    counts and ZeroGPU estimate from its VAE, and the decoded video has the frames and size asked for."""
     from lumina.app import zerogpu
     from lumina.generation import GenerationRequest
     from lumina.pipelines.loading import ModelDefaults
 
-    slow = random_pipeline(vae_temporal=2)
-    assert (slow.vae_temporal, pipe.vae_temporal) == (2, 4) and slow.latent_size(16, 64, 96) == (8, 8, 12)
-    latent = slow("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **FAST).frames
-    assert tuple(latent.shape) == (1, 16, 4, 8, 8)
-    video = slow("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", **FAST).frames
+    other = random_pipeline(**vae)
+    (t, s), release = factors, (pipe.vae_temporal, pipe.vae_spatial)
+    assert (other.vae_temporal, other.vae_spatial) == factors and release == (4, 8)
+    assert other.latent_size(16, 64, 96) == (16 // t, 64 // s, 96 // s)
+    latent = other("a red circle", generator=torch.Generator().manual_seed(0), output_type="latent", **FAST).frames
+    assert tuple(latent.shape) == latent_shape
+    video = other("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", **FAST).frames
     assert video.shape == (1, 8, 64, 64, 3)
-    tokens = [p.transformer.num_tokens(p.latent_size(8, 64, 64), "1x2") for p in (slow, pipe)]
-    assert tokens[0] == 2 * tokens[1]
+    tokens = [p.transformer.num_tokens(p.latent_size(8, 64, 64), "1x2") for p in (other, pipe)]
+    assert tokens[0] == (4 // t) * (8 // s) ** 2 * tokens[1]
     defaults = ModelDefaults(width=64, height=64, frames=8, fps=8, preset="f24F96R960-MultiScale",
                              max_resolution=128, steps=4)
     req = GenerationRequest(prompt="a red circle", schedule="1x2")
-    seconds = [zerogpu.estimate_seconds(p.transformer.config, defaults, req, p.latent_size) for p in (slow, pipe)]
+    seconds = [zerogpu.estimate_seconds(p.transformer.config, defaults, req, p.latent_size) for p in (other, pipe)]
     assert seconds[0] > seconds[1]
 
 
