@@ -154,3 +154,21 @@ def test_vae_ceiling_keeps_background_colour_and_an_even_glide(tiny):
     ceiling = vae_ceiling(*tiny, single)
     assert len(single) >= 6 and ceiling["background"] == 1.0 and ceiling["color"] >= 0.8, ceiling
     assert ceiling["direction"] >= 0.7 and 0.1 < ceiling["jump"] < 0.25, ceiling
+
+
+def test_data_vae_t2_keeps_the_shapes_of_fast_movers_that_the_shipped_vae_smears(capsys):
+    """`python -m lumina.eval vae` on the first 8 single-object scenes of evaluation set 1 that move at least 0.3
+    frame widths a second: the shipped VAE (4 frames a latent) keeps every shape at rest and loses most in motion;
+    data/vae_t2 (2 frames a latent, what the GPU round's variant D trains on) keeps them in motion."""
+    from lumina.eval.__main__ import main
+    from lumina.eval.vae_ceiling import ceiling
+
+    vae_t2 = TINY_DIR.parents[1] / "data" / "vae_t2"
+    assert json.loads((vae_t2 / "config.json").read_text())["temporal_compression_ratio"] == 2
+    assert main(["vae", "--vae", str(vae_t2), "--scenes", "8", "--min-speed", "0.3"]) == 0
+    kept = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    smeared = ceiling(str(TINY_DIR / "vae"), 8, 1, min_speed=0.3)
+    at_rest = ceiling(str(TINY_DIR / "vae"), 8, 1, min_speed=0.3, still=True)
+    assert kept["scenes"] == smeared["scenes"] == at_rest["scenes"] == 8
+    assert at_rest["shape"] == 1.0 and smeared["shape"] <= 0.5 and kept["shape"] >= 0.875, (at_rest, smeared, kept)
+    assert kept["background"] == kept["color"] == kept["direction"] == 1.0, kept

@@ -1,8 +1,9 @@
-"""python -m lumina.eval shapes|v2a|probe [options]"""
+"""python -m lumina.eval shapes|v2a|probe|vae [options]"""
 
 import sys
 
-BENCHES = {"shapes": "lumina.eval.shapes", "v2a": "lumina.eval.v2a", "probe": "lumina.eval.probe"}
+BENCHES = {"shapes": "lumina.eval.shapes", "v2a": "lumina.eval.v2a", "probe": "lumina.eval.probe",
+           "vae": "lumina.eval.vae_ceiling"}
 
 
 def main(argv=None) -> int:

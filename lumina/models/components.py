@@ -57,10 +57,10 @@ def load_release_vae(source: str = RELEASE_VAE, dtype: torch.dtype = torch.bfloa
         ) from None
 
 
-def spatial_compression(block_out_channels) -> int:
-    """Pixels per latent cell along each axis: every CogVideoX block but the last halves height and width
-    (8 for the release's four blocks; 4 for a three-block tiny VAE, which keeps more shape detail)."""
-    return 2 ** (len(block_out_channels) - 1)
+def vae_compression(config) -> Tuple[int, int]:
+    """(video frames a latent frame, pixels a latent cell per axis) of a CogVideoX VAE config: the release's (4, 8);
+    every block but the last halves height and width, so a three-block tiny VAE keeps 4 pixels a cell."""
+    return int(config["temporal_compression_ratio"]), 2 ** (len(config["block_out_channels"]) - 1)
 
 
 def tiny_vae_config(latent_channels: int = 16) -> dict:

@@ -14,7 +14,7 @@ from diffusers.video_processor import VideoProcessor
 
 from lumina.costs import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
-from lumina.models.components import spatial_compression
+from lumina.models.components import vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
 from lumina.sampling import SampleConfig, coerce_setting, euler_step, guide, plan, resolve_sample_config
 from lumina.validation import check_latent_shape, check_size_and_frames
@@ -56,23 +56,18 @@ class LuminaVideoPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(max_resolution=max_resolution)
-        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial)
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_compression[1])
         self._interrupt = False
         self.batched_guidance = True  # both CFG branches in one forward; memory modes that offload turn it off
 
     @property
-    def vae_spatial(self) -> int:
-        """Pixels per latent cell along height and width (the release's 8 when there is no VAE)."""
-        return spatial_compression(self.vae.config.block_out_channels) if self.vae is not None else RELEASE_SPATIAL
-
-    @property
-    def vae_temporal(self) -> int:
-        """Video frames a latent frame (the release's 4 when there is no VAE; a tiny VAE may take 2)."""
-        return int(self.vae.config.temporal_compression_ratio) if self.vae is not None else RELEASE_TEMPORAL
+    def vae_compression(self) -> tuple:
+        """(video frames a latent frame, pixels a latent cell per axis) of the VAE; the release's without one."""
+        return vae_compression(self.vae.config) if self.vae is not None else (RELEASE_TEMPORAL, RELEASE_SPATIAL)
 
     def latent_size(self, frames: int, height: int, width: int) -> tuple:
         """(latent frames, height, width) of a video through this pipeline's VAE."""
-        return latent_size(frames, height, width, self.vae_temporal, self.vae_spatial)
+        return latent_size(frames, height, width, *self.vae_compression)
 
     @property
     def vae_scaling_factor(self) -> float:

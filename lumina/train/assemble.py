@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from lumina.models.components import spatial_compression
+from lumina.models.components import vae_compression
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import format_schedule
@@ -117,7 +117,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     parts = {p.name: round(folder_size_mb(p), 2) for p in sorted(out.iterdir()) if p.is_dir()}
     tc = json.loads((out / "transformer" / "config.json").read_text())
     vc = json.loads((out / "vae" / "config.json").read_text())
-    cell, per_latent = spatial_compression(vc["block_out_channels"]), int(vc["temporal_compression_ratio"])
+    per_latent, cell = vae_compression(vc)
     config = defaults.sample_config()
     lines = [
         "# lumina-video-tiny",

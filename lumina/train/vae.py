@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from lumina.models.components import spatial_compression, tiny_vae_config
+from lumina.models.components import tiny_vae_config, vae_compression
 from lumina.train.budget import budgeted_steps
 from lumina.train.data import ClipSpec, frames_to_tensor, render
 from lumina.train.losses import foreground_weights, psnr, vae_loss
@@ -223,7 +223,7 @@ def finetune_decoder(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, seeds, 
     log(f"decoder: before {before}")
     lc = recipe.latent_crop
     h, w = latents.shape[-2:]
-    s, tc = spatial_compression(vae.config.block_out_channels), int(vae.config.temporal_compression_ratio)
+    tc, s = vae_compression(vae.config)
     t_start = last_save = time.time()
     history = []
     for step in budgeted_steps(opt, recipe.steps, recipe.max_minutes, recipe.lr, recipe.warmup):
