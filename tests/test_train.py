@@ -18,7 +18,7 @@ from lumina.train.budget import budgeted_steps
 from lumina.train.data import (ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache, pad_features,
                                render)
 from lumina.train.dit import DiTRecipe, load_init, make_transformer, train_dit
-from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t, vae_loss
+from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t, stakes_from_t, vae_loss
 from lumina.train.vae import VAERecipe, train_vae
 from lumina.world.dataset import eval_seed
 
@@ -68,6 +68,9 @@ def test_stake_term_charges_the_error_along_each_stake_and_nothing_across():
     assert parts["stake"] == pytest.approx((0.3 ** 2 + 0.4 ** 2) / 3, rel=1e-5)   # mean over the 3 items
     assert loss.item() == pytest.approx(err.pow(2).mean().item() + 2.0 * parts["stake"], rel=1e-5)
     assert "stake" not in flow_loss(v + err, v, stakes=stakes)[1]   # off unless weighted
+    late = stakes_from_t(stakes, torch.tensor([0.1, 0.5, 0.9]), 0.3)   # item 0 is noisier than 0.3: its stakes go
+    assert late[0].abs().sum() == 0 and torch.equal(late[1:], stakes[1:])
+    assert flow_loss(v + err, v, cos_weight=0.0, stakes=late, stake_weight=2.0)[1]["stake"] == 0.0
 
 
 def test_gradient_term_charges_blurred_edges_and_not_flat_offsets():

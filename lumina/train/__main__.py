@@ -81,6 +81,9 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
                    help="share of steps that train on first-frame images instead of videos")
     p.add_argument(f"--{prefix.replace('_', '-')}stake-weight", type=float, default=0.0,
                    help="weight of the flow error along items' shape stakes (a clip or its first frame minus its shape twins)")
+    p.add_argument(f"--{prefix.replace('_', '-')}stake-from-t", type=float, default=0.0,
+                   help="charge the stakes only at times t >= this (0 noise, 1 data): shape once the noisy clip shows "
+                        "where the object is, leaving the high-noise steps that settle its trajectory alone")
     p.add_argument(f"--{prefix.replace('_', '-')}shape-twins", type=int, default=0,
                    help="clips whose first frames get shape twins encoded (the image stakes; 0: none)")
     p.add_argument(f"--{prefix.replace('_', '-')}video-shape-twins", type=int, default=0,
@@ -141,7 +144,7 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
                        dim=g("dim"), n_layers=g("layers"), n_heads=g("heads"), n_kv_heads=g("kv_heads"),
                        init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
-                       stake_weight=g("stake_weight"), image_prob=g("image_prob"), device=args.device)
+                       stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), image_prob=g("image_prob"), device=args.device)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info

@@ -27,7 +27,7 @@ import torch
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
 from lumina.train.budget import budgeted_steps, ema_update
 from lumina.train.data import TrainingSet
-from lumina.train.losses import flow_loss, interpolate, mask_weights, sample_t
+from lumina.train.losses import flow_loss, interpolate, mask_weights, sample_t, stakes_from_t
 
 
 @dataclass
@@ -47,6 +47,7 @@ class DiTRecipe:
     object_weight: float = 4.0         # extra flow-loss weight on latent cells objects touch (0: plain MSE)
     frame_diff_weight: float = 0.0     # weight of the error's latent-frame differences (motion consistency)
     stake_weight: float = 0.0          # weight of the error along items' shape stakes (needs a twin cache)
+    stake_from_t: float = 0.0          # stakes count only for items at t >= this (shape after the trajectory is set)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
     patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
     logit_normal: bool = False
@@ -158,6 +159,8 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         with autocast:
             v_pred = model(xt, t, cap, mask, motion, patch)
         stake_weight = recipe.stake_weight if stakes is not None else 0.0
+        if stake_weight and recipe.stake_from_t:
+            stakes = stakes_from_t(stakes, t, recipe.stake_from_t)
         loss, parts = flow_loss(v_pred, x1 - x0, recipe.cos_weight, weights, recipe.frame_diff_weight,
                                 stakes, stake_weight)
         opt.zero_grad(set_to_none=True)

@@ -79,6 +79,14 @@ def flow_loss(v_pred: Tensors, v_target: Tensors, cos_weight: float = 1.0,
     return loss, parts
 
 
+def stakes_from_t(stakes: torch.Tensor, t: torch.Tensor, from_t: float) -> torch.Tensor:
+    """The items' stakes with those of items noisier than ``from_t`` zeroed (zero stakes add nothing).
+
+    A clip's trajectory is settled at high noise and its shape only once the noisy clip shows where the
+    object is; charging the shape there only is meant to leave the direction the video path has learnt alone."""
+    return stakes * (t >= from_t).to(stakes.dtype).view(-1, *[1] * (stakes.dim() - 1))
+
+
 def foreground_mask(clips: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
     """(B, 1, T, H, W) object mask of (B, C, T, H, W) world clips in [-1, 1].
 
