@@ -144,7 +144,8 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
                        dim=g("dim"), n_layers=g("layers"), n_heads=g("heads"), n_kv_heads=g("kv_heads"),
                        init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
-                       stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), image_prob=g("image_prob"), device=args.device)
+                       stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"),
+                       image_prob=g("image_prob"), device=args.device)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info
