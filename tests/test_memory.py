@@ -71,3 +71,23 @@ def test_8bit_weights_and_vae_tiling_on_cpu():
     assert 0 < err < 0.05, err
     video = pipe("a red circle", num_inference_steps=3, height=64, width=64, num_frames=8).frames
     assert video.shape == (1, 8, 64, 64, 3)
+
+
+def test_a_low_noise_expert_is_counted_and_quantized_with_the_transformer():
+    import bitsandbytes as bnb
+
+    from lumina import LuminaVideoPipeline
+    from lumina.pipelines.memory import estimate_bytes
+    from tests.builders import random_transformer
+
+    solo = random_pipeline()
+    duo = LuminaVideoPipeline(transformer=solo.transformer, vae=solo.vae, text_encoder=solo.text_encoder,
+                              tokenizer=solo.tokenizer, transformer_2=random_transformer(32, seed=3),
+                              max_resolution=128, expert_from_t=0.5)
+    assert estimate_bytes(duo, 64)[0] == 2 * estimate_bytes(solo, 64)[0]
+    assert estimate_bytes(duo, 64)[1:] == estimate_bytes(solo, 64)[1:]
+    apply_memory_mode(duo, "8bit", "cpu")
+    for net in (duo.transformer, duo.transformer_2):
+        assert isinstance(net.layers[0].feed_forward.w1, bnb.nn.Linear8bitLt)
+    out = duo("a red circle", generator=torch.Generator().manual_seed(0), time_shift=1.0, **FAST)
+    assert torch.isfinite(out.frames).all() and any(row["expert"] for row in out.schedule)

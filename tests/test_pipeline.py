@@ -11,7 +11,7 @@ import torch
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.media import read_video
 from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
-from tests.builders import random_pipeline
+from tests.builders import random_pipeline, random_transformer
 
 FAST = dict(num_inference_steps=3, height=64, width=64, num_frames=8)
 
@@ -136,6 +136,53 @@ def test_nan_latents_are_detected_not_decoded(pipe):
 
     with pytest.raises(NonFiniteLatentsError, match="no video was written"):
         pipe("a red circle", callback_on_step_end=poison, **FAST)
+
+
+def test_a_low_noise_expert_takes_over_from_its_time_and_survives_save_and_load(pipe, tmp_path):
+    """transformer_2 denoises exactly the steps at t >= expert_from_t; the steps before are the base model's
+    alone (same latents as without the expert), and the pair round-trips through save_pretrained."""
+    from lumina import LuminaVideoPipeline
+
+    expert = random_transformer(32, seed=7)
+    duo = LuminaVideoPipeline(transformer=pipe.transformer, vae=pipe.vae, text_encoder=pipe.text_encoder,
+                              tokenizer=pipe.tokenizer, transformer_2=expert, max_resolution=128, expert_from_t=0.5)
+    calls = {"base": [], "expert": []}
+    hooks = [net.register_forward_hook(lambda m, args, out, name=name: calls[name].append(float(args[1][0])))
+             for name, net in (("base", pipe.transformer), ("expert", expert))]
+    kw = dict(num_inference_steps=6, time_shift=1.0, guidance_scale=4.0, height=64, width=64, num_frames=8)
+    trail = {}
+    record = lambda name: lambda p, i, t, k: trail.setdefault(name, []).append(k["latents"].clone())  # noqa: E731
+    try:
+        out = duo("a red circle", generator=torch.Generator().manual_seed(4), output_type="latent",
+                  callback_on_step_end=record("duo"), **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls["base"] and all(t < 0.5 for t in calls["base"])
+    assert calls["expert"] and all(t >= 0.5 for t in calls["expert"])
+    assert [row["expert"] for row in out.schedule] == [row["t"] >= 0.5 for row in out.schedule]
+    solo = pipe("a red circle", generator=torch.Generator().manual_seed(4), output_type="latent",
+                callback_on_step_end=record("solo"), **kw)
+    n_base = sum(not row["expert"] for row in out.schedule)
+    for a, b in zip(trail["duo"][:n_base], trail["solo"][:n_base]):
+        torch.testing.assert_close(a, b)
+    assert (out.frames - solo.frames).abs().max() > 1e-3  # the expert really drew the rest
+
+    duo.save_pretrained(str(tmp_path))
+    loaded = LuminaVideoPipeline.from_pretrained(str(tmp_path))
+    assert loaded.config.expert_from_t == 0.5 and loaded.transformer_2 is not None
+    again = loaded("a red circle", generator=torch.Generator().manual_seed(4), output_type="latent", **kw)
+    torch.testing.assert_close(again.frames, out.frames)
+
+
+@pytest.mark.parametrize("kwargs", [dict(expert_from_t=0.3), dict(transformer_2="expert"),
+                                    dict(transformer_2="expert", expert_from_t=1.0)])
+def test_a_half_specified_or_out_of_range_expert_is_refused(pipe, kwargs):
+    from lumina import LuminaVideoPipeline
+
+    kwargs = {k: (random_transformer(32) if v == "expert" else v) for k, v in kwargs.items()}
+    with pytest.raises(InvalidRequestError, match="0 < t < 1"):
+        LuminaVideoPipeline(transformer=pipe.transformer, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs,message", [

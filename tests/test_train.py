@@ -124,6 +124,11 @@ def test_time_sampling_follows_the_patch_shift():
     assert shift_time(u, 4.0).item() == pytest.approx(0.2)
     x0, x1 = torch.zeros(1, 2), torch.ones(1, 2)
     assert torch.allclose(interpolate(x0, x1, torch.tensor([0.25])), torch.full((1, 2), 0.25))
+    # a low-noise expert's times: the same shifted draw squeezed into [t_from, 1]
+    g0, g1 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    low = sample_t(4000, 4.0, g0, t_from=0.3)
+    assert 0.3 <= low.min() < 0.31 and low.max() <= 1
+    torch.testing.assert_close(low, 0.3 + 0.7 * sample_t(4000, 4.0, g1))
 
 
 def test_training_captions_come_from_the_scene_and_the_shipped_minilm_copy_gives_the_same_features():
@@ -346,12 +351,23 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
                  str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
                  "--dim", "64", "--layers", "1", "--frame-diff-weight", "0.5", "--shape-twins", "2",
-                 "--stake-weight", "0.01"]) in (0, None)
+                 "--stake-weight", "0.01", "--t-from", "0.4"]) in (0, None)
     info = json.loads((tmp_path / "cli_dit" / "data_info.json").read_text())
     assert info["shape_twins"] == 2 and (tmp_path / "cache" / "twins_2.pt").exists()
     with pytest.raises(SystemExit, match="needs --shape-twins"):
         main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit2"), "--stake-weight", "0.01"])
-    assert json.loads((tmp_path / "cli_dit" / "train_report.json").read_text())["recipe"]["frame_diff_weight"] == 0.5
+    recipe_run = json.loads((tmp_path / "cli_dit" / "train_report.json").read_text())["recipe"]
+    assert recipe_run["frame_diff_weight"] == 0.5 and recipe_run["t_from"] == 0.4
+    # assembled with that transformer as the low-noise expert (here of itself): saved, loaded, on the card
+    assert main(["assemble", "--vae", str(tmp_path / "vae"), "--dit", str(tmp_path / "cli_dit"), "--expert",
+                 str(tmp_path / "cli_dit"), "--expert-from-t", "0.4", "--sample-steps", "3",
+                 "--out", str(tmp_path / "duo")]) in (0, None)
+    duo = LuminaVideoPipeline.from_pretrained(str(tmp_path / "duo"))
+    assert duo.config.expert_from_t == 0.4 and duo.transformer_2.config.dim == 64
+    assert "`transformer_2/`: the low-noise expert" in (tmp_path / "duo" / "README.md").read_text()
+    with pytest.raises(SystemExit, match="go together"):
+        main(["assemble", "--vae", str(tmp_path / "vae"), "--dit", str(tmp_path / "cli_dit"), "--expert",
+              str(tmp_path / "cli_dit"), "--out", str(tmp_path / "duo2")])
     meta = torch.load(tmp_path / "cache" / "meta_3.pt", weights_only=True)
     assert info["video_clips"] == 2 and info["image_latents"] == 3
     assert info["motion_labels"]["mean"] == pytest.approx(float(meta["motion"].mean()), abs=0.05)

@@ -77,7 +77,8 @@ def load_pipeline(
     tokens = pipe.transformer.num_tokens(pipe.latent_size(defaults.frames, defaults.height, defaults.width), "1x2")
     pipe.memory_plan = apply_memory_mode(pipe, memory, device, tokens_per_step=tokens)
     if compile_blocks:
-        pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)
+        for net in pipe.denoisers.values():
+            net.compile_repeated_blocks(fullgraph=False, dynamic=True)
     return pipe, defaults
 
 

@@ -78,14 +78,15 @@ def check_plan(plan: MemoryPlan, device_type: str) -> MemoryPlan:
 
 
 def estimate_bytes(pipe, tokens_per_step: int, dtype_bytes: int = 2) -> Tuple[int, int, int]:
-    """(transformer weights, other weights, activations) for one request, in bytes."""
+    """(transformer weights, other weights, activations) for one request, in bytes (a low-noise expert counts
+    with the transformer: both denoise on the GPU)."""
     def size(module):
         return 0 if module is None else sum(p.numel() for p in module.parameters()) * dtype_bytes
 
     cfg = pipe.transformer.config
     # ~24 live (tokens x dim) buffers per block pass, both guidance branches in one pass (batched_guidance)
     activations = 2 * tokens_per_step * cfg.dim * dtype_bytes * 24
-    return size(pipe.transformer), size(pipe.text_encoder) + size(pipe.vae), activations
+    return (sum(size(m) for m in pipe.denoisers.values()), size(pipe.text_encoder) + size(pipe.vae), activations)
 
 
 def choose_plan(free_bytes: Optional[int], transformer: int, others: int, activations: int) -> MemoryPlan:
@@ -136,23 +137,26 @@ def apply_memory_mode(pipe, mode: str = "none", device: str = "cpu", tokens_per_
         plan = choose_plan(free, *estimate_bytes(pipe, tokens_per_step))
     plan = check_plan(plan, device_type)
     if plan.quantize_8bit:
-        quantize_8bit(pipe.transformer)
+        for net in pipe.denoisers.values():
+            quantize_8bit(net)
         if pipe.text_encoder is not None:
             quantize_8bit(pipe.text_encoder)
     if plan.offload == "none":
         pipe.to(device)
     elif plan.offload == "model-offload":
         if plan.quantize_8bit:
-            pipe.transformer.to(device)
-            pipe._exclude_from_cpu_offload.append("transformer")
+            for name, net in pipe.denoisers.items():
+                net.to(device)
+                pipe._exclude_from_cpu_offload.append(name)
         pipe.enable_model_cpu_offload(device=device)
     elif plan.offload == "sequential-offload":
         pipe.enable_sequential_cpu_offload(device=device)
     else:
-        pipe.transformer.enable_group_offload(
-            onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
-            num_blocks_per_group=1, use_stream=True,
-        )
+        for net in pipe.denoisers.values():
+            net.enable_group_offload(
+                onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
+                num_blocks_per_group=1, use_stream=True,
+            )
         for name in ("text_encoder", "vae"):
             if getattr(pipe, name) is not None:
                 getattr(pipe, name).to(device)

@@ -46,16 +46,27 @@ class LuminaVideoPipeline(DiffusionPipeline):
 
     Any component but the transformer may be None when its inputs are given directly
     (`prompt_embeds`, `output_type="latent"`), which is how checkpoint parity is tested.
+
+    `transformer_2`, optional, is a low-noise expert of the same class (as in diffusers' Wan 2.2 pipelines):
+    steps at t >= `expert_from_t` use it. The trajectory of a video is settled at high noise and the details of
+    its objects at low noise; a small model trained for the second alone can learn them without unlearning the
+    first. The release has none.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
     _callback_tensor_inputs = ["latents"]
-    _optional_components = ["vae", "text_encoder", "tokenizer"]
+    _optional_components = ["vae", "text_encoder", "tokenizer", "transformer_2"]
 
-    def __init__(self, transformer, vae=None, text_encoder=None, tokenizer=None, max_resolution: int = 960):
+    def __init__(self, transformer, vae=None, text_encoder=None, tokenizer=None, transformer_2=None,
+                 max_resolution: int = 960, expert_from_t: Optional[float] = None):
         super().__init__()
-        self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
-        self.register_to_config(max_resolution=max_resolution)
+        if (transformer_2 is None) != (expert_from_t is None):
+            raise InvalidRequestError("a low-noise expert needs both transformer_2 and expert_from_t (0 < t < 1)")
+        if expert_from_t is not None and not 0.0 < expert_from_t < 1.0:
+            raise InvalidRequestError(f"expert_from_t={expert_from_t}; allowed: 0 < t < 1 (0 noise, 1 data)")
+        self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              transformer_2=transformer_2)
+        self.register_to_config(max_resolution=max_resolution, expert_from_t=expert_from_t)
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_compression[1])
         self._interrupt = False
         self.batched_guidance = True  # both CFG branches in one forward; memory modes that offload turn it off
@@ -73,21 +84,34 @@ class LuminaVideoPipeline(DiffusionPipeline):
     def vae_scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor) if self.vae is not None else RELEASE_VAE_SCALING
 
+    @property
+    def denoisers(self) -> Dict[str, Any]:
+        """The transformer and, if present, the low-noise expert, by component name (memory modes treat both)."""
+        expert = getattr(self, "transformer_2", None)
+        return {"transformer": self.transformer, **({"transformer_2": expert} if expert is not None else {})}
+
+    def transformer_at(self, t: float):
+        """The network that denoises at time t: the low-noise expert from `expert_from_t` on, if there is one."""
+        expert = getattr(self, "transformer_2", None)
+        return expert if expert is not None and t >= self.config.expert_from_t else self.transformer
+
     def _velocities(self, x, step, pos, neg, both, captions):
         """(v_pos, v_neg or None) at one step; with `both` the two guidance branches share one forward,
-        which halves the per-call overhead that dominates small models and coarse patch sizes."""
+        which halves the per-call overhead that dominates small models and coarse patch sizes. `captions`
+        holds one CaptionCache per network (their caption projections differ)."""
         batch, device = x.shape[0], x.device
+        net = self.transformer_at(step.t)
+        captions = captions.setdefault(id(net), CaptionCache())
         t = torch.full((batch,), step.t, device=device)
         motion = torch.full((batch,), step.motion, device=device)
         if not step.guided:
-            return self.transformer(x, t, *pos, motion, step.patch, captions), None
+            return net(x, t, *pos, motion, step.patch, captions), None
         neg_motion = torch.full((batch,), step.neg_motion, device=device)
         if both is not None:
-            v = self.transformer(torch.cat([x, x]), t.repeat(2), *both, torch.cat([motion, neg_motion]), step.patch,
-                                 captions)
+            v = net(torch.cat([x, x]), t.repeat(2), *both, torch.cat([motion, neg_motion]), step.patch, captions)
             return v[:batch], v[batch:]
-        return (self.transformer(x, t, *pos, motion, step.patch, captions),
-                self.transformer(x, t, *neg, neg_motion, step.patch, captions))
+        return (net(x, t, *pos, motion, step.patch, captions),
+                net(x, t, *neg, neg_motion, step.patch, captions))
 
     def interrupt(self) -> None:
         """Ask a running call to stop after its current step (e.g. from a UI stop button)."""
@@ -236,7 +260,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         )
 
         both = pad_and_stack(pos, neg) if needs_negative and self.batched_guidance else None
-        captions = CaptionCache()
+        captions = {}  # a CaptionCache per network
 
         self._interrupt = False
         t0 = time.perf_counter()
@@ -251,7 +275,8 @@ class LuminaVideoPipeline(DiffusionPipeline):
                 if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
                     check_finite(x, step.index, dtype)
                 schedule_log.append(
-                    {"step": step.index, "t": round(step.t, 6), "patch": step.patch.name, "cfg": step.cfg,
+                    {"step": step.index, "t": round(step.t, 6), "patch": step.patch.name,
+                     "expert": self.transformer_at(step.t) is not self.transformer, "cfg": step.cfg,
                      "motion": step.motion, "neg_motion": step.neg_motion if step.guided else None}
                 )
                 if callback_on_step_end is not None:

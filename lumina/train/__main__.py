@@ -84,6 +84,9 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
     p.add_argument(f"--{prefix.replace('_', '-')}stake-from-t", type=float, default=0.0,
                    help="charge the stakes only at times t >= this (0 noise, 1 data): shape once the noisy clip shows "
                         "where the object is, leaving the high-noise steps that settle its trajectory alone")
+    p.add_argument(f"--{prefix.replace('_', '-')}t-from", type=float, default=0.0,
+                   help="train only at times t >= this: a low-noise expert, which a pipeline assembled with "
+                        "--expert uses from that time on while the base transformer settles the trajectory")
     p.add_argument(f"--{prefix.replace('_', '-')}shape-twins", type=int, default=0,
                    help="clips whose first frames get shape twins encoded (the image stakes; 0: none)")
     p.add_argument(f"--{prefix.replace('_', '-')}video-shape-twins", type=int, default=0,
@@ -144,7 +147,7 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
                        dim=g("dim"), n_layers=g("layers"), n_heads=g("heads"), n_kv_heads=g("kv_heads"),
                        init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
-                       stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"),
+                       stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), t_from=g("t_from"),
                        image_prob=g("image_prob"), device=args.device)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
@@ -169,13 +172,17 @@ def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
     return finetune_decoder(vae, data.videos, seeds, out, recipe, log=_log)
 
 
-def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: str, notes: Optional[Path] = None):
+def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: str, notes: Optional[Path] = None,
+                 expert_dir: Optional[Path] = None, expert_from_t: Optional[float] = None):
     from lumina.train.assemble import assemble
 
+    if (expert_dir is None) != (expert_from_t is None):
+        raise SystemExit("--expert DIR and --expert-from-t T go together: the low-noise expert runs from time T on")
     info_path = Path(dit_dir) / "data_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else None
     text = Path(notes).read_text() if notes else None
-    return assemble(dit_dir, vae_dir, out, steps=steps, preset=preset, data_info=info, notes=text, log=_log)
+    return assemble(dit_dir, vae_dir, out, steps=steps, preset=preset, data_info=info, notes=text, log=_log,
+                    expert_dir=expert_dir, expert_from_t=expert_from_t)
 
 
 def main(argv=None) -> int:
@@ -216,6 +223,9 @@ def main(argv=None) -> int:
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--notes", type=Path, default=None, help="markdown appended to the model card")
+    p.add_argument("--expert", type=Path, default=None,
+                   help="a transformer trained with --t-from: the pipeline's low-noise expert (transformer_2)")
+    p.add_argument("--expert-from-t", type=float, default=None, help="the time the expert takes over (0 noise, 1 data)")
     _common(p)
     p = sub.add_parser("all", help="vae, then dit, then assemble")
     p.add_argument("--out", type=Path, required=True)
@@ -240,7 +250,8 @@ def main(argv=None) -> int:
     elif args.command == "decoder":
         run_decoder(args.vae, args.out, args, args.minutes)
     elif args.command == "assemble":
-        run_assemble(args.vae, args.dit, args.out, args.sample_steps, args.preset, args.notes)
+        run_assemble(args.vae, args.dit, args.out, args.sample_steps, args.preset, args.notes, args.expert,
+                     args.expert_from_t)
     else:
         work = args.work or Path(args.cache) / "run"
         run_vae(work / "vae", args, "vae_")

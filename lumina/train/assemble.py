@@ -36,7 +36,7 @@ DEFAULT_STEPS = 50
 DEFAULT_SAMPLING = {"ts": 24.0, "cfg": 4.0, "negMotion": 20.0, "P": ["2x4", [0.075, "2x2"], [0.3, "1x2"]]}
 PROBE_PROMPT = "a red circle moving right on a blue background"
 PROBE_SEED = 0
-_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+_COMPONENTS = ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 def tiny_defaults(steps: int = DEFAULT_STEPS, preset: str = DEFAULT_PRESET) -> ModelDefaults:
@@ -48,18 +48,23 @@ def folder_size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
 
 
-def build_pipeline(transformer_dir: Path, vae_dir: Path) -> LuminaVideoPipeline:
+def build_pipeline(transformer_dir: Path, vae_dir: Path, expert_dir: Optional[Path] = None,
+                   expert_from_t: Optional[float] = None) -> LuminaVideoPipeline:
+    """The tiny pipeline; with `expert_dir`, that transformer (trained with `--t-from`) is its low-noise expert
+    from `expert_from_t` on."""
     from diffusers import AutoencoderKLCogVideoX
 
     from lumina.models.transformer_nextdit import LuminaNextDiTVideo
     from lumina.train.data import load_minilm_for_training
 
     transformer = LuminaNextDiTVideo.from_pretrained(str(transformer_dir)).eval()
+    expert = LuminaNextDiTVideo.from_pretrained(str(expert_dir)).eval().half() if expert_dir else None
     vae = AutoencoderKLCogVideoX.from_pretrained(str(vae_dir)).eval()
     tokenizer, encoder = load_minilm_for_training()
     # stored in float16 (the assets' size budget); loading casts back to the requested dtype
     return LuminaVideoPipeline(transformer=transformer.half(), vae=vae.half(), text_encoder=encoder.half(),
-                               tokenizer=tokenizer, max_resolution=128)
+                               tokenizer=tokenizer, transformer_2=expert, max_resolution=128,
+                               expert_from_t=expert_from_t if expert_dir else None)
 
 
 def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults) -> None:
@@ -116,6 +121,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     size = folder_size_mb(out)
     parts = {p.name: round(folder_size_mb(p), 2) for p in sorted(out.iterdir()) if p.is_dir()}
     tc = json.loads((out / "transformer" / "config.json").read_text())
+    expert_from_t = json.loads((out / "model_index.json").read_text()).get("expert_from_t")
     vc = json.loads((out / "vae" / "config.json").read_text())
     per_latent, cell = vae_compression(vc)
     config = defaults.sample_config()
@@ -131,6 +137,9 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "",
         f"- `transformer/`: LuminaNextDiTVideo dim {tc['dim']}, {tc['n_layers']} layers, {tc['n_heads']} heads "
         f"({tc['n_kv_heads']} KV heads), caption dim {tc['cap_feat_dim']}, patch sizes 1x2 / 2x2 / 2x4; stored in fp16.",
+        *([f"- `transformer_2/`: the low-noise expert, the same class and size, trained only at t >= "
+           f"{expert_from_t}; the pipeline denoises with it from t = {expert_from_t} on (`expert_from_t` in "
+           "model_index.json)."] if expert_from_t is not None else []),
         f"- `vae/`: AutoencoderKLCogVideoX, block_out_channels {tuple(vc['block_out_channels'])}, 16 latent channels, "
         f"{per_latent}x temporal / {cell}x spatial (16x128x128 video -> 16x{16 // per_latent}x{128 // cell}x"
         f"{128 // cell} latent), scaling_factor {vc['scaling_factor']:.4f} (measured: unit-std latents); stored in fp16.",
@@ -248,12 +257,15 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
 
 def assemble(transformer_dir: Path, vae_dir: Path, out: Path, steps: int = DEFAULT_STEPS,
              preset: str = DEFAULT_PRESET, data_info: Optional[Dict] = None, run_probe: bool = True,
-             notes: Optional[str] = None, log: Callable[[str], None] = print) -> Dict:
+             notes: Optional[str] = None, log: Callable[[str], None] = print, expert_dir: Optional[Path] = None,
+             expert_from_t: Optional[float] = None) -> Dict:
     out = Path(out)
-    pipe = build_pipeline(transformer_dir, vae_dir)
+    pipe = build_pipeline(transformer_dir, vae_dir, expert_dir, expert_from_t)
     defaults = tiny_defaults(steps, preset)
     save_pipeline(pipe, out, defaults)
-    for src, name in ((vae_dir, "vae"), (transformer_dir, "transformer")):
+    for src, name in ((vae_dir, "vae"), (transformer_dir, "transformer"), (expert_dir, "transformer_2")):
+        if src is None:
+            continue
         report = Path(src) / "train_report.json"
         if report.exists():
             shutil.copy(report, out / f"train_report_{name}.json")

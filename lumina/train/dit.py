@@ -48,6 +48,7 @@ class DiTRecipe:
     frame_diff_weight: float = 0.0     # weight of the error's latent-frame differences (motion consistency)
     stake_weight: float = 0.0          # weight of the error along items' shape stakes (needs a twin cache)
     stake_from_t: float = 0.0          # stakes count only for items at t >= this (shape after the trajectory is set)
+    t_from: float = 0.0                # train only at t >= this: a low-noise expert (the pipeline's transformer_2)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
     patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
     logit_normal: bool = False
@@ -154,7 +155,7 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
                                                              recipe.motion_dropout, recipe.still_relabel)
         weights = mask_weights(objects, recipe.object_weight) if objects is not None and recipe.object_weight else None
         x0 = torch.randn(x1.shape, generator=gen, device=device)
-        t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal)
+        t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal, recipe.t_from)
         xt = interpolate(x0, x1, t)
         with autocast:
             v_pred = model(xt, t, cap, mask, motion, patch)

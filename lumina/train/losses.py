@@ -12,14 +12,18 @@ from lumina.sampling import shift_time
 Tensors = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-def sample_t(n: int, shift: float, generator: torch.Generator = None, logit_normal: bool = False) -> torch.Tensor:
-    """Training times t = shift_time(u, shift); u uniform or logit-normal(0, 1). Larger shift -> noisier."""
+def sample_t(n: int, shift: float, generator: torch.Generator = None, logit_normal: bool = False,
+             t_from: float = 0.0) -> torch.Tensor:
+    """Training times t = shift_time(u, shift); u uniform or logit-normal(0, 1). Larger shift -> noisier.
+
+    With ``t_from`` the times are squeezed into [t_from, 1]: a low-noise expert only ever runs there, so every
+    step of its training goes to the times it serves."""
     device = generator.device if generator is not None else None
     if logit_normal:
         u = torch.sigmoid(torch.randn(n, generator=generator, device=device))
     else:
         u = torch.rand(n, generator=generator, device=device)
-    return shift_time(u, shift)
+    return t_from + (1.0 - t_from) * shift_time(u, shift)
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
