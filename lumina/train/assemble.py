@@ -121,7 +121,8 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     size = folder_size_mb(out)
     parts = {p.name: round(folder_size_mb(p), 2) for p in sorted(out.iterdir()) if p.is_dir()}
     tc = json.loads((out / "transformer" / "config.json").read_text())
-    expert_from_t = json.loads((out / "model_index.json").read_text()).get("expert_from_t")
+    index = out / "model_index.json"
+    expert_from_t = json.loads(index.read_text()).get("expert_from_t") if index.exists() else None
     vc = json.loads((out / "vae" / "config.json").read_text())
     per_latent, cell = vae_compression(vc)
     config = defaults.sample_config()
