@@ -364,8 +364,9 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
                  "--out", str(tmp_path / "duo")]) in (0, None)
     duo = LuminaVideoPipeline.from_pretrained(str(tmp_path / "duo"))
     assert duo.config.expert_from_t == 0.4 and duo.transformer_2.config.dim == 64
-    assert "`transformer_2/`: the low-noise expert" in (tmp_path / "duo" / "README.md").read_text()
-    with pytest.raises(SystemExit, match="go together"):
+    card = (tmp_path / "duo" / "README.md").read_text()
+    assert "`transformer_2/`: the low-noise expert, LuminaNextDiTVideo dim 64, 1 layers" in card and "t = 0.4 on" in card
+    with pytest.raises(SystemExit, match="needs both transformer_2 and expert_from_t"):
         main(["assemble", "--vae", str(tmp_path / "vae"), "--dit", str(tmp_path / "cli_dit"), "--expert",
               str(tmp_path / "cli_dit"), "--out", str(tmp_path / "duo2")])
     meta = torch.load(tmp_path / "cache" / "meta_3.pt", weights_only=True)

@@ -86,7 +86,7 @@ def estimate_bytes(pipe, tokens_per_step: int, dtype_bytes: int = 2) -> Tuple[in
     cfg = pipe.transformer.config
     # ~24 live (tokens x dim) buffers per block pass, both guidance branches in one pass (batched_guidance)
     activations = 2 * tokens_per_step * cfg.dim * dtype_bytes * 24
-    return (sum(size(m) for m in pipe.denoisers.values()), size(pipe.text_encoder) + size(pipe.vae), activations)
+    return sum(size(m) for m in pipe.denoisers.values()), size(pipe.text_encoder) + size(pipe.vae), activations
 
 
 def choose_plan(free_bytes: Optional[int], transformer: int, others: int, activations: int) -> MemoryPlan:

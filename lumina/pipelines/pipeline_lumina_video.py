@@ -87,21 +87,19 @@ class LuminaVideoPipeline(DiffusionPipeline):
     @property
     def denoisers(self) -> Dict[str, Any]:
         """The transformer and, if present, the low-noise expert, by component name (memory modes treat both)."""
-        expert = getattr(self, "transformer_2", None)
+        expert = self.transformer_2
         return {"transformer": self.transformer, **({"transformer_2": expert} if expert is not None else {})}
 
     def transformer_at(self, t: float):
         """The network that denoises at time t: the low-noise expert from `expert_from_t` on, if there is one."""
-        expert = getattr(self, "transformer_2", None)
+        expert = self.transformer_2
         return expert if expert is not None and t >= self.config.expert_from_t else self.transformer
 
-    def _velocities(self, x, step, pos, neg, both, captions):
-        """(v_pos, v_neg or None) at one step; with `both` the two guidance branches share one forward,
-        which halves the per-call overhead that dominates small models and coarse patch sizes. `captions`
-        holds one CaptionCache per network (their caption projections differ)."""
+    def _velocities(self, net, x, step, pos, neg, both, captions):
+        """(v_pos, v_neg or None) of network `net` at one step; with `both` the two guidance branches share one
+        forward, which halves the per-call overhead that dominates small models and coarse patch sizes.
+        `captions` is that network's CaptionCache (each network projects the captions its own way)."""
         batch, device = x.shape[0], x.device
-        net = self.transformer_at(step.t)
-        captions = captions.setdefault(id(net), CaptionCache())
         t = torch.full((batch,), step.t, device=device)
         motion = torch.full((batch,), step.motion, device=device)
         if not step.guided:
@@ -260,7 +258,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         )
 
         both = pad_and_stack(pos, neg) if needs_negative and self.batched_guidance else None
-        captions = {}  # a CaptionCache per network
+        captions = {id(net): CaptionCache() for net in self.denoisers.values()}
 
         self._interrupt = False
         t0 = time.perf_counter()
@@ -270,13 +268,14 @@ class LuminaVideoPipeline(DiffusionPipeline):
             for step in steps:
                 if self._interrupt:
                     raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
-                v_pos, v_neg = self._velocities(x.to(dtype), step, pos, neg, both, captions)
+                net = self.transformer_at(step.t)
+                v_pos, v_neg = self._velocities(net, x.to(dtype), step, pos, neg, both, captions[id(net)])
                 x = euler_step(x, guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm), step.dt)
                 if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
                     check_finite(x, step.index, dtype)
                 schedule_log.append(
                     {"step": step.index, "t": round(step.t, 6), "patch": step.patch.name,
-                     "expert": self.transformer_at(step.t) is not self.transformer, "cfg": step.cfg,
+                     "expert": net is not self.transformer, "cfg": step.cfg,
                      "motion": step.motion, "neg_motion": step.neg_motion if step.guided else None}
                 )
                 if callback_on_step_end is not None:

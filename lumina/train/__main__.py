@@ -174,15 +174,17 @@ def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
 
 def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: str, notes: Optional[Path] = None,
                  expert_dir: Optional[Path] = None, expert_from_t: Optional[float] = None):
+    from lumina.errors import InvalidRequestError
     from lumina.train.assemble import assemble
 
-    if (expert_dir is None) != (expert_from_t is None):
-        raise SystemExit("--expert DIR and --expert-from-t T go together: the low-noise expert runs from time T on")
     info_path = Path(dit_dir) / "data_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else None
     text = Path(notes).read_text() if notes else None
-    return assemble(dit_dir, vae_dir, out, steps=steps, preset=preset, data_info=info, notes=text, log=_log,
-                    expert_dir=expert_dir, expert_from_t=expert_from_t)
+    try:
+        return assemble(dit_dir, vae_dir, out, steps=steps, preset=preset, data_info=info, notes=text, log=_log,
+                        expert_dir=expert_dir, expert_from_t=expert_from_t)
+    except InvalidRequestError as err:  # e.g. --expert without --expert-from-t: the pipeline states the rule
+        raise SystemExit(f"error: {err}")
 
 
 def main(argv=None) -> int:

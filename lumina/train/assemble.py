@@ -63,8 +63,7 @@ def build_pipeline(transformer_dir: Path, vae_dir: Path, expert_dir: Optional[Pa
     tokenizer, encoder = load_minilm_for_training()
     # stored in float16 (the assets' size budget); loading casts back to the requested dtype
     return LuminaVideoPipeline(transformer=transformer.half(), vae=vae.half(), text_encoder=encoder.half(),
-                               tokenizer=tokenizer, transformer_2=expert, max_resolution=128,
-                               expert_from_t=expert_from_t if expert_dir else None)
+                               tokenizer=tokenizer, transformer_2=expert, max_resolution=128, expert_from_t=expert_from_t)
 
 
 def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults) -> None:
@@ -123,6 +122,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     tc = json.loads((out / "transformer" / "config.json").read_text())
     index = out / "model_index.json"
     expert_from_t = json.loads(index.read_text()).get("expert_from_t") if index.exists() else None
+    ec = json.loads((out / "transformer_2" / "config.json").read_text()) if expert_from_t is not None else None
     vc = json.loads((out / "vae" / "config.json").read_text())
     per_latent, cell = vae_compression(vc)
     config = defaults.sample_config()
@@ -138,9 +138,9 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "",
         f"- `transformer/`: LuminaNextDiTVideo dim {tc['dim']}, {tc['n_layers']} layers, {tc['n_heads']} heads "
         f"({tc['n_kv_heads']} KV heads), caption dim {tc['cap_feat_dim']}, patch sizes 1x2 / 2x2 / 2x4; stored in fp16.",
-        *([f"- `transformer_2/`: the low-noise expert, the same class and size, trained only at t >= "
-           f"{expert_from_t}; the pipeline denoises with it from t = {expert_from_t} on (`expert_from_t` in "
-           "model_index.json)."] if expert_from_t is not None else []),
+        *([f"- `transformer_2/`: the low-noise expert, LuminaNextDiTVideo dim {ec['dim']}, {ec['n_layers']} layers; "
+           f"the pipeline denoises with it from t = {expert_from_t} on (`expert_from_t` in model_index.json)."]
+          if ec else []),
         f"- `vae/`: AutoencoderKLCogVideoX, block_out_channels {tuple(vc['block_out_channels'])}, 16 latent channels, "
         f"{per_latent}x temporal / {cell}x spatial (16x128x128 video -> 16x{16 // per_latent}x{128 // cell}x"
         f"{128 // cell} latent), scaling_factor {vc['scaling_factor']:.4f} (measured: unit-std latents); stored in fp16.",
