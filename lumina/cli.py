@@ -26,6 +26,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--steps", type=int, help="grid points of the flow ODE (steps - 1 evaluations)")
     p.add_argument("--time-shift", type=float)
     p.add_argument("--renorm", type=float)
+    p.add_argument("--shared-noise", type=float,
+                   help="share (0-0.95) of the starting noise common to all latent frames; 0 = independent (release)")
     p.add_argument("--seed", type=int)
     p.add_argument("--resolution", help="WxH, multiples of 32")
     p.add_argument("--frames", type=int, help="1 or a multiple of 8")
@@ -66,7 +68,7 @@ def cmd_generate(args) -> int:
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
         fps=args.fps, preset=args.preset, schedule=args.schedule, motion=_number_or_text(args.motion),
         neg_motion=_number_or_text(args.neg_motion), cfg=_number_or_text(args.cfg), steps=args.steps,
-        time_shift=args.time_shift, renorm=args.renorm, seed=args.seed, audio=args.audio,
+        time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise, seed=args.seed, audio=args.audio,
     )
     pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)

@@ -43,6 +43,7 @@ class GenerationRequest:
     steps: Optional[int] = None
     time_shift: Optional[float] = None
     renorm: Optional[float] = None
+    shared_noise: Optional[float] = None
     seed: Optional[int] = None
     audio: bool = False
 
@@ -54,6 +55,8 @@ def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> Sample
     for name, value in (("motion", req.motion), ("negative motion", req.neg_motion), ("guidance", req.cfg)):
         if isinstance(value, (int, float)):
             (V.check_guidance(value) if name == "guidance" else V.check_motion(name, value))
+    if req.shared_noise is not None:
+        V.check_shared_noise(req.shared_noise)
     return base.replace(
         patch=coerce_setting(req.schedule, "patch", defaults.patch_shorthands()),
         steps=req.steps,
@@ -62,6 +65,7 @@ def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> Sample
         neg_motion=coerce_setting(req.neg_motion, "negMotion"),
         time_shift=req.time_shift,
         renorm=req.renorm,
+        shared_noise=req.shared_noise,
     )
 
 

@@ -18,6 +18,7 @@ MAX_STEPS = 200
 MAX_SEED = 2**32 - 1
 MOTION_RANGE = (-1.0, 100.0)
 GUIDANCE_RANGE = (0.0, 50.0)
+SHARED_NOISE_RANGE = (0.0, 0.95)  # share of the starting noise common to all latent frames
 FPS_RANGE = (1, 60)
 
 
@@ -131,6 +132,11 @@ def check_motion(name: str, value) -> None:
 
 def check_guidance(value) -> None:
     check_number("guidance", value, *GUIDANCE_RANGE)
+
+
+def check_shared_noise(value) -> None:
+    """0 = independent noise per latent frame (the release's); near 1 every frame starts alike."""
+    check_number("shared noise", value, *SHARED_NOISE_RANGE)
 
 
 def parse_resolution(text: str) -> Tuple[int, int]:

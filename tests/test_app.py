@@ -111,6 +111,7 @@ def _message(excinfo) -> str:
     ({"prompt": "x", "steps": 1}, "2..200"),
     ({"prompt": "x", "guidance": 80}, "guidance=80.0"),
     ({"prompt": "x", "fps": 0}, "fps=0"),
+    ({"prompt": "x", "shared_noise": 1.0}, "shared noise=1.0: must be a number in 0..0.95"),
     ({"prompt": "x", "length_mode": "seconds", "duration": -1}, "must be > 0 s"),
     ({"prompt": "x", "add_sound": True}, "video-to-audio"),
     ({"prompt": "x", "memory_mode": "model offload"}, "not available on cpu"),
@@ -145,17 +146,20 @@ def test_request_building_snaps_sizes_and_rounds_durations():
 
 
 def test_generate_and_reuse(studio):
-    video, sidecar, seed, settings, status = studio.generate(prompt=PROMPT, seed=42, randomize_seed=False)
+    video, sidecar, seed, settings, status = studio.generate(prompt=PROMPT, seed=42, randomize_seed=False,
+                                                             shared_noise=0.4)
     frames, fps = read_video(video)
     assert frames.shape == (8, 64, 64, 3) and fps == 8 and seed == 42 and "seed **42**" in status
-    assert json.loads(Path(sidecar).read_text())["request"]["seed"] == 42
+    saved = json.loads(Path(sidecar).read_text())
+    assert saved["request"]["seed"] == 42 and saved["sample_config"]["sharedNoise"] == 0.4
     entry = {"settings": settings}
     reused = dict(zip(SETTING_NAMES, reuse_settings(entry)))
     assert reused["prompt"] == PROMPT and settings["ui"]["randomize_seed"] is False
-    assert reused["neg_motion_after"] == settings["ui"]["neg_motion_after"] == 6.0
-    older = {"settings": {"ui": {k: v for k, v in settings["ui"].items() if k != "neg_motion_after"}}}
-    reused = dict(zip(SETTING_NAMES, reuse_settings(older)))  # made when the negative switched to the positive
-    assert reused["neg_motion_after"] == reused["motion"] and reused["seed"] == 42
+    assert reused["neg_motion_after"] == settings["ui"]["neg_motion_after"] == 6.0 and reused["shared_noise"] == 0.4
+    older = {"settings": {"ui": {k: v for k, v in settings["ui"].items()
+                                 if k not in ("neg_motion_after", "shared_noise")}}}
+    reused = dict(zip(SETTING_NAMES, reuse_settings(older)))  # made before those settings: positive, independent
+    assert reused["neg_motion_after"] == reused["motion"] and reused["seed"] == 42 and reused["shared_noise"] == 0.0
 
 
 def test_stop_interrupts_a_running_generation(studio):

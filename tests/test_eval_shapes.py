@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lumina.eval.shapes import MOTION_LEVELS, flicker_score, jump_share, motion_control_stats, read_back, run, summarize
+from lumina.eval.shapes import MOTION_LEVELS, Bench, flicker_score, jump_share, motion_control_stats, read_back, run, summarize
 from lumina.world import render_clip, sample_scene
 
 
@@ -74,6 +74,7 @@ def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
     report = (tmp_path / "shapesbench.md").read_text()
     assert "| multiscale |" in report and "multiscale = `2x4, 2x2@0.03, 1x2@0.125`" in report  # the model's own
     assert "negative score `2, 6@0.05`" in report
+    assert result["noise_seeds"] == list(range(result["n_prompts"])) and "noise seed 0 + i" in report
     ceiling = result["vae_ceiling"]
     assert set(ceiling) == {"background", "color", "shape", "direction", "adherence", "jump"}
     assert all(0 <= ceiling[k] <= 1 for k in ("background", "color", "shape", "direction", "adherence"))
@@ -89,3 +90,12 @@ def test_bench_runs_end_to_end(random_pipeline_dir, tmp_path):
         gif.seek(i)
         total_ms += gif.info["duration"]
     assert gif.size == (64, 64) and total_ms == pytest.approx(8 * 1000 / 8, abs=8 * 10)  # GIF delays are centiseconds
+
+
+def test_each_prompt_draws_its_own_noise(random_pipeline_dir):
+    """A table must not rest on one noise draw: prompt i renders from its own seed, the same on every call."""
+    bench = Bench(str(random_pipeline_dir), seed=3)
+    prompt = "a red circle moving right on a navy background"
+    first, again, second = (bench.render(prompt, i, schedule="1x2")[0] for i in (0, 0, 1))
+    assert np.array_equal(first, again)
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 1.0

@@ -11,6 +11,7 @@ import torch
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.media import read_video
 from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
+from lumina.sampling import initial_noise
 from tests.builders import random_pipeline, random_transformer
 
 FAST = dict(num_inference_steps=3, height=64, width=64, num_frames=8)
@@ -103,6 +104,15 @@ def test_same_seed_same_video_and_initial_latents_respected(pipe):
     noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(1))
     d = pipe("a red circle", latents=noise, output_type="latent", num_inference_steps=3).frames
     torch.testing.assert_close(d, a)
+
+
+def test_shared_noise_starts_every_latent_frame_from_a_common_part(pipe):
+    shared = pipe("a red circle", generator=torch.Generator().manual_seed(1), output_type="latent", shared_noise=0.5,
+                  **FAST).frames
+    start = initial_noise((1, 16, 2, 8, 8), torch.Generator().manual_seed(1), 0.5)
+    torch.testing.assert_close(shared, pipe("a red circle", latents=start, output_type="latent", **FAST).frames)
+    plain = pipe("a red circle", generator=torch.Generator().manual_seed(1), output_type="latent", **FAST).frames
+    assert (shared - plain).abs().max() > 0.1
 
 
 def test_callback_sees_every_step_and_schedule_is_reported(pipe):

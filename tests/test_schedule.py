@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lumina.sampling import (PRESETS, SampleConfig, format_schedule, guide, parse_schedule_string, plan,
-                             time_grid, value_at)
+from lumina.sampling import (PRESETS, SampleConfig, format_schedule, guide, initial_noise, parse_schedule_string,
+                             plan, time_grid, value_at)
 
 
 def test_presets_match_the_release_table():
@@ -24,6 +24,32 @@ def test_presets_match_the_release_table():
 def test_json_lists_equal_tuples():
     from_json = SampleConfig.from_dict(json.loads(json.dumps(PRESETS["f24F96R960-MultiScale"].to_dict())))
     assert from_json == PRESETS["f24F96R960-MultiScale"]
+
+
+def test_shared_noise_is_a_project_key_outside_the_release_presets():
+    assert all(p.shared_noise == 0.0 and "sharedNoise" not in p.to_dict() for p in PRESETS.values())
+    mixed = SampleConfig.from_dict({**PRESETS["f24F96R960"].to_dict(), "sharedNoise": 0.3})
+    assert mixed.shared_noise == 0.3 and mixed.to_dict()["sharedNoise"] == 0.3
+    assert SampleConfig.from_dict(json.loads(json.dumps(mixed.to_dict()))) == mixed
+    for bad in (1.0, -0.1, "lots"):
+        with pytest.raises(ValueError, match="sharedNoise"):
+            PRESETS["f24F96R960"].replace(shared_noise=bad)
+
+
+def test_initial_noise_shares_the_asked_variance_across_frames():
+    shape = (2, 16, 4, 32, 32)
+    plain = initial_noise(shape, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(plain, torch.randn(shape, generator=torch.Generator().manual_seed(3)))
+
+    def frame_correlation(x):
+        f = x.transpose(0, 2).reshape(shape[2], -1)
+        return torch.corrcoef(f)[~torch.eye(shape[2], dtype=torch.bool)].mean().item()
+
+    assert abs(frame_correlation(plain)) < 0.02
+    for shared in (0.3, 0.6):
+        mixed = initial_noise(shape, torch.Generator().manual_seed(3), shared)
+        assert abs(frame_correlation(mixed) - shared) < 0.03
+        assert abs(mixed.std().item() - 1.0) < 0.02 and abs(mixed.mean().item()) < 0.02  # still N(0, 1) per element
 
 
 def test_value_at_switches_at_the_boundary():

@@ -44,8 +44,8 @@ SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, s
 # Every parameter of `Studio.generate` that describes the video (the API's names, in UI order).
 SETTING_NAMES = (
     "prompt", "negative_prompt", "resolution", "custom_size", "width", "height", "length_mode", "duration",
-    "frames", "fps", "steps", "guidance", "guidance_until", "time_shift", "motion", "neg_motion",
-    "neg_motion_until", "neg_motion_after", "schedule", "custom_schedule", "seed", "randomize_seed", "add_sound",
+    "frames", "fps", "steps", "guidance", "guidance_until", "time_shift", "shared_noise", "motion",
+    "neg_motion", "neg_motion_until", "neg_motion_after", "schedule", "custom_schedule", "seed", "randomize_seed", "add_sound",
     "model", "memory_mode",
 )
 
@@ -237,7 +237,8 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
         "custom_size": False, "width": defaults.width, "height": defaults.height,
         "length_mode": "frames", "duration": round(defaults.frames / defaults.fps, 3), "frames": defaults.frames,
         "fps": defaults.fps, "steps": preset.steps, "guidance": guidance,
-        "guidance_until": float(guidance_until), "time_shift": preset.time_shift, "motion": motion,
+        "guidance_until": float(guidance_until), "time_shift": preset.time_shift,
+        "shared_noise": preset.shared_noise, "motion": motion,
         "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
         "neg_motion_after": float(neg[-1][1]),
         "schedule": schedule, "custom_schedule": custom or format_schedule(multiscale), "seed": 0,
@@ -283,6 +284,8 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
                               _as_float("negative motion after", values["neg_motion_after"]))
     time_shift = _as_float("time shift", values["time_shift"])
     V.check_number("time shift", time_shift, 0.1, 100.0)
+    shared_noise = _as_float("shared noise", values["shared_noise"])
+    V.check_shared_noise(shared_noise)
     schedule = values["schedule"]
     if schedule not in SCHEDULES + (CUSTOM,):
         raise InvalidRequestError(f"schedule={schedule!r}: choose one of {list(SCHEDULES) + [CUSTOM]}")
@@ -298,7 +301,7 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
     req = GenerationRequest(
         prompt=prompt, negative_prompt=str(values.get("negative_prompt") or ""), width=width, height=height,
         frames=frames, fps=fps, schedule=text, motion=motion, neg_motion=neg, cfg=cfg, steps=steps,
-        time_shift=time_shift, seed=seed, audio=bool(values.get("add_sound")),
+        time_shift=time_shift, shared_noise=shared_noise, seed=seed, audio=bool(values.get("add_sound")),
     )
     return req, notices
 
@@ -499,6 +502,7 @@ class Studio:
                  length_mode: Optional[str] = None, duration: Optional[float] = None, frames: Optional[float] = None,
                  fps: Optional[float] = None, steps: Optional[float] = None, guidance: Optional[float] = None,
                  guidance_until: Optional[float] = None, time_shift: Optional[float] = None,
+                 shared_noise: Optional[float] = None,
                  motion: Optional[float] = None, neg_motion: Optional[float] = None,
                  neg_motion_until: Optional[float] = None, neg_motion_after: Optional[float] = None,
                  schedule: Optional[str] = None,

@@ -68,7 +68,8 @@ def reuse_settings(entry):
     if not entry:
         raise gr.Error("select a video in the history first")
     ui = entry["settings"]["ui"]
-    ui = {"neg_motion_after": ui.get("motion"), **ui}  # entries made before that setting used the positive score
+    # entries made before these settings used the positive score after the switch and independent noise
+    ui = {"neg_motion_after": ui.get("motion"), "shared_noise": 0.0, **ui}
     return [ui.get(name) for name in SETTING_NAMES]
 
 
@@ -195,6 +196,10 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                 steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
                                                   info="grid points; steps - 1 denoising evaluations")
                                 time_shift = gr.Slider(0.1, 100, value=d["time_shift"], step=0.1, label="Time shift")
+                                shared_noise = gr.Slider(*V.SHARED_NOISE_RANGE, value=d["shared_noise"], step=0.05,
+                                                         label="Shared noise",
+                                                         info="share of the starting noise common to all frames "
+                                                              "(0 = independent, the release's); steadier tracks")
                             with gr.Row():
                                 guidance = gr.Slider(*V.GUIDANCE_RANGE, value=d["guidance"], step=0.5,
                                                      label="Guidance (CFG)")
@@ -329,8 +334,9 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
 
         # ---------------------------------------------------------------- events
         gen_inputs = [prompt, negative_prompt, resolution, custom_size, width, height, length_mode, duration, frames,
-                      fps, steps, guidance, guidance_until, time_shift, motion, neg_motion, neg_motion_until,
-                      neg_motion_after, schedule, custom_schedule, seed, randomize_seed, add_sound, model, memory_mode]
+                      fps, steps, guidance, guidance_until, time_shift, shared_noise, motion, neg_motion,
+                      neg_motion_until, neg_motion_after, schedule, custom_schedule, seed, randomize_seed, add_sound,
+                      model, memory_mode]
         assert len(gen_inputs) == len(SETTING_NAMES)
         gen_outputs = [video, sidecar_file, used_seed, settings, status]
 

@@ -16,7 +16,8 @@ from lumina.costs import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.models.components import vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
-from lumina.sampling import SampleConfig, coerce_setting, euler_step, guide, plan, resolve_sample_config
+from lumina.sampling import (SampleConfig, coerce_setting, euler_step, guide, initial_noise, plan,
+                             resolve_sample_config)
 from lumina.validation import check_latent_shape, check_size_and_frames
 
 SYSTEM_PROMPT = (
@@ -141,9 +142,9 @@ class LuminaVideoPipeline(DiffusionPipeline):
             out = self.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         return out.hidden_states[-2], mask, truncated
 
-    def prepare_latents(self, batch, frames, height, width, dtype, device, generator):
+    def prepare_latents(self, batch, frames, height, width, dtype, device, generator, shared_noise: float = 0.0):
         shape = (batch, self.transformer.config.in_channels, *self.latent_size(frames, height, width))
-        return torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu").to(device=device, dtype=dtype)
+        return initial_noise(shape, generator, shared_noise).to(device=device, dtype=dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latent -> video in [-1, 1], (B, C, F, H, W); the VAE's causal cache is cleared for the next video.
@@ -185,6 +186,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         negative_motion_score=None,
         time_shift: Optional[float] = None,
         renorm: Optional[float] = None,
+        shared_noise: Optional[float] = None,
         prompt_embeds: Optional[torch.Tensor] = None,
         prompt_attention_mask: Optional[torch.Tensor] = None,
         negative_prompt_embeds: Optional[torch.Tensor] = None,
@@ -212,6 +214,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
             steps=num_inference_steps, patch=coerce_setting(patch_schedule, "patch"),
             cfg=coerce_setting(guidance_scale, "cfg"), motion=coerce_setting(motion_score, "motion"),
             neg_motion=coerce_setting(negative_motion_score, "negMotion"), time_shift=time_shift, renorm=renorm,
+            shared_noise=shared_noise,
         )
         steps = plan(config)
         supported = {p.name for p in self.transformer.supported_patch_sizes()}
@@ -247,7 +250,8 @@ class LuminaVideoPipeline(DiffusionPipeline):
 
         if latents is None:
             check_size_and_frames(width, height, num_frames, self.config.max_resolution)
-            latents = self.prepare_latents(batch, num_frames, height, width, dtype, device, generator)
+            latents = self.prepare_latents(batch, num_frames, height, width, dtype, device, generator,
+                                           config.shared_noise)
         else:
             check_latent_shape(tuple(latents.shape), self.transformer.config.in_channels, batch)
             latents = latents.to(device=device, dtype=torch.float32)

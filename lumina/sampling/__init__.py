@@ -1,4 +1,4 @@
-from lumina.sampling.flow import StepPlan, euler_step, guide, plan, shift_time, time_grid
+from lumina.sampling.flow import StepPlan, euler_step, guide, initial_noise, plan, shift_time, time_grid
 from lumina.sampling.schedule import (
     PRESETS,
     SampleConfig,
@@ -11,6 +11,6 @@ from lumina.sampling.schedule import (
 )
 
 __all__ = [
-    "PRESETS", "SampleConfig", "coerce_setting", "StepPlan", "euler_step", "format_schedule", "get_preset", "guide", "plan",
+    "PRESETS", "SampleConfig", "coerce_setting", "StepPlan", "euler_step", "format_schedule", "get_preset", "guide", "initial_noise", "plan",
     "parse_schedule_string", "resolve_sample_config", "shift_time", "time_grid", "value_at",
 ]

@@ -166,6 +166,8 @@ class SampleConfig:
     """One sampling run in the release's terms.
 
     ``steps`` keeps the release's ``step`` meaning: grid points, so steps - 1 model evaluations.
+    ``shared_noise`` (key ``sharedNoise``, this project's; the release draws independent noise, 0) is the share
+    of the starting noise's variance common to all latent frames (see ``initial_noise``).
     """
 
     patch: TimeAware = "1x2"
@@ -175,6 +177,7 @@ class SampleConfig:
     cfg: TimeAware = (20.0, (0.2, 0.0))
     motion: TimeAware = 6.0
     neg_motion: TimeAware = (2.0, (0.05, 6.0))
+    shared_noise: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "patch", normalize_time_aware(self.patch, _as_patch_name, "patch schedule P"))
@@ -189,12 +192,17 @@ class SampleConfig:
             raise ValueError(f"time shift ts={self.time_shift!r} must be > 0 (1 = no shift)")
         object.__setattr__(self, "time_shift", float(self.time_shift))
         object.__setattr__(self, "renorm", float(self.renorm))
+        shared = _as_float("sharedNoise")(self.shared_noise)
+        if not 0.0 <= shared < 1.0:
+            raise ValueError(f"sharedNoise={self.shared_noise!r} must be in [0, 1): the share of the starting noise "
+                             "common to all latent frames (0 = independent frames, the release's)")
+        object.__setattr__(self, "shared_noise", shared)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SampleConfig":
-        """Read the release's dict format (keys P, step, ts, renorm, cfg, motion, negMotion)."""
+        """Read the release's dict format (keys P, step, ts, renorm, cfg, motion, negMotion; and sharedNoise)."""
         known = {"P": "patch", "step": "steps", "ts": "time_shift", "renorm": "renorm", "cfg": "cfg",
-                 "motion": "motion", "negMotion": "neg_motion"}
+                 "motion": "motion", "negMotion": "neg_motion", "sharedNoise": "shared_noise"}
         unknown = sorted(set(d) - set(known) - set(known.values()))
         if unknown:
             raise ValueError(f"unknown sample_config keys {unknown}; allowed: {sorted(known)}")
@@ -202,10 +210,11 @@ class SampleConfig:
         return cls(**kwargs)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The release's dict format, JSON-ready."""
-        return {"P": to_json_form(self.patch), "step": self.steps, "ts": self.time_shift, "renorm": self.renorm,
-                "cfg": to_json_form(self.cfg), "motion": to_json_form(self.motion),
-                "negMotion": to_json_form(self.neg_motion)}
+        """The release's dict format, JSON-ready (``sharedNoise`` only where it is not the release's 0)."""
+        d = {"P": to_json_form(self.patch), "step": self.steps, "ts": self.time_shift, "renorm": self.renorm,
+             "cfg": to_json_form(self.cfg), "motion": to_json_form(self.motion),
+             "negMotion": to_json_form(self.neg_motion)}
+        return {**d, "sharedNoise": self.shared_noise} if self.shared_noise else d
 
     def replace(self, **changes) -> "SampleConfig":
         d = asdict(self)
