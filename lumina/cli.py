@@ -68,7 +68,8 @@ def cmd_generate(args) -> int:
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
         fps=args.fps, preset=args.preset, schedule=args.schedule, motion=_number_or_text(args.motion),
         neg_motion=_number_or_text(args.neg_motion), cfg=_number_or_text(args.cfg), steps=args.steps,
-        time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise, seed=args.seed, audio=args.audio,
+        time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise, seed=args.seed,
+        audio=args.audio,
     )
     pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)

@@ -214,7 +214,7 @@ def test_cli_generates_a_decodable_mp4_with_sidecar(random_pipeline_dir, tmp_pat
         [sys.executable, "-m", "lumina", "generate", "--model", str(random_pipeline_dir), "--prompt",
          "a red circle moving right", "--schedule", "multiscale", "--motion", "8", "--neg-motion", "2, 6@0.05",
          "--cfg", "4, 0@0.5", "--steps", "4", "--seed", "7", "--resolution", "64x32", "--frames", "16",
-         "--fps", "8", "--out", str(out)],
+         "--shared-noise", "0.2", "--fps", "8", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -223,6 +223,7 @@ def test_cli_generates_a_decodable_mp4_with_sidecar(random_pipeline_dir, tmp_pat
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["request"]["seed"] == 7 and side["request"]["motion"] == 8.0
     assert side["sample_config"]["P"] == ["2x4", [0.03, "2x2"], [0.125, "1x2"]]
+    assert side["sample_config"]["sharedNoise"] == 0.2 and side["request"]["shared_noise"] == 0.2
     assert len(side["schedule"]) == 3 and side["schedule"][0]["patch"] == "2x4"
     assert set(side["timings"]) >= {"encode", "denoise", "decode", "total"}
     assert [row["patch"] for row in side["schedule"]] == ["2x4", "2x4", "2x2"]  # t = 0, 0.02, 0.077 at ts 24
@@ -236,5 +237,12 @@ def test_cli_refuses_bad_input_without_traceback(random_pipeline_dir, tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "multiples of 32" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "lumina", "generate", "--model", str(random_pipeline_dir), "--prompt", "x",
+         "--shared-noise", "1", "--out", str(tmp_path / "x.mp4")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "shared noise=1.0: must be a number in 0..0.95" in proc.stderr
+    assert "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "lumina", "presets"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "f24F96R960-MultiScale" in proc.stdout and "2x4, 2x2@0.03, 1x2@0.125" in proc.stdout

@@ -45,8 +45,8 @@ SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, s
 SETTING_NAMES = (
     "prompt", "negative_prompt", "resolution", "custom_size", "width", "height", "length_mode", "duration",
     "frames", "fps", "steps", "guidance", "guidance_until", "time_shift", "shared_noise", "motion",
-    "neg_motion", "neg_motion_until", "neg_motion_after", "schedule", "custom_schedule", "seed", "randomize_seed", "add_sound",
-    "model", "memory_mode",
+    "neg_motion", "neg_motion_until", "neg_motion_after", "schedule", "custom_schedule", "seed", "randomize_seed",
+    "add_sound", "model", "memory_mode",
 )
 
 

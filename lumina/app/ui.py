@@ -199,7 +199,8 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                 shared_noise = gr.Slider(*V.SHARED_NOISE_RANGE, value=d["shared_noise"], step=0.05,
                                                          label="Shared noise",
                                                          info="share of the starting noise common to all frames "
-                                                              "(0 = independent, the release's); steadier tracks")
+                                                              "(0 = independent, the release's): steadier, "
+                                                              "but small motion scores move less")
                             with gr.Row():
                                 guidance = gr.Slider(*V.GUIDANCE_RANGE, value=d["guidance"], step=0.5,
                                                      label="Guidance (CFG)")
