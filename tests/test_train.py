@@ -351,13 +351,13 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
                  str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
                  "--dim", "64", "--layers", "1", "--frame-diff-weight", "0.5", "--shape-twins", "2",
-                 "--stake-weight", "0.01", "--t-from", "0.4"]) in (0, None)
+                 "--stake-weight", "0.01", "--t-from", "0.4", "--shared-noise", "0.3"]) in (0, None)
     info = json.loads((tmp_path / "cli_dit" / "data_info.json").read_text())
     assert info["shape_twins"] == 2 and (tmp_path / "cache" / "twins_2.pt").exists()
     with pytest.raises(SystemExit, match="needs --shape-twins"):
         main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit2"), "--stake-weight", "0.01"])
     recipe_run = json.loads((tmp_path / "cli_dit" / "train_report.json").read_text())["recipe"]
-    assert recipe_run["frame_diff_weight"] == 0.5 and recipe_run["t_from"] == 0.4
+    assert recipe_run["frame_diff_weight"] == 0.5 and recipe_run["t_from"] == 0.4 and recipe_run["shared_noise"] == 0.3
     # assembled with that transformer as the low-noise expert (here of itself): saved, loaded, on the card
     assert main(["assemble", "--vae", str(tmp_path / "vae"), "--dit", str(tmp_path / "cli_dit"), "--expert",
                  str(tmp_path / "cli_dit"), "--expert-from-t", "0.4", "--sample-steps", "3",

@@ -15,16 +15,17 @@ from lumina.patch import PatchSize, parse_patch_size
 from lumina.sampling.schedule import SampleConfig, value_at
 
 
-def initial_noise(shape, generator: Optional[torch.Generator] = None, shared: float = 0.0) -> torch.Tensor:
-    """Starting noise (B, C, F, H, W) on the CPU; a `shared` share of its variance is common to all frames (dim 2).
+def initial_noise(shape, generator: Optional[torch.Generator] = None, shared: float = 0.0,
+                  device="cpu") -> torch.Tensor:
+    """Starting noise (B, C, F, H, W) on `device`; a `shared` share of its variance is common to all frames (dim 2).
 
     A small model couples its latent frames weakly: from independent noise each frame settles where the object
     is on its own, so tracks drift and jump between latent frames. A common part gives every frame the same
     starting layout for the prompt's motion to displace (PYoCo's mixed noise); each element stays N(0, 1).
     The common part is drawn after the independent one, so `shared=0` is plain `torch.randn`."""
-    noise = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
     if shared:
-        common = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator, dtype=torch.float32, device="cpu")
+        common = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator, dtype=torch.float32, device=device)
         noise = shared ** 0.5 * common + (1.0 - shared) ** 0.5 * noise
     return noise
 

@@ -87,6 +87,9 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
     p.add_argument(f"--{prefix.replace('_', '-')}t-from", type=float, default=0.0,
                    help="train only at times t >= this: a low-noise expert, which a pipeline assembled with "
                         "--expert uses from that time on while the base transformer settles the trajectory")
+    p.add_argument(f"--{prefix.replace('_', '-')}shared-noise", type=float, default=0.0,
+                   help="train from noise with this share of its variance common to all latent frames (PYoCo's "
+                        "mixed noise), so that sampling with that sharedNoise is what the model saw")
     p.add_argument(f"--{prefix.replace('_', '-')}shape-twins", type=int, default=0,
                    help="clips whose first frames get shape twins encoded (the image stakes; 0: none)")
     p.add_argument(f"--{prefix.replace('_', '-')}video-shape-twins", type=int, default=0,
@@ -148,7 +151,7 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
                        init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
                        stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), t_from=g("t_from"),
-                       image_prob=g("image_prob"), device=args.device)
+                       shared_noise=g("shared_noise"), image_prob=g("image_prob"), device=args.device)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info

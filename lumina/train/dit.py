@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
+from lumina.sampling import initial_noise
 from lumina.train.budget import budgeted_steps, ema_update
 from lumina.train.data import TrainingSet
 from lumina.train.losses import flow_loss, interpolate, mask_weights, sample_t, stakes_from_t
@@ -49,6 +50,7 @@ class DiTRecipe:
     stake_weight: float = 0.0          # weight of the error along items' shape stakes (needs a twin cache)
     stake_from_t: float = 0.0          # stakes count only for items at t >= this (shape after the trajectory is set)
     t_from: float = 0.0                # train only at t >= this: a low-noise expert (the pipeline's transformer_2)
+    shared_noise: float = 0.0          # noise with this share common to all latent frames (sampling's sharedNoise)
     patch_probs: Dict[str, float] = field(default_factory=lambda: {"1x2": 1 / 3, "2x2": 1 / 3, "2x4": 1 / 3})
     patch_shift: Dict[str, float] = field(default_factory=lambda: {"1x2": 1.0, "2x2": 3.0, "2x4": 6.0})
     logit_normal: bool = False
@@ -154,7 +156,7 @@ def train_dit(out: Path, data: TrainingSet, recipe: DiTRecipe = DiTRecipe(),
         x1, cap, mask, motion, objects, stakes = data.batch(size, image, recipe.caption_dropout,
                                                              recipe.motion_dropout, recipe.still_relabel)
         weights = mask_weights(objects, recipe.object_weight) if objects is not None and recipe.object_weight else None
-        x0 = torch.randn(x1.shape, generator=gen, device=device)
+        x0 = initial_noise(x1.shape, gen, recipe.shared_noise, device)
         t = sample_t(size, recipe.patch_shift[patch], gen, recipe.logit_normal, recipe.t_from)
         xt = interpolate(x0, x1, t)
         with autocast:
