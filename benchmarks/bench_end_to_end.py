@@ -3,7 +3,8 @@
     python benchmarks/bench_end_to_end.py                        # bundled tiny model (CPU)
     python benchmarks/bench_end_to_end.py --model DIR --device cuda --dtype bf16 --size 1248x704x96
 
-Also prints the time the cost model (lumina.costs) predicts, so its fit can be checked.
+Also prints the time the cost model (lumina.costs) predicts, so its fit can be checked ("no fit" on a device that
+`benchmarks/bench_forward.py --fit` has not measured yet).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main(argv=None):
         base = base or sec
         predicted, tokens = request_seconds(pipe.transformer.config, config, pipe.latent_size(frames, h, w), fit)
         rows.append([label, "/".join(str(tokens[k]) for k in tokens), config.steps - 1, f"{sec:.3f}",
-                     f"{sec / base:.3f}", f"{predicted:.3f}"])
+                     f"{sec / base:.3f}", f"{predicted:.3f}" if fit else "no fit"])
     meta = {"model": args.model, "size": f"{w}x{h}x{frames}", "device": args.device, "dtype": args.dtype,
             "device_name": device_name(args.device), "memory": pipe.memory_plan.name}
     report(f"end_to_end_{torch.device(args.device).type}", ["schedule", "tokens/step", "steps", "denoise s",

@@ -40,12 +40,14 @@ def forward_flops(config, tokens: int, caption_tokens: int = 256) -> float:
     return float(layers * (tokens * per_token + caption + attention))
 
 
-def load_fit(device: str = "cuda") -> Dict[str, float]:
+def load_fit(device: str = "cuda") -> Optional[Dict[str, float]]:
+    """The fitted constants of a device type; without a fit, the fallback for CUDA and None for anything else
+    (a GPU's constants predict nothing about a CPU)."""
     if COST_FILE.exists():
         fits = json.loads(COST_FILE.read_text())
         if device in fits:
             return fits[device]
-    return DEFAULT_FIT
+    return DEFAULT_FIT if device == "cuda" else None
 
 
 def forward_seconds(config, tokens: int, fit: Dict[str, float]) -> float:

@@ -31,6 +31,9 @@ def test_end_to_end_and_memory_benchmarks(random_pipeline_dir, tmp_path):
     e2e = json.loads((tmp_path / "end_to_end_cpu.json").read_text())
     assert [r[0] for r in e2e["rows"]] == ["1x2", "2x2", "2x4", "multiscale"] and e2e["rows"][0][4] == "1.000"
     assert [len(r[1].split("/")) > 1 for r in e2e["rows"]] == [False, False, False, True]  # multi-scale: the model's
+    from lumina.costs import load_fit
+
+    assert all((r[5] == "no fit") == (load_fit("cpu") is None) for r in e2e["rows"])  # no GPU constants for a CPU
     run("bench_memory.py", "--model", str(random_pipeline_dir), "--size", "64x64x8", "--steps", "3", tmp_path=tmp_path)
     mem = json.loads((tmp_path / "memory_cpu.json").read_text())
     modes = {r[0]: r for r in mem["rows"]}

@@ -30,3 +30,15 @@ def test_fit_recovers_overhead_and_throughput():
     assert abs(fit["overhead_s"] - 0.05) < 1e-9 and abs(fit["flops_per_second"] / 2e12 - 1) < 1e-9
     with pytest.raises(ValueError, match="overhead dominates"):
         fit_throughput([(1e9, 0.04), (1e10, 0.03)])
+
+
+def test_only_cuda_falls_back_to_a_fit_measured_elsewhere(tmp_path, monkeypatch):
+    """A GPU's constants predict nothing about a CPU: a device without a fit gets None, CUDA its fallback."""
+    import json
+
+    from lumina import costs
+
+    monkeypatch.setattr(costs, "COST_FILE", tmp_path / "cost_model.json")
+    assert costs.load_fit("cuda") == costs.DEFAULT_FIT and costs.load_fit("cpu") is None
+    (tmp_path / "cost_model.json").write_text(json.dumps({"cpu": {"overhead_s": 0.006, "flops_per_second": 6e10}}))
+    assert costs.load_fit("cpu")["overhead_s"] == 0.006 and costs.load_fit("cuda") == costs.DEFAULT_FIT
