@@ -55,8 +55,6 @@ def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> Sample
     for name, value in (("motion", req.motion), ("negative motion", req.neg_motion), ("guidance", req.cfg)):
         if isinstance(value, (int, float)):
             (V.check_guidance(value) if name == "guidance" else V.check_motion(name, value))
-    if req.shared_noise is not None:
-        V.check_shared_noise(req.shared_noise)
     return base.replace(
         patch=coerce_setting(req.schedule, "patch", defaults.patch_shorthands()),
         steps=req.steps,

@@ -135,7 +135,8 @@ def check_guidance(value) -> None:
 
 
 def check_shared_noise(value) -> None:
-    """0 = independent noise per latent frame (the release's); near 1 every frame starts alike."""
+    """0 = independent noise per latent frame (the release's); near 1 every frame starts alike.
+    SampleConfig applies it, so the library, the CLI and the app share one rule."""
     check_number("shared noise", value, *SHARED_NOISE_RANGE)
 
 

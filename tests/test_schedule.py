@@ -31,8 +31,9 @@ def test_shared_noise_is_a_project_key_outside_the_release_presets():
     mixed = SampleConfig.from_dict({**PRESETS["f24F96R960"].to_dict(), "sharedNoise": 0.3})
     assert mixed.shared_noise == 0.3 and mixed.to_dict()["sharedNoise"] == 0.3
     assert SampleConfig.from_dict(json.loads(json.dumps(mixed.to_dict()))) == mixed
-    for bad in (1.0, -0.1, "lots"):
-        with pytest.raises(ValueError, match="sharedNoise"):
+    for bad, message in ((1.0, "shared noise=1.0: must be a number in 0..0.95"), (-0.1, "shared noise=-0.1"),
+                         ("lots", "sharedNoise: 'lots' is not a number")):
+        with pytest.raises(ValueError, match=message):
             PRESETS["f24F96R960"].replace(shared_noise=bad)
 
 

@@ -234,7 +234,6 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
     movers = [(p, f) for p, f in prompts if f["objects"][0]["motion"] not in ("still",)][:n_motion]
     result = {
         "model": model, "seed": seed, "n_prompts": len(prompts),
-        "noise_seeds": [noise_seed(seed, i) for i in range(len(prompts))],
         "device": f"CPU, {torch.get_num_threads()} threads",
         "defaults": bench.defaults.__dict__,
         "multiscale": format_schedule(bench.defaults.patch_shorthands()["multiscale"]),

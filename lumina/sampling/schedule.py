@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from lumina.patch import RELEASE_PATCH_SIZES, PatchSize, parse_patch_size
+from lumina.validation import check_shared_noise
 
 Number = Union[int, float]
 TimeAware = Union[Any, Tuple]
@@ -193,9 +194,7 @@ class SampleConfig:
         object.__setattr__(self, "time_shift", float(self.time_shift))
         object.__setattr__(self, "renorm", float(self.renorm))
         shared = _as_float("sharedNoise")(self.shared_noise)
-        if not 0.0 <= shared < 1.0:
-            raise ValueError(f"sharedNoise={self.shared_noise!r} must be in [0, 1): the share of the starting noise "
-                             "common to all latent frames (0 = independent frames, the release's)")
+        check_shared_noise(shared)
         object.__setattr__(self, "shared_noise", shared)
 
     @classmethod
