@@ -196,7 +196,7 @@ def test_a_2x_temporal_vae_keeps_twice_the_latent_frames_and_other_ratios_are_re
             make_vae(VAERecipe(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, temporal_compression=ratio))
 
 
-def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
+def test_training_smoke_loss_drops_and_folder_loads(tmp_path, capsys):
     torch.set_num_threads(1)
     vae_recipe = VAERecipe(steps=2, batch=1, crop=16, frames=8, image_every=2, warmup=1, block_out_channels=(8, 8, 8, 8),
                            norm_num_groups=4, eval_clips=1, scale_clips=2)
@@ -351,13 +351,19 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path):
     assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
                  str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
                  "--dim", "64", "--layers", "1", "--frame-diff-weight", "0.5", "--shape-twins", "2",
-                 "--stake-weight", "0.01", "--t-from", "0.4", "--shared-noise", "0.3"]) in (0, None)
+                 "--stake-weight", "0.01", "--t-from", "0.4", "--shared-noise", "0.3", "--patch-shift", "2x4=12",
+                 "--patch-probs", "2x4=2"]) in (0, None)
     info = json.loads((tmp_path / "cli_dit" / "data_info.json").read_text())
     assert info["shape_twins"] == 2 and (tmp_path / "cache" / "twins_2.pt").exists()
     with pytest.raises(SystemExit, match="needs --shape-twins"):
         main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit2"), "--stake-weight", "0.01"])
     recipe_run = json.loads((tmp_path / "cli_dit" / "train_report.json").read_text())["recipe"]
     assert recipe_run["frame_diff_weight"] == 0.5 and recipe_run["t_from"] == 0.4 and recipe_run["shared_noise"] == 0.3
+    assert recipe_run["patch_shift"] == {"1x2": 1.0, "2x2": 3.0, "2x4": 12.0}  # the others keep the paper's shifts
+    assert recipe_run["patch_probs"] == {"1x2": 1.0, "2x2": 1.0, "2x4": 2.0}
+    with pytest.raises(SystemExit):
+        main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit3"), "--patch-shift", "1x3=2"])
+    assert "PATCH one of 1x2, 2x2, 2x4 and VALUE a number > 0" in capsys.readouterr().err
     # assembled with that transformer as the low-noise expert (here of itself): saved, loaded, on the card
     assert main(["assemble", "--vae", str(tmp_path / "vae"), "--dit", str(tmp_path / "cli_dit"), "--expert",
                  str(tmp_path / "cli_dit"), "--expert-from-t", "0.4", "--sample-steps", "3",

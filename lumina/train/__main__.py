@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from lumina.patch import RELEASE_PATCH_SIZES
+
 DEFAULT_CACHE = Path(os.environ.get("LUMINA_TRAIN_CACHE", "/tmp/lumina_train"))
 
 
@@ -55,6 +57,29 @@ def _vae_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 12.
     p.add_argument(f"--{prefix.replace('_', '-')}temporal", type=int, choices=(2, 4), default=4,
                    help="video frames a latent frame: 4 (the release's) or 2 (objects moving fast keep their "
                         "shapes; twice the latent frames)")
+
+
+PATCH_NAMES = tuple(p.name for p in RELEASE_PATCH_SIZES)  # the tiny DiT has the release's three
+
+
+def per_patch(option: str):
+    """argparse type for PATCH=VALUE (one of the model's patch sizes, a positive number)."""
+    def parse(text: str) -> tuple:
+        patch, sep, value = text.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or patch not in PATCH_NAMES or number is None or not number > 0:
+            raise argparse.ArgumentTypeError(
+                f"{option} {text!r}: give PATCH=VALUE with PATCH one of {', '.join(PATCH_NAMES)} and VALUE a number > 0")
+        return patch, number
+    return parse
+
+
+def _per_patch_setting(defaults: dict, given) -> dict:
+    """Per-patch-size values: `defaults` with those given on the command line replacing theirs."""
+    return {**defaults, **dict(given or [])}
 
 
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
@@ -90,6 +115,12 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
     p.add_argument(f"--{prefix.replace('_', '-')}shared-noise", type=float, default=0.0,
                    help="train from noise with this share of its variance common to all latent frames (PYoCo's "
                         "mixed noise), so that sampling with that sharedNoise is what the model saw")
+    p.add_argument(f"--{prefix.replace('_', '-')}patch-shift", nargs="+", type=per_patch("--patch-shift"), default=None,
+                   metavar="PATCH=SHIFT", help="training time shift per patch size, e.g. 1x2=1 2x2=3 2x4=6 (the default; "
+                   "larger: noisier times); patch sizes not named keep theirs")
+    p.add_argument(f"--{prefix.replace('_', '-')}patch-probs", nargs="+", type=per_patch("--patch-probs"), default=None,
+                   metavar="PATCH=WEIGHT", help="how often each patch size is drawn, as relative weights, e.g. "
+                   "2x4=2 draws 2x4 half the time; patch sizes not named weigh 1 (the default: equally)")
     p.add_argument(f"--{prefix.replace('_', '-')}shape-twins", type=int, default=0,
                    help="clips whose first frames get shape twins encoded (the image stakes; 0: none)")
     p.add_argument(f"--{prefix.replace('_', '-')}video-shape-twins", type=int, default=0,
@@ -151,7 +182,10 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
                        init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
                        stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), t_from=g("t_from"),
-                       shared_noise=g("shared_noise"), image_prob=g("image_prob"), device=args.device)
+                       shared_noise=g("shared_noise"), image_prob=g("image_prob"), device=args.device,
+                       patch_shift=_per_patch_setting(DiTRecipe().patch_shift, g("patch_shift")),
+                       patch_probs=_per_patch_setting(dict.fromkeys(PATCH_NAMES, 1.0), g("patch_probs"))
+                       if g("patch_probs") else DiTRecipe().patch_probs)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info
