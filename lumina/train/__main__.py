@@ -77,11 +77,6 @@ def per_patch(option: str):
     return parse
 
 
-def _per_patch_setting(defaults: dict, given) -> dict:
-    """Per-patch-size values: `defaults` with those given on the command line replacing theirs."""
-    return {**defaults, **dict(given or [])}
-
-
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
     from lumina.train.dit import DiTRecipe
 
@@ -183,8 +178,8 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
                        stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), t_from=g("t_from"),
                        shared_noise=g("shared_noise"), image_prob=g("image_prob"), device=args.device,
-                       patch_shift=_per_patch_setting(DiTRecipe().patch_shift, g("patch_shift")),
-                       patch_probs=_per_patch_setting(dict.fromkeys(PATCH_NAMES, 1.0), g("patch_probs"))
+                       patch_shift={**DiTRecipe().patch_shift, **dict(g("patch_shift") or [])},
+                       patch_probs={**dict.fromkeys(PATCH_NAMES, 1.0), **dict(g("patch_probs"))}
                        if g("patch_probs") else DiTRecipe().patch_probs)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
