@@ -172,15 +172,16 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
         raise SystemExit("--stake-weight needs --shape-twins N or --video-shape-twins N: the stakes come from the first "
                          "N clips' shape twins")
     data, info = prepare_data(vae_dir, args, g("shape_twins"), g("video_shape_twins"))
+    paper = DiTRecipe()  # per-patch-size values not named on the command line keep these
     recipe = DiTRecipe(steps=g("steps"), batch=g("batch"), lr=g("lr"), seed=args.seed, max_minutes=g("minutes") or None,
                        dim=g("dim"), n_layers=g("layers"), n_heads=g("heads"), n_kv_heads=g("kv_heads"),
                        init=str(g("init")) if g("init") else None,
                        object_weight=g("object_weight"), frame_diff_weight=g("frame_diff_weight"),
                        stake_weight=g("stake_weight"), stake_from_t=g("stake_from_t"), t_from=g("t_from"),
                        shared_noise=g("shared_noise"), image_prob=g("image_prob"), device=args.device,
-                       patch_shift={**DiTRecipe().patch_shift, **dict(g("patch_shift") or [])},
+                       patch_shift={**paper.patch_shift, **dict(g("patch_shift") or [])},
                        patch_probs={**dict.fromkeys(PATCH_NAMES, 1.0), **dict(g("patch_probs"))}
-                       if g("patch_probs") else DiTRecipe().patch_probs)
+                       if g("patch_probs") else paper.patch_probs)
     train_dit(out, data, recipe, log=_log)
     (Path(out) / "data_info.json").write_text(json.dumps(info))
     return info
