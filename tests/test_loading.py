@@ -127,3 +127,30 @@ def test_multiscale_names_each_models_own_schedule(tmp_path):
     assert sample_config_for(GenerationRequest(prompt="x", schedule="multiscale"), ModelDefaults()).patch == release_960
     assert ui_defaults(tuned)["schedule"] == "multiscale"
     assert "`2x4, 2x2@0.05, 1x2@0.15`" in check_schedule_text("multiscale", shorthands=tuned.patch_shorthands())
+
+
+def test_tiny_text_encoder_is_written_from_its_package_and_checked(tmp_path):
+    """The repository keeps a sha256 reference instead of MiniLM's 45 MB; loading writes the exact bytes the tiny
+    model was trained with from the installed package, and refuses a package that gives other weights."""
+    import json
+
+    from transformers import AutoModel
+
+    from lumina.models.components import PACKAGED_WEIGHTS, materialize_packaged_weights
+    from lumina.pipelines.loading import TINY_DIR
+
+    (tmp_path / "text_encoder").mkdir()
+    for name in ("config.json", PACKAGED_WEIGHTS):
+        shutil.copy(TINY_DIR / "text_encoder" / name, tmp_path / "text_encoder" / name)
+    materialize_packaged_weights(tmp_path)
+    encoder = AutoModel.from_pretrained(str(tmp_path / "text_encoder"))
+    assert sum(p.numel() for p in encoder.parameters()) > 22_000_000
+    assert [p.name for p in (tmp_path / "text_encoder").iterdir() if p.name.endswith(".tmp")] == []
+
+    marker = tmp_path / "text_encoder" / PACKAGED_WEIGHTS
+    spec = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**spec, "sha256": "0" * 64}))
+    (tmp_path / "text_encoder" / "model.safetensors").unlink()
+    with pytest.raises(ModelFilesError, match="differ from the ones"):
+        materialize_packaged_weights(tmp_path)
+    assert not (tmp_path / "text_encoder" / "model.safetensors").exists()

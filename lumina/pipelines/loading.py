@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from lumina.errors import ModelFilesError
-from lumina.models.components import RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder
+from lumina.models.components import (RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder,
+                                      materialize_packaged_weights)
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
@@ -92,6 +93,7 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str) -> Tuple[
         model = str(TINY_DIR)
     folder = Path(model)
     if (folder / "model_index.json").exists():
+        materialize_packaged_weights(folder)
         return LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype), ModelDefaults.read(folder)
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
         raise ModelFilesError(

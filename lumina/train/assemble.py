@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from lumina.models.components import vae_compression
+from lumina.models.components import reference_packaged_text_encoder, vae_compression
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import format_schedule
@@ -74,6 +74,7 @@ def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults)
         if (out / name).exists():
             shutil.rmtree(out / name)
     pipe.save_pretrained(str(out), safe_serialization=True)
+    reference_packaged_text_encoder(out / "text_encoder")
     defaults.write(out)
 
 

@@ -105,8 +105,10 @@ def shipped_minilm():
     """(tokenizer, fp32 encoder) from the tiny model's tokenizer/ and fp16 text_encoder/ folders."""
     from transformers import AutoModel, AutoTokenizer
 
+    from lumina.models.components import materialize_packaged_weights
     from lumina.pipelines.loading import TINY_DIR
 
+    materialize_packaged_weights(TINY_DIR)
     return (AutoTokenizer.from_pretrained(str(TINY_DIR / "tokenizer")),
             AutoModel.from_pretrained(str(TINY_DIR / "text_encoder"), dtype=torch.float32).eval())
 
