@@ -174,3 +174,17 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def misplaced_quantization_state(pipe) -> List[str]:
+    """8-bit weights whose quantization state (bitsandbytes' CB/SCB) is not on the weight's own device: the cause of
+    'Expected a cuda device, but got: cpu' at the first int8 matmul. Empty when every state sits with its weight."""
+    misplaced = []
+    for component in ("transformer", "transformer_2", "text_encoder"):
+        module = getattr(pipe, component, None)
+        for name, param in ([] if module is None else module.named_parameters()):
+            for attr in ("CB", "SCB"):
+                state = getattr(param, attr, None)
+                if isinstance(state, torch.Tensor) and state.device != param.device:
+                    misplaced.append(f"{component}.{name}.{attr} on {state.device}, weight on {param.device}")
+    return misplaced
