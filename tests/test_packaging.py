@@ -57,3 +57,17 @@ def test_console_script_points_at_the_cli():
     module, func = project["scripts"]["lumina"].split(":")
     main = getattr(importlib.import_module(module), func)
     assert main(["presets"]) == 0
+
+
+def test_tracked_tree_leaves_room_for_the_gpu_wheels():
+    """A GPU run uploads every tracked file plus diffusers' and bitsandbytes' wheels (13 MB) within 64 MiB."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    size = sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
+    assert size <= 50 * 2**20, f"tracked files hold {size / 2**20:.1f} MiB; keep them under 50 MiB"
