@@ -222,6 +222,15 @@ def mode_tolerance(plan: MemoryPlan) -> float:
     return 0.03 if plan.quantize_8bit else 1e-3
 
 
+def enable_model_offload(pipe, device) -> None:
+    """diffusers' model offload (each model on `device` only while it runs), except for components with 8-bit layers:
+    they stay on `device` throughout, outside the offload chain (LuminaVideoPipeline.to leaves them in place)."""
+    held = [name for name, module in pipe.components.items() if holds_8bit(module)]
+    pipe.model_cpu_offload_seq = "->".join(n for n in type(pipe).model_cpu_offload_seq.split("->") if n not in held)
+    pipe._exclude_from_cpu_offload = held  # per pipeline: the class attribute is shared
+    pipe.enable_model_cpu_offload(device=device)
+
+
 def enable_group_offload(pipe, device) -> None:
     """Each denoiser's blocks streamed from CPU memory one at a time (diffusers' block-level group offload, the next
     block prefetched on a CUDA stream); the text encoder and VAE stay on `device`."""
@@ -253,10 +262,7 @@ def apply_memory_mode(pipe, mode: str = "none", device: str = "cpu", tokens_per_
     if plan.offload == "none":
         pipe.to(device)
     elif plan.offload == "model-offload":
-        held = [name for name, m in pipe.components.items() if holds_8bit(m)]
-        pipe.model_cpu_offload_seq = "->".join(n for n in type(pipe).model_cpu_offload_seq.split("->") if n not in held)
-        pipe._exclude_from_cpu_offload = held
-        pipe.enable_model_cpu_offload(device=device)
+        enable_model_offload(pipe, device)
     elif plan.offload == "sequential-offload":
         pipe.enable_sequential_cpu_offload(device=device)
     else:
