@@ -109,8 +109,8 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str,
             f"{folder} holds neither a diffusers pipeline (model_index.json) nor release weights ({', '.join(WEIGHT_FILES)})"
         )
     transformer = load_official_transformer(model, dtype=dtype)
-    tokenizer, encoder = load_text_encoder(text_encoder, dtype=dtype,
-                                           quantization_config=None if quantize_on is None else int8_config("transformers"))
+    quantization = None if quantize_on is None else int8_config("transformers")
+    tokenizer, encoder = load_text_encoder(text_encoder, dtype=dtype, quantization_config=quantization)
     pipe = LuminaVideoPipeline(transformer=transformer, vae=load_release_vae(vae, dtype), text_encoder=encoder,
                                tokenizer=tokenizer)
     return pipe, ModelDefaults()
