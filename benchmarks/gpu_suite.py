@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lumina.costs import forward_flops  # noqa: E402
 from lumina.models.components import tiny_vae_config  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR  # noqa: E402
-from lumina.pipelines.memory import apply_memory_mode, misplaced_quantization_state, modes_for  # noqa: E402
+from lumina.pipelines.memory import apply_memory_mode, modes_for, quantization_devices  # noqa: E402
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline  # noqa: E402
 from lumina.sampling import get_preset, plan  # noqa: E402
 
@@ -236,7 +236,7 @@ def run_mode(parts, scale: Scale, mode: str, device: str, meter: Meter, referenc
     tokens = pipe.transformer.num_tokens(pipe.latent_size(frames, h, w), "1x2")
     applied = apply_memory_mode(pipe, mode, device, tokens_per_step=tokens)
     row = {"mode": mode, "plan": applied.name, "setup_s": round(time.perf_counter() - start, 1),
-           "misplaced_8bit": misplaced_quantization_state(pipe)}
+           "misplaced_8bit": quantization_devices(pipe, device)}
     meter.reset()
     result = pipe(prompt=PROMPT, width=w, height=h, num_frames=frames, sample_config="f24F96R960",
                   num_inference_steps=scale.mode_steps, generator=torch.Generator().manual_seed(0),

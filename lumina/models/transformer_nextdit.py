@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -200,13 +200,12 @@ class TransformerBlock(nn.Module):
     def caption_kv(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.attention.caption_kv(self.attention_y_norm(y))
 
-    def forward(self, x, x_mask, lengths, freqs, y, y_mask, c, use_flash, y_kv=None):
-        """`y_kv`: this block's caption_kv(y) when already computed (it is the same at every step)."""
+    def forward(self, x, x_mask, lengths, freqs, y, y_mask, c, use_flash, captions: Optional["CaptionKV"] = None):
+        """`captions`: the run's keys/values store for `y` (they are the same at every step). This block fills its own
+        entry here, inside its forward, where offload hooks have already put its weights on the compute device."""
         scale_a, gate_a, scale_f, gate_f = self.adaLN_modulation(c).unsqueeze(1).chunk(4, dim=-1)
-        h = self.attention(
-            self.attention_norm1(x) * (1 + scale_a), x_mask, lengths, freqs, self.caption_kv(y) if y_kv is None else y_kv,
-            y_mask, use_flash,
-        )
+        y_kv = self.caption_kv(y) if captions is None else captions.get(self, y)
+        h = self.attention(self.attention_norm1(x) * (1 + scale_a), x_mask, lengths, freqs, y_kv, y_mask, use_flash)
         x = x + gate_a.tanh() * self.attention_norm2(h)
         x = x + gate_f.tanh() * self.ffn_norm2(self.feed_forward(self.ffn_norm1(x) * (1 + scale_f)))
         return x
@@ -223,24 +222,39 @@ class FinalLayer(nn.Module):
         return self.linear(self.norm_final(x) * (1 + self.adaLN_modulation(c).unsqueeze(1)))
 
 
-class CaptionCache:
-    """Per-layer caption keys/values for one sampling run, keyed by the caption tensor it was given.
+class CaptionKV:
+    """One caption tensor's keys/values, per block, each computed inside its block's own forward: computed from
+    outside, they would bypass block-level offload hooks (group offload) and meet weights still on the CPU. A plain
+    object, neither a container nor movable with .to, so offload hooks pass it to the blocks untouched."""
 
-    The captions do not change between denoising steps, so their projections need computing once; the
-    caller keeps the caption tensors alive for the run (their ids are the keys). A plain object rather
-    than a dict so offload hooks pass it through untouched.
+    def __init__(self, cap_feats: torch.Tensor):
+        self.cap_feats, self.version = cap_feats, cap_feats._version  # held, so its id stays unique for the run
+        self._per_block: Dict[nn.Module, Tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, block: "TransformerBlock", y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        kv = self._per_block.get(block)
+        if kv is None:
+            kv = self._per_block[block] = block.caption_kv(y)
+        return kv
+
+
+class CaptionCache:
+    """Caption keys/values for one sampling run, keyed by the caption tensor they were computed from.
+
+    The captions do not change between denoising steps, so their projections need computing once per block; the
+    caller keeps the caption tensors alive for the run (their ids are the keys), and a tensor changed in place
+    since is projected again.
     """
 
     def __init__(self):
-        self._entries: Dict[Tuple[int, torch.dtype], Tuple[torch.Tensor, int, list]] = {}
+        self._entries: Dict[Tuple[int, torch.dtype], CaptionKV] = {}
 
-    def get(self, cap_feats: torch.Tensor, dtype: torch.dtype, compute: Callable[[], list]) -> list:
+    def for_captions(self, cap_feats: torch.Tensor, dtype: torch.dtype) -> CaptionKV:
         key = (id(cap_feats), dtype)
         entry = self._entries.get(key)
-        if entry is None or entry[1] != cap_feats._version:  # the entry holds the tensor, so its id stays unique
-            entry = (cap_feats, cap_feats._version, compute())
-            self._entries[key] = entry
-        return entry[2]
+        if entry is None or entry.version != cap_feats._version:
+            entry = self._entries[key] = CaptionKV(cap_feats)
+        return entry
 
 
 class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
@@ -386,14 +400,14 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
         y_mask = None if bool(y_mask.all()) else y_mask
         attn_mask = None if min(lengths) == L else x_mask
         use_flash = flash_attn_varlen_func is not None and h.is_cuda and dtype in (torch.float16, torch.bfloat16)
-        y_kvs = [None] * len(self.layers)
+        captions = None
         if caption_cache is not None and not torch.is_grad_enabled():
-            y_kvs = caption_cache.get(cap_feats, dtype, lambda: [layer.caption_kv(y) for layer in self.layers])
-        for layer, y_kv in zip(self.layers, y_kvs):
+            captions = caption_cache.for_captions(cap_feats, dtype)
+        for layer in self.layers:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 h = self._gradient_checkpointing_func(layer, h, attn_mask, lengths, freqs, y, y_mask, c, use_flash)
             else:
-                h = layer(h, attn_mask, lengths, freqs, y, y_mask, c, use_flash, y_kv)
+                h = layer(h, attn_mask, lengths, freqs, y, y_mask, c, use_flash, captions)
         h = self.all_final_layer[ps.key](h, c)
         outs = [
             self.unpatchify(h[i, : lengths[i]], grids[i], ps, item.shape[1]) for i, item in enumerate(items)

@@ -17,7 +17,7 @@ from lumina.errors import ModelFilesError
 from lumina.models.components import (RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder,
                                       materialize_packaged_weights)
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
-from lumina.pipelines.memory import apply_memory_mode
+from lumina.pipelines.memory import apply_memory_mode, check_plan, int8_config, load_time_8bit, parse_memory_mode
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling.schedule import PATCH_SHORTHANDS, PRESETS, SampleConfig, get_preset
 
@@ -73,8 +73,13 @@ def load_pipeline(
     memory: str = "none",
     compile_blocks: bool = False,
 ) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
-    """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory)."""
-    pipe, defaults = _load(model, dtype, text_encoder, vae)
+    """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory).
+
+    An explicit 8-bit mode quantizes at load time where a library quantizer can (apply_memory_mode swaps the rest)."""
+    device_type = torch.device(device).type
+    plan = parse_memory_mode(memory)
+    quantize_on = device_type if plan is not None and check_plan(plan, device_type).quantize_8bit else None
+    pipe, defaults = _load(model, dtype, text_encoder, vae, quantize_on)
     tokens = pipe.transformer.num_tokens(pipe.latent_size(defaults.frames, defaults.height, defaults.width), "1x2")
     pipe.memory_plan = apply_memory_mode(pipe, memory, device, tokens_per_step=tokens)
     if compile_blocks:
@@ -83,7 +88,9 @@ def load_pipeline(
     return pipe, defaults
 
 
-def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
+def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str,
+          quantize_on: Optional[str] = None) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
+    """`quantize_on`: the device type an 8-bit pipeline will run on, None for full precision."""
     if model == "tiny":
         if not (TINY_DIR / "model_index.json").exists():
             raise ModelFilesError(
@@ -94,13 +101,18 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str) -> Tuple[
     folder = Path(model)
     if (folder / "model_index.json").exists():
         materialize_packaged_weights(folder)
-        return LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype), ModelDefaults.read(folder)
+        index = json.loads((folder / "model_index.json").read_text())
+        present = [name for name, entry in index.items() if isinstance(entry, list) and entry[0] is not None]
+        quantization = None if quantize_on is None else load_time_8bit(quantize_on, present)
+        pipe = LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype, quantization_config=quantization)
+        return pipe, ModelDefaults.read(folder)
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
         raise ModelFilesError(
             f"{folder} holds neither a diffusers pipeline (model_index.json) nor release weights ({', '.join(WEIGHT_FILES)})"
         )
     transformer = load_official_transformer(model, dtype=dtype)
-    tokenizer, encoder = load_text_encoder(text_encoder, dtype=dtype)
+    quantization = None if quantize_on is None else int8_config("transformers")
+    tokenizer, encoder = load_text_encoder(text_encoder, dtype=dtype, quantization_config=quantization)
     pipe = LuminaVideoPipeline(transformer=transformer, vae=load_release_vae(vae, dtype), text_encoder=encoder,
                                tokenizer=tokenizer)
     return pipe, ModelDefaults()

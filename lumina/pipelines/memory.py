@@ -8,6 +8,7 @@ request's size). Combinations that cannot work are resolved or refused here, bef
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
@@ -69,11 +70,11 @@ def check_plan(plan: MemoryPlan, device_type: str) -> MemoryPlan:
     if plan.quantize_8bit and plan.offload in ("sequential-offload", "group-offload"):
         raise InvalidRequestError(
             f"memory mode {plan.name!r}: 8-bit bitsandbytes weights cannot be moved to the CPU, which "
-            f"{plan.offload} does for every layer; use 'model-offload+8bit' (the 8-bit transformer stays on the GPU "
-            f"while the text encoder and VAE are offloaded) or drop '8bit'"
+            f"{plan.offload} does for every layer; use 'model-offload+8bit' (the 8-bit transformer and text encoder "
+            f"stay on the GPU while the VAE is offloaded) or drop '8bit'"
         )
     if plan.quantize_8bit and plan.offload == "model-offload":
-        return replace(plan, reason=plan.reason or "8-bit transformer kept on the GPU; text encoder and VAE offloaded")
+        return replace(plan, reason=plan.reason or "8-bit transformer and text encoder kept on the GPU; VAE offloaded")
     return plan
 
 
@@ -100,36 +101,153 @@ def choose_plan(free_bytes: Optional[int], transformer: int, others: int, activa
         return MemoryPlan("model-offload", vae_tiling=True, reason="text encoder and VAE offloaded while idle")
     if transformer // 2 + activations <= budget:
         return MemoryPlan("model-offload", quantize_8bit=True, vae_tiling=True,
-                          reason="8-bit transformer on the GPU, other models offloaded")
+                          reason="8-bit transformer and text encoder on the GPU, the VAE offloaded")
     return MemoryPlan("group-offload", vae_tiling=True, vae_slicing=True,
                       reason="blocks streamed from CPU memory one group at a time")
 
 
-def quantize_8bit(module: torch.nn.Module, skip=("x_embedder", "final_layer", "embedder", "embeddings")) -> int:
-    """Swap nn.Linear layers for bitsandbytes int8 ones (LLM.int8); returns how many were swapped.
+# Next-DiT layers kept in full precision under 8-bit: small, and the most sensitive (they map to and from the
+# latent and carry the time and caption conditioning). A layer is skipped when a part of its dotted name is one of
+# these, which is how bitsandbytes' `llm_int8_skip_modules` matches them too.
+FULL_PRECISION_MODULES = ("all_x_embedder", "all_final_layer", "t_embedder", "motion_embedder", "cap_embedder",
+                          "adaLN_modulation")
+DENOISERS = ("transformer", "transformer_2")
 
-    Embedders and output heads stay in full precision: they are small and the most sensitive.
+
+def int8_config(library: str):
+    """bitsandbytes LLM.int8 settings in diffusers' ("diffusers", for the denoisers) or transformers' form (the text
+    encoder, whose quantizer keeps its own output heads in full precision)."""
+    if library == "diffusers":
+        from diffusers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(FULL_PRECISION_MODULES))
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_time_8bit(device_type: str, components):
+    """8-bit at load time for a saved pipeline, by the libraries themselves: the text encoder through transformers'
+    bitsandbytes quantizer, the denoisers through diffusers' on CUDA only (it refuses to start without a GPU; on a CPU
+    apply_memory_mode swaps their layers after loading). `components`: the names the saved pipeline has."""
+    from diffusers import PipelineQuantizationConfig
+
+    mapping = {"text_encoder": int8_config("transformers")} if "text_encoder" in components else {}
+    if device_type == "cuda":
+        mapping.update({name: int8_config("diffusers") for name in DENOISERS if name in components})
+    return PipelineQuantizationConfig(quant_mapping=mapping)
+
+
+def holds_8bit(module) -> bool:
+    """Whether `module` has bitsandbytes int8 layers (loaded that way or swapped by quantize_8bit)."""
+    bnb = sys.modules.get("bitsandbytes")  # no int8 layer exists before it is imported: plain runs never import it
+    if bnb is None or not isinstance(module, torch.nn.Module):
+        return False
+    return any(isinstance(m, bnb.nn.Linear8bitLt) for m in module.modules())
+
+
+def quantize_8bit(module: torch.nn.Module, skip=()) -> int:
+    """Swap nn.Linear layers outside `skip` for bitsandbytes int8 ones, quantized on the device `module` is on;
+    returns how many were swapped.
+
+    Kept for components built in memory (random weights, the release's consolidated checkpoint, denoisers on a
+    CPU), which no library quantizer loads. Move `module` to its compute device first: bitsandbytes quantizes a
+    weight where it first goes from the CPU and keeps its scales beside it, where a later nn.Module.to does not reach.
+    The model's config records the quantization, so a saved copy loads back as 8-bit.
     """
     import bitsandbytes as bnb
+    from diffusers import ModelMixin
 
     swapped = 0
     for name, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
             full = f"{name}.{attr}" if name else attr
-            if isinstance(sub, torch.nn.Linear) and not any(s in full for s in skip):
+            if isinstance(sub, torch.nn.Linear) and not set(full.split(".")) & set(skip):
                 q = bnb.nn.Linear8bitLt(sub.in_features, sub.out_features, bias=sub.bias is not None,
                                         has_fp16_weights=False, threshold=6.0)
                 q.weight = bnb.nn.Int8Params(sub.weight.data.to(torch.float16).cpu(), requires_grad=False,
                                              has_fp16_weights=False)
                 if sub.bias is not None:
                     q.bias = torch.nn.Parameter(sub.bias.data.clone(), requires_grad=False)
-                setattr(child, attr, q.to(sub.weight.device if sub.weight.device.type != "meta" else "cpu"))
+                setattr(child, attr, q.to(sub.weight.device).train(sub.training))
                 swapped += 1
+    if isinstance(module, ModelMixin):
+        module.register_to_config(quantization_config=int8_config("diffusers"))
+    else:
+        module.config.quantization_config = int8_config("transformers")
     return swapped
 
 
+def quantization_devices(pipe, device=None) -> List[str]:
+    """Every bitsandbytes 8-bit layer of `pipe` whose quantization state is not beside its weight, or (with
+    `device`) whose weight is not on `device`; empty when all is well. One line each, "component.layer: what".
+
+    bitsandbytes 0.50 keeps an int8 weight's row scales outside the parameter (weight.CB/weight.SCB until the layer's
+    first forward, layer.state.CB/SCB after), and nn.Module.to moves only the parameter.
+    """
+    import bitsandbytes as bnb
+
+    want = None if device is None else torch.device(device)
+    problems = []
+    for name, component in pipe.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for layer_name, layer in component.named_modules():
+            if not isinstance(layer, bnb.nn.Linear8bitLt):
+                continue
+            where = f"{name}.{layer_name}"
+            weight = layer.weight
+            if weight.dtype != torch.int8:
+                problems.append(f"{where}: weight not quantized ({weight.dtype})")
+            if want is not None and (weight.device.type != want.type or want.index not in (None, weight.device.index)):
+                problems.append(f"{where}: weight on {weight.device}, not on {want}")
+            state = {"weight.CB": getattr(weight, "CB", None), "weight.SCB": getattr(weight, "SCB", None),
+                     "state.CB": layer.state.CB, "state.SCB": layer.state.SCB}
+            if state["weight.SCB"] is None and state["state.SCB"] is None:
+                problems.append(f"{where}: no row scales (weight.SCB and state.SCB are None)")
+            problems += [f"{where}: {label} on {t.device}, weight on {weight.device}"
+                         for label, t in state.items() if t is not None and t.device != weight.device]
+    return problems
+
+
+def relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in fp32: how far a memory mode's latent is from the `none` run's."""
+    out, ref = out.float(), ref.float()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def mode_tolerance(plan: MemoryPlan) -> float:
+    """The largest relative_difference from `none` a mode may give: offloading moves weights, not numbers (1e-3
+    leaves room for kernels that differ by device placement); 8-bit weights round every projection (3%)."""
+    return 0.03 if plan.quantize_8bit else 1e-3
+
+
+def enable_model_offload(pipe, device) -> None:
+    """diffusers' model offload (each model on `device` only while it runs), except for components with 8-bit layers:
+    they stay on `device` throughout, outside the offload chain (LuminaVideoPipeline.to leaves them in place)."""
+    held = [name for name, module in pipe.components.items() if holds_8bit(module)]
+    pipe.model_cpu_offload_seq = "->".join(n for n in type(pipe).model_cpu_offload_seq.split("->") if n not in held)
+    pipe._exclude_from_cpu_offload = held  # per pipeline: the class attribute is shared
+    pipe.enable_model_cpu_offload(device=device)
+
+
+def enable_group_offload(pipe, device) -> None:
+    """Each denoiser's blocks streamed from CPU memory one at a time (diffusers' block-level group offload, the next
+    block prefetched on a CUDA stream); the text encoder and VAE stay on `device`."""
+    onload = torch.device(device)
+    for net in pipe.denoisers.values():
+        net.enable_group_offload(onload_device=onload, offload_device=torch.device("cpu"), offload_type="block_level",
+                                 num_blocks_per_group=1, use_stream=onload.type == "cuda")
+    for name in ("text_encoder", "vae"):
+        if getattr(pipe, name) is not None:
+            getattr(pipe, name).to(onload)
+
+
 def apply_memory_mode(pipe, mode: str = "none", device: str = "cpu", tokens_per_step: int = 0) -> MemoryPlan:
-    """Configure `pipe` for `mode` on `device` and return the plan that was applied."""
+    """Configure `pipe` for `mode` on `device` and return the plan that was applied.
+
+    8-bit components (quantized here or at load time) stay on `device` in every mode: the pipeline's own `to`
+    leaves them in place, and model offload moves only the others."""
     device_type = torch.device(device).type
     plan = parse_memory_mode(mode)
     if plan is None:
@@ -137,29 +255,18 @@ def apply_memory_mode(pipe, mode: str = "none", device: str = "cpu", tokens_per_
         plan = choose_plan(free, *estimate_bytes(pipe, tokens_per_step))
     plan = check_plan(plan, device_type)
     if plan.quantize_8bit:
-        for net in pipe.denoisers.values():
-            quantize_8bit(net)
-        if pipe.text_encoder is not None:
-            quantize_8bit(pipe.text_encoder)
+        targets = {**pipe.denoisers, "text_encoder": pipe.text_encoder}
+        for name, net in targets.items():
+            if net is not None and not holds_8bit(net):
+                quantize_8bit(net.to(device), FULL_PRECISION_MODULES if name in DENOISERS else ())
     if plan.offload == "none":
         pipe.to(device)
     elif plan.offload == "model-offload":
-        if plan.quantize_8bit:
-            for name, net in pipe.denoisers.items():
-                net.to(device)
-                pipe._exclude_from_cpu_offload.append(name)
-        pipe.enable_model_cpu_offload(device=device)
+        enable_model_offload(pipe, device)
     elif plan.offload == "sequential-offload":
         pipe.enable_sequential_cpu_offload(device=device)
     else:
-        for net in pipe.denoisers.values():
-            net.enable_group_offload(
-                onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
-                num_blocks_per_group=1, use_stream=True,
-            )
-        for name in ("text_encoder", "vae"):
-            if getattr(pipe, name) is not None:
-                getattr(pipe, name).to(device)
+        enable_group_offload(pipe, device)
     pipe.batched_guidance = plan.offload == "none"  # offloading is for tight memory: one branch at a time
     if pipe.vae is not None:
         (pipe.vae.enable_tiling if plan.vae_tiling else pipe.vae.disable_tiling)()
@@ -174,17 +281,3 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def misplaced_quantization_state(pipe) -> List[str]:
-    """8-bit weights whose quantization state (bitsandbytes' CB/SCB) is not on the weight's own device: the cause of
-    'Expected a cuda device, but got: cpu' at the first int8 matmul. Empty when every state sits with its weight."""
-    misplaced = []
-    for component in ("transformer", "transformer_2", "text_encoder"):
-        module = getattr(pipe, component, None)
-        for name, param in ([] if module is None else module.named_parameters()):
-            for attr in ("CB", "SCB"):
-                state = getattr(param, attr, None)
-                if isinstance(state, torch.Tensor) and state.device != param.device:
-                    misplaced.append(f"{component}.{name}.{attr} on {state.device}, weight on {param.device}")
-    return misplaced

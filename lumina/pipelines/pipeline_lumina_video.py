@@ -16,6 +16,7 @@ from lumina.costs import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.models.components import vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
+from lumina.pipelines.memory import holds_8bit
 from lumina.sampling import (SampleConfig, coerce_setting, euler_step, guide, initial_noise, plan,
                              resolve_sample_config)
 from lumina.validation import check_latent_shape, check_size_and_frames
@@ -84,6 +85,19 @@ class LuminaVideoPipeline(DiffusionPipeline):
     @property
     def vae_scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor) if self.vae is not None else RELEASE_VAE_SCALING
+
+    def to(self, *args, **kwargs):
+        """DiffusionPipeline.to, except that components with bitsandbytes 8-bit layers stay where they were quantized:
+        nn.Module.to moves an int8 weight but not the row scales bitsandbytes keeps beside it (see
+        lumina.pipelines.memory.quantization_devices). Model offload calls this too, and so keeps them in place."""
+        held = {name: module for name, module in self.components.items() if holds_8bit(module)}
+        for name in held:
+            object.__setattr__(self, name, None)
+        try:
+            return super().to(*args, **kwargs)
+        finally:
+            for name, module in held.items():
+                object.__setattr__(self, name, module)
 
     @property
     def denoisers(self) -> Dict[str, Any]:
