@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lumina.costs import forward_flops  # noqa: E402
 from lumina.models.components import tiny_vae_config  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR  # noqa: E402
-from lumina.pipelines.memory import apply_memory_mode, modes_for, quantization_devices  # noqa: E402
+from lumina.pipelines.memory import apply_memory_mode, modes_for, quantization_devices, relative_difference  # noqa: E402
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline  # noqa: E402
 from lumina.sampling import get_preset, plan  # noqa: E402
 
@@ -160,11 +160,6 @@ class Meter:
         return best, out
 
 
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float().cpu(), b.float().cpu()
-    return float((a - b).norm() / b.norm().clamp(min=1e-12))
-
-
 def section_forward(parts, scale: Scale, device: str, dtype: torch.dtype, meter: Meter) -> dict:
     net = copy.deepcopy(parts["transformer"]).to(device)
     config = net.config
@@ -249,7 +244,7 @@ def run_mode(parts, scale: Scale, mode: str, device: str, meter: Meter, referenc
     pipe.maybe_free_model_hooks()
     row.update(peak_decode_gb=meter.peak_gb(), decode_s=round(decode_s, 2), video_shape=list(video.shape),
                finite_video=bool(torch.isfinite(video).all()))
-    row["rel_diff_vs_none"] = None if reference is None else round(rel_diff(latent, reference), 5)
+    row["rel_diff_vs_none"] = None if reference is None else round(relative_difference(latent.cpu(), reference), 5)
     row["latent"] = latent.float().cpu()
     del pipe, video, result
     return row
