@@ -1,0 +1,141 @@
+"""A CogVideoX decode whose memory does not depend on the number of latent frames.
+
+diffusers' `AutoencoderKLCogVideoX.decode` (0.31 and later; huggingface/diffusers#10035, #10091) needs more memory
+than one temporal chunk of one tile, for three reasons measured in docs/benchmarks.md ("Full-size decode: memory"):
+
+* every 1x1x1 causal conv (the spatial norms' `conv_y` / `conv_b`, two per norm, 19 norms) stores a copy of its
+  whole input as its "cache" (`inputs[:, :, -k + 1:]` is every frame when k = 1), which no later chunk reads;
+* the caller holds the previous chunk's cache dict for the whole of the next decoder call, so two chunks' caches
+  are alive at once (the jump from one chunk to two);
+* the tiled path keeps every tile's full-length output until it blends them at the end.
+
+`decode_latents` below calls diffusers' own decoder, tile and chunk for tile and chunk as diffusers does (same
+frame split, same tile grid, same blending), so the video is the same; it only changes what is kept alive.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import contextmanager
+from typing import Optional, Tuple
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXCausalConv3d
+
+
+class _HandedOver(dict):
+    """A conv-cache dict whose `get` pops: each layer's cache from the previous chunk is freed as soon as that
+    layer has read it, instead of when the whole decoder call returns."""
+
+    def get(self, key, default=None):
+        return self.pop(key, default)
+
+
+def _handed_over(cache):
+    if isinstance(cache, dict):
+        return _HandedOver({k: _handed_over(v) for k, v in cache.items() if v is not None})
+    return cache
+
+
+@contextmanager
+def _pointwise_convs_uncached(decoder: torch.nn.Module):
+    """Stop 1x1x1 causal convs from caching: they pad nothing in time, so `pad_mode="replicate"` (a zero-width
+    pad, the same output) makes diffusers return None instead of a copy of their whole input."""
+    convs = [m for m in decoder.modules() if isinstance(m, CogVideoXCausalConv3d) and m.time_kernel_size == 1]
+    modes = [m.pad_mode for m in convs]
+    for m in convs:
+        m.pad_mode = "replicate"
+    try:
+        yield
+    finally:
+        for m, mode in zip(convs, modes):
+            m.pad_mode = mode
+
+
+def _decode_frames(vae, z: torch.Tensor) -> torch.Tensor:
+    """All frames of one latent tile, in diffusers' temporal chunks (the first takes the remainder), the causal
+    conv cache carried from chunk to chunk."""
+    frames, chunk = z.shape[2], vae.num_latent_frames_batch_size
+    cache, out = None, []
+    for k in range(max(frames // chunk, 1)):
+        rest = frames % chunk
+        part = z[:, :, chunk * k + (0 if k == 0 else rest): chunk * (k + 1) + rest]
+        if vae.post_quant_conv is not None:
+            part = vae.post_quant_conv(part)
+        decoded, cache = vae.decoder(part, conv_cache=_handed_over(cache))
+        out.append(decoded)
+    return torch.cat(out, dim=2)
+
+
+def _decode_tiled(vae, z: torch.Tensor) -> torch.Tensor:
+    """diffusers' `tiled_decode` grid and blending, keeping only the row of tiles above the one being decoded."""
+    height, width = z.shape[3:]
+    tile_h, tile_w = vae.tile_latent_min_height, vae.tile_latent_min_width
+    step_h = int(tile_h * (1 - vae.tile_overlap_factor_height))
+    step_w = int(tile_w * (1 - vae.tile_overlap_factor_width))
+    blend_h = int(vae.tile_sample_min_height * vae.tile_overlap_factor_height)
+    blend_w = int(vae.tile_sample_min_width * vae.tile_overlap_factor_width)
+    keep_h, keep_w = vae.tile_sample_min_height - blend_h, vae.tile_sample_min_width - blend_w
+    above, rows = None, []
+    for i in range(0, height, step_h):
+        row = []
+        for col, j in enumerate(range(0, width, step_w)):
+            tile = _decode_frames(vae, z[:, :, :, i: i + tile_h, j: j + tile_w])
+            if above is not None:
+                tile = vae.blend_v(above[col], tile, blend_h)
+            if col > 0:
+                tile = vae.blend_h(row[col - 1], tile, blend_w)
+            row.append(tile)
+        rows.append(torch.cat([t[:, :, :, :keep_h, :keep_w] for t in row], dim=4))
+        above = row
+    return torch.cat(rows, dim=3)
+
+
+@torch.no_grad()
+def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    """Decode unscaled latents (B, C, F, H, W) to video like `vae.decode(z).sample`, with the VAE's tiling and
+    slicing settings, in memory bounded by one temporal chunk of one tile plus the output.
+
+    `chunk` overrides `vae.num_latent_frames_batch_size` (latent frames a decoder call) for this call.
+    """
+    hook = getattr(vae, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "pre_forward"):
+        hook.pre_forward(vae)  # model CPU offload: onload the VAE, as diffusers' `decode` does
+    saved = vae.num_latent_frames_batch_size
+    vae.num_latent_frames_batch_size = chunk or saved
+    try:
+        with _pointwise_convs_uncached(vae.decoder):
+            samples = z.split(1) if vae.use_slicing and z.shape[0] > 1 else [z]
+            tiled = vae.use_tiling and (z.shape[4] > vae.tile_latent_min_width or z.shape[3] > vae.tile_latent_min_height)
+            decode = _decode_tiled if tiled else _decode_frames
+            videos = [decode(vae, s) for s in samples]
+    finally:
+        vae.num_latent_frames_batch_size = saved
+    return videos[0] if len(videos) == 1 else torch.cat(videos)
+
+
+def measure_decode(vae, latent_shape: Tuple[int, ...], device="cuda", dtype: torch.dtype = torch.bfloat16,
+                   bounded: bool = True, seed: int = 0) -> Tuple[int, float]:
+    """(peak bytes, seconds) of decoding a random latent of `latent_shape` with `vae` (moved to device/dtype; its
+    tiling and slicing settings apply); `bounded=False` times diffusers' own `vae.decode`.
+
+    On CUDA the peak is `torch.cuda.max_memory_allocated` during the decode (weights included). On the CPU it is
+    the process's peak resident set size (`ru_maxrss`), which only rises: call it in a fresh process, once.
+    """
+    device = torch.device(device)
+    vae = vae.to(device=device, dtype=dtype).eval()
+    z = torch.randn(latent_shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        video = decode_latents(vae, z) if bounded else vae.decode(z).sample
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    del video
+    peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return peak, seconds
