@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lumina.costs import forward_flops  # noqa: E402
 from lumina.models.components import tiny_vae_config  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR  # noqa: E402
-from lumina.pipelines.memory import apply_memory_mode, modes_for, quantization_devices, relative_difference  # noqa: E402
+from lumina.pipelines.memory import (apply_memory_mode, mode_tolerance, modes_for, parse_memory_mode,  # noqa: E402
+                                     quantization_devices, relative_difference)  # noqa: E402
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline  # noqa: E402
 from lumina.sampling import get_preset, plan  # noqa: E402
 
@@ -51,7 +52,6 @@ PATCHES = ("1x2", "2x2", "2x4")
 PRESETS_BY_SIZE = {"960": ("f24F96R960", "f24F96R960-MultiScale"), "512": ("f16F64R512", "f16F64R512-MultiScale")}
 # Issue 29's targets for the memory modes on a CUDA GPU (peak GB through the full decode).
 PEAK_TARGETS_GB = {"model-offload+8bit+vae-tiling": 16.0, "group-offload+vae-tiling": 12.0}
-SAME_AS_NONE, SAME_AS_NONE_8BIT = 1e-3, 0.03
 DECODE_TARGET_S = 30.0
 
 
@@ -69,7 +69,7 @@ class Scale:
     mode_steps: int = 3  # grid points: 2 guided steps at 1x2
     repeats: int = 2
     caption_tokens: int = 256
-    gemma: bool = field(default=True)
+    tolerance_8bit: Optional[float] = None  # None: mode_tolerance's 3 %, the release-size target
 
 
 RELEASE = Scale(
@@ -93,6 +93,7 @@ TOY = Scale(
     end_to_end_steps=6,
     repeats=1,
     caption_tokens=32,
+    tolerance_8bit=0.08,  # a dim-64 toy rounds more per projection than the 2B release (as in tests/test_memory.py)
 )
 
 
@@ -181,8 +182,6 @@ def section_forward(parts, scale: Scale, device: str, dtype: torch.dtype, meter:
                 rows.append({"size": size, "patch": patch, "batch": batch, "tokens": tokens, "s": round(seconds, 4),
                              "tflops": round(flops / seconds / 1e12, 3), "peak_gb": meter.peak_gb(),
                              "finite": bool(torch.isfinite(out).all())})
-                del x, caption, out
-    del net
     return {"params": sum(p.numel() for p in parts["transformer"].parameters()), "rows": rows}
 
 
@@ -219,7 +218,6 @@ def section_end_to_end(parts, scale: Scale, device: str, meter: Meter) -> dict:
                      "frames_shape": list(result.frames.shape), "finite": bool(np.isfinite(result.frames).all())}
     single, multi = PRESETS_BY_SIZE["512"]
     out["denoise_ratio"] = round(out[multi]["timings"]["denoise"] / out[single]["timings"]["denoise"], 3)
-    del pipe
     return out
 
 
@@ -246,7 +244,6 @@ def run_mode(parts, scale: Scale, mode: str, device: str, meter: Meter, referenc
                finite_video=bool(torch.isfinite(video).all()))
     row["rel_diff_vs_none"] = None if reference is None else round(relative_difference(latent.cpu(), reference), 5)
     row["latent"] = latent.float().cpu()
-    del pipe, video, result
     return row
 
 
@@ -267,20 +264,20 @@ def section_memory_modes(parts, scale: Scale, device: str, meter: Meter, deadlin
         rows.append(row)
         meter.reset()
     return {"size": "x".join(map(str, scale.sizes["960"])), "grid_points": scale.mode_steps, "rows": rows,
-            "checks": check_modes(rows, meter.cuda, scale.sizes["960"])}
+            "checks": check_modes(rows, meter.cuda, scale)}
 
 
-def check_modes(rows: List[dict], cuda: bool, size: Tuple[int, int, int]) -> List[dict]:
+def check_modes(rows: List[dict], cuda: bool, scale: Scale) -> List[dict]:
     """Issue 29's targets, one line each: what was asked, what was measured, whether it holds."""
-    w, h, frames = size
+    w, h, frames = scale.sizes["960"]
     expected_shape = [1, 3, frames, h, w]
     checks = []
     for r in rows:
         if "error" in r:
             checks.append({"mode": r["mode"], "check": "runs", "ok": False, "value": r["error"][:120]})
             continue
-        eightbit = "8bit" in r["plan"]
-        bound = SAME_AS_NONE_8BIT if eightbit else SAME_AS_NONE
+        applied = parse_memory_mode(r["plan"])
+        bound = scale.tolerance_8bit if applied.quantize_8bit and scale.tolerance_8bit else mode_tolerance(applied)
         checks.append({"mode": r["mode"], "check": "finite video", "ok": r["finite_latent"] and r["finite_video"],
                        "value": r["finite_video"]})
         checks.append({"mode": r["mode"], "check": f"video shape {expected_shape}",
