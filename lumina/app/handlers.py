@@ -25,7 +25,7 @@ from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaErro
 from lumina.app import zerogpu
 from lumina.app.state import ModelHolder, OutputStore
 from lumina.generation import GenerationRequest
-from lumina.media import read_video
+from lumina.media import atomic_output, read_video
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.memory import release_memory
 from lumina.sampling import format_schedule, parse_schedule_string
@@ -401,7 +401,8 @@ def write_tiles(video_path, min_side: int = 192) -> str:
         tile = Image.fromarray(frame).resize((w * scale, h * scale), Image.NEAREST)
         sheet.paste(tile, ((k % 2) * (w * scale + gap), (k // 2) * (h * scale + gap)))
     out = Path(video_path).with_suffix(".tiles.png")
-    sheet.save(out)
+    with atomic_output(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return str(out)
 
 

@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from lumina.errors import ModelFilesError
+from lumina.errors import LuminaError, ModelFilesError
+from lumina.media import write_json
 from lumina.models.components import RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode
@@ -57,10 +58,36 @@ class ModelDefaults:
     @classmethod
     def read(cls, folder: Path) -> "ModelDefaults":
         path = Path(folder) / DEFAULTS_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        if not path.exists():
+            return cls()
+        try:
+            defaults = cls(**json.loads(path.read_text()))
+            defaults.sample_config()
+        except (OSError, TypeError, ValueError) as err:
+            raise ModelFilesError(f"{path}: not a valid {DEFAULTS_FILE} ({err})") from None
+        return defaults
 
     def write(self, folder: Path) -> None:
-        (Path(folder) / DEFAULTS_FILE).write_text(json.dumps(asdict(self), indent=1))
+        write_json(Path(folder) / DEFAULTS_FILE, asdict(self))
+
+
+def model_folder(model: str) -> Path:
+    """The local folder MODEL names ("tiny": the bundled one); a Hub id gives a path that does not exist."""
+    if model == "tiny":
+        if not (TINY_DIR / "model_index.json").exists():
+            raise ModelFilesError(
+                f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
+                f"`python -m lumina.train all` or pass --model DIR"
+            )
+        return TINY_DIR
+    return Path(model)
+
+
+def read_defaults(model: str) -> ModelDefaults:
+    """MODEL's defaults without loading any weights (a diffusers folder's studio_defaults.json, else the
+    release's), so that a request can be checked before the model loads."""
+    folder = model_folder(model)
+    return ModelDefaults.read(folder) if (folder / "model_index.json").exists() else ModelDefaults()
 
 
 def load_pipeline(
@@ -72,8 +99,18 @@ def load_pipeline(
     memory: str = "none",
     compile_blocks: bool = False,
 ) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
-    """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory)."""
-    pipe, defaults = _load(model, dtype, text_encoder, vae)
+    """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory).
+
+    Unreadable model files (malformed JSON, truncated weights) raise ModelFilesError naming the file's problem."""
+    from safetensors import SafetensorError
+
+    try:
+        pipe, defaults = _load(model, dtype, text_encoder, vae)
+    except LuminaError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ModelFilesError(f"model {model}: its files could not be read ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'})") from None
     tokens = pipe.transformer.num_tokens(pipe.latent_size(defaults.frames, defaults.height, defaults.width), "1x2")
     pipe.memory_plan = apply_memory_mode(pipe, memory, device, tokens_per_step=tokens)
     if compile_blocks:
@@ -83,14 +120,7 @@ def load_pipeline(
 
 
 def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
-    if model == "tiny":
-        if not (TINY_DIR / "model_index.json").exists():
-            raise ModelFilesError(
-                f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
-                f"`python -m lumina.train all` or pass --model DIR"
-            )
-        model = str(TINY_DIR)
-    folder = Path(model)
+    folder = model_folder(model)
     if (folder / "model_index.json").exists():
         return LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype), ModelDefaults.read(folder)
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
