@@ -362,9 +362,9 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                             resolution=resolution, frames=frames, progress=progress, request=request)
             return compare_outputs(results, state)
 
-        c_run.click(compare, [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames],
-                    c_videos + c_captions + [c_table, c_status], api_name="compare", validator=studio.admission(6),
-                    **HEAVY)
+        c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames]
+        c_run.click(compare, c_inputs, c_videos + c_captions + [c_table, c_status], api_name="compare",
+                    validator=studio.admission(len(c_inputs)), **HEAVY)
 
         def motion_grid(prompt, seed, positive, negative, neg_motion_until, steps, resolution, frames,
                         progress=gr.Progress(), request: gr.Request = None):
@@ -374,9 +374,9 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                               frames=frames, progress=progress, request=request)
             return motion_outputs(cells, state, len(set(c.positive for c in cells)) or 3)
 
-        m_run.click(motion_grid, [m_prompt, m_seed, m_pos, m_neg, m_until, m_steps, m_resolution, m_frames],
-                    [m_gallery, m_plot, m_table, m_status, m_cells], api_name="motion_grid",
-                    validator=studio.admission(8), **HEAVY)
+        m_inputs = [m_prompt, m_seed, m_pos, m_neg, m_until, m_steps, m_resolution, m_frames]
+        m_run.click(motion_grid, m_inputs, [m_gallery, m_plot, m_table, m_status, m_cells], api_name="motion_grid",
+                    validator=studio.admission(len(m_inputs)), **HEAVY)
         m_gallery.select(play_cell, [m_cells], [m_video], api_visibility="private", queue=False)
 
         # live checks and visibility
