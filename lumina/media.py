@@ -1,8 +1,9 @@
 """Video files: encode frames (and optional sound) to mp4 with PyAV, and decode them back.
 
 Every file the project produces goes through `atomic_output`: it is written under a temporary name in the
-same folder (``.NAME.PID-TOKEN.partial``), flushed to disk and renamed over NAME only when complete, so a failed or
-killed run never harms an existing file. `sweep_partials` removes the temporary files of processes that died.
+same folder (``.NAME.HOST.PID-TOKEN.partial``), flushed to disk and renamed over NAME only when complete, so a failed
+or killed run never harms an existing file. `sweep_partials` removes the temporary files of this machine's
+processes that died (a folder shared with other machines keeps theirs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -22,8 +24,14 @@ import numpy as np
 from lumina.errors import InvalidRequestError
 
 AUDIO_RATE = 16000
-PARTIAL_SUFFIX = ".partial"
-_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]+\.partial$")
+_PARTIAL = re.compile(r"^\..+\.(?P<host>[\w-]+)\.(?P<pid>\d+)-[0-9a-f]+\.partial$")
+_HOST = re.sub(r"[^\w-]", "-", socket.gethostname()) or "host"
+
+
+def partial_path(path, pid: Optional[int] = None) -> Path:
+    """The temporary name `atomic_output` writes `path` under, for process `pid` (default: this one)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid() if pid is None else pid}-{uuid.uuid4().hex[:8]}.partial")
 
 
 def _alive(pid: int) -> bool:
@@ -44,7 +52,7 @@ def sweep_partials(folder) -> List[Path]:
         return removed
     for path in folder.iterdir():
         m = _PARTIAL.match(path.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -67,7 +75,7 @@ def atomic_output(path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_partials(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+    tmp = partial_path(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -26,7 +26,7 @@ from gradio_client import Client  # noqa: E402
 
 from lumina.app.handlers import SETTING_NAMES, Studio, ui_defaults  # noqa: E402
 from lumina.app.state import OutputStore  # noqa: E402
-from lumina.media import read_video, write_json, write_mp4  # noqa: E402
+from lumina.media import partial_path, read_video, write_json, write_mp4  # noqa: E402
 from lumina.pipelines.loading import ModelDefaults  # noqa: E402
 from tests.test_app import PROMPT, Server  # noqa: E402
 
@@ -48,14 +48,16 @@ def test_outputs_swept_at_start(tmp_path):
     cut.write_bytes(good.read_bytes()[:48])
     orphan = tmp_path / f"{uuid.uuid4().hex}.json"
     orphan.write_text("{}")
-    partial = tmp_path / f".{uuid.uuid4().hex}.mp4.{_dead_pid()}-0badcafe.partial"
+    partial = partial_path(tmp_path / f"{uuid.uuid4().hex}.mp4", pid=_dead_pid())
     partial.write_bytes(b"\0" * 100)
-    mine = tmp_path / f".{uuid.uuid4().hex}.mp4.{os.getpid()}-0badcafe.partial"  # a live writer's: kept
+    mine = partial_path(tmp_path / f"{uuid.uuid4().hex}.mp4")  # a live writer's: kept
     mine.write_bytes(b"\0")
+    elsewhere = tmp_path / f".{uuid.uuid4().hex}.mp4.other-machine.{_dead_pid()}-0badcafe.partial"  # kept
+    elsewhere.write_bytes(b"\0")
     (tmp_path / "notes.json").write_text("{}")
     store = OutputStore(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([good.name, good.with_suffix(".json").name,
-                                                                 mine.name, "notes.json"])
+                                                                 mine.name, elsewhere.name, "notes.json"])
     assert read_video(good)[0].shape == (8, 32, 32, 3) and store.sweep() == []
 
 

@@ -63,6 +63,7 @@ def test_kill_during_the_write_keeps_the_previous_file(tmp_path):
     frames, fps = read_video(video)
     assert np.array_equal(frames, old_frames) and fps == 8
     assert (tmp_path / "good.json").read_bytes() == old_sidecar
+    assert any(name.endswith(".partial") for name, _ in changed), changed  # the kill came during the write
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("good.mp4", "good.json"))
     assert all(name.startswith(".good.mp4.") and name.endswith(".partial") for name in leftovers), leftovers
     assert sorted(p.name for p in sweep_partials(tmp_path)) == leftovers
