@@ -82,14 +82,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial(tmp_path):
 
 
 def _refuse(args, capsys, model: str = "tiny"):
-    """Run the CLI in-process; returns (exit code, its error lines, seconds). Loading progress bars aside, stderr
-    holds one error line and no traceback."""
+    """Run the CLI in-process; returns (exit code, its error lines, seconds). Besides third-party loading noise
+    (progress bars, library warnings), stderr ends with the one error line, and holds no traceback."""
     start = time.perf_counter()
     rc = main(["generate", "--model", model, "--prompt", PROMPT, *args])
     seconds = time.perf_counter() - start
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return rc, [line for line in err.splitlines() if line.strip() and not line.startswith("Loading pipeline")], seconds
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error")]
+    assert errors == lines[-1:], lines
+    return rc, errors, seconds
 
 
 @pytest.fixture(scope="module")
