@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -131,33 +132,45 @@ def test_per_client_queue_cap_and_api_errors(random_pipeline_dir, tmp_path):
 
 
 def test_server_killed_mid_job_restarts_with_nothing_lost(random_pipeline_dir, tmp_path):
-    """Two videos made, a third job killed with the server (kill -9) while its file is written; a restart sweeps
-    what was left, keeps the two videos, and serves the next request."""
+    """A load of 4 clients x 2 videos, then a job killed with the server (kill -9) while its file is written and
+    two more waiting behind it; a restart sweeps what was left, keeps every finished video, and serves the next
+    request."""
     outputs = tmp_path / "outputs"
     server = Server(random_pipeline_dir, tmp_path)
     try:
-        client = Client(server.wait(), verbose=False)
-        kept = [client.predict(prompt=PROMPT, seed=s, **FAST, api_name="/generate")[0] for s in (1, 2)]
+        url = server.wait()
+        clients = [Client(url, verbose=False) for _ in range(4)]
+
+        def two(k):
+            return [clients[k].predict(prompt=f"{PROMPT} {k}", seed=10 * k + i, **FAST, api_name="/generate")
+                    for i in range(2)]
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            finished = [out for outs in pool.map(two, range(4)) for out in outs]
+        assert sorted(out[2] for out in finished) == [0, 1, 10, 11, 20, 21, 30, 31]
         before = set(os.listdir(outputs))
-        client.submit(prompt=PROMPT, seed=3, **{**FAST, "frames": 64}, api_name="/generate")
+        clients[0].submit(prompt=PROMPT, seed=3, **{**FAST, "frames": 64}, api_name="/generate")
+        for k in (1, 2):  # waiting in the queue when the server dies
+            clients[k].submit(prompt=PROMPT, seed=40 + k, **FAST, api_name="/generate")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and set(os.listdir(outputs)) == before:
             time.sleep(0.0005)
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=30)
         left = set(os.listdir(outputs)) - before
-        assert left, "the job never started writing"
-        assert all(name.endswith(".partial") for name in left if not name.startswith(".examples")), left
+        assert left and all(name.endswith(".partial") for name in left), left  # killed during the write
     finally:
         server.stop()
     server = Server(random_pipeline_dir, tmp_path)
     try:
         client = Client(server.wait(), verbose=False)
-        assert sorted(os.listdir(outputs)) == sorted(before)  # the partial is gone, the two videos stay
-        for video in kept:
-            assert read_video(outputs / os.path.basename(video))[0].shape == (8, 64, 64, 3)
+        assert sorted(os.listdir(outputs)) == sorted(before)  # the partial is gone, every finished video stays
+        for out in finished:
+            frames, _ = read_video(outputs / os.path.basename(out[0]))
+            assert frames.shape == (8, 64, 64, 3)
+            assert json.loads((outputs / os.path.basename(out[1])).read_text())["request"]["seed"] == out[2]
         video, _, seed, _, status = client.predict(prompt=PROMPT, seed=4, **FAST, api_name="/generate")
         assert seed == 4 and status.startswith("✓") and read_video(video)[0].shape == (8, 64, 64, 3)
-        assert len(list(outputs.glob("*.mp4"))) == 3
+        assert len(list(outputs.glob("*.mp4"))) == len(finished) + 1
     finally:
         server.stop()
