@@ -20,14 +20,20 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=int, default=100, help="keep only the newest N videos in --outputs")
     parser.add_argument("--queue-size", type=int, default=16,
                         help="requests that may wait; more get a 'busy' answer at once")
+    parser.add_argument("--max-job-seconds", type=float, default=None,
+                        help="refuse a job (a video, a comparison, a grid) predicted to take longer (default 900)")
+    parser.add_argument("--max-jobs-per-client", type=int, default=None,
+                        help="jobs one client (browser session) may have queued or running (default 2)")
     args = parser.parse_args(argv)
 
     from lumina.app import build_demo, launch_options
     from lumina.errors import LuminaError
 
     try:
+        limits = {k: v for k, v in (("max_job_seconds", args.max_job_seconds),
+                                    ("max_jobs_per_client", args.max_jobs_per_client)) if v is not None}
         demo = build_demo(model=args.model, outputs_dir=args.outputs, keep=args.keep, extra_models=args.extra_model,
-                          queue_size=args.queue_size)
+                          queue_size=args.queue_size, **limits)
     except LuminaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,13 +1,11 @@
-"""Shared bits of the benchmark scripts: timing, the device line, table + JSON output."""
+"""Shared bits of the benchmark scripts: the device line, GPU sync, table + JSON output."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,20 +23,6 @@ def device_name(device: str) -> str:
 def sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
-    """Median wall seconds of fn() over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def report(name: str, header, rows, meta: dict, out: Path = None) -> Path:

@@ -15,10 +15,10 @@ import argparse
 import json
 
 import torch
-from _util import RESULTS, device_name, report, timed
+from _util import device_name, report
 
 from lumina import LuminaNextDiTVideo
-from lumina.costs import COST_FILE, fit_throughput, forward_flops, latent_size
+from lumina.costs import COST_FILE, fit_throughput, forward_samples, latent_size
 from lumina.pipelines.loading import TINY_DIR
 
 CONFIGS = {
@@ -42,18 +42,10 @@ def main(argv=None):
     torch.manual_seed(0)
     with torch.device(args.device):
         model = LuminaNextDiTVideo(**CONFIGS[args.config]).to(dtype).eval()
-    latent = torch.randn(1, 16, *latent_size(frames, h, w), device=args.device, dtype=dtype)
-    cap = torch.randn(1, 32, model.config.cap_feat_dim, device=args.device, dtype=dtype)
-    mask = torch.ones(1, 32, device=args.device, dtype=torch.long)
-    t, motion = torch.tensor([0.5], device=args.device), torch.tensor([6.0], device=args.device)
     rows, samples = [], []
     base = None
-    for ps in ["1x2", "2x2", "2x4"]:
-        tokens = model.num_tokens(tuple(latent.shape[2:]), ps)
-        with torch.no_grad():
-            sec = timed(lambda: model(latent, t, cap, mask, motion, ps), args.device, args.repeats)
+    for ps, tokens, flops, sec in forward_samples(model, latent_size(frames, h, w), args.repeats):
         base = base or sec
-        flops = forward_flops(model.config, tokens, caption_tokens=32)
         samples.append((flops, sec))
         rows.append([ps, tokens, f"{sec:.4f}", f"{sec / base:.3f}", f"{flops / sec / 1e12:.2f}"])
     meta = {"config": args.config, "size": args.size, "dtype": args.dtype, "device": args.device,

@@ -49,12 +49,22 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
     import torch
     from accelerate import PartialState
 
-    from lumina.generation import generate_video
-    from lumina.pipelines.loading import load_pipeline
+    from lumina.generation import generate_video, resolve_request
+    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina.validation import check_device, check_output_path
 
     state = PartialState(cpu=not torch.cuda.is_available())
     requests = read_prompts(prompts_file)
+    defaults = read_defaults(model)
+    for i, req in enumerate(requests):  # every line checked before the model loads
+        if req.seed is None:
+            req.seed = seed + i
+        try:
+            requests[i] = resolve_request(req, defaults)
+        except ValueError as err:
+            raise InvalidRequestError(f"{prompts_file}: prompt {i + 1}: {err}") from None
     out_dir = Path(out_dir)
+    check_output_path(out_dir / output_name(0, "clip"), option="--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [
         (i, r) for i, r in enumerate(requests)
@@ -64,13 +74,11 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
     with state.split_between_processes(todo) as mine:
         if not mine:
             return written
-        device = device or str(state.device)
+        device = check_device(device or str(state.device))
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
         pipe, defaults = load_pipeline(model, dtype=dtype, device=device, memory=memory)
         pipe.set_progress_bar_config(disable=True)
         for i, req in mine:
-            if req.seed is None:
-                req.seed = seed + i
             path = out_dir / output_name(i, req.prompt)
             generate_video(pipe, defaults, req, path)
             written.append(path)

@@ -53,17 +53,18 @@ def _number_or_text(value: Optional[str]):
 
 
 def cmd_generate(args) -> int:
+    """Everything the user gave is checked (values, output path, device, model defaults) before a model loads."""
     import torch
 
-    from lumina.generation import GenerationRequest, generate_video
-    from lumina.pipelines.loading import load_pipeline
-    from lumina.validation import parse_resolution
+    from lumina.generation import GenerationRequest, generate_video, resolve_request
+    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina.validation import check_device, check_output_path, parse_resolution
 
     width = height = None
-    if args.resolution:
+    if args.resolution is not None:
         width, height = parse_resolution(args.resolution)
-    if not args.out.lower().endswith(".mp4"):
-        raise LuminaError(f"--out {args.out!r}: the output must be an .mp4 file")
+    check_output_path(args.out)
+    check_device(args.device)
     req = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
         fps=args.fps, preset=args.preset, schedule=args.schedule, motion=_number_or_text(args.motion),
@@ -71,6 +72,7 @@ def cmd_generate(args) -> int:
         time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise, seed=args.seed,
         audio=args.audio,
     )
+    req = resolve_request(req, read_defaults(args.model))
     pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)
     audio_fn = None
@@ -141,6 +143,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     handlers = {"generate": cmd_generate, "presets": cmd_presets, "motion-score": cmd_motion_score, "batch": cmd_batch}
     try:
         return handlers[args.command](args)
-    except (LuminaError, ValueError) as err:
+    except (LuminaError, ValueError, OSError) as err:  # one line, never a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

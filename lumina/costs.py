@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from lumina.sampling import SampleConfig, plan
 
@@ -68,6 +68,54 @@ def request_seconds(
         tokens_by_scale[ps.name] = tokens
         total += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1)
     return total, tokens_by_scale
+
+
+def forward_samples(model, latent_shape: Tuple[int, int, int], repeats: int = 3,
+                    caption_tokens: int = 32) -> List[Tuple[str, int, float, float]]:
+    """(patch, tokens, FLOPs, median seconds) of one forward of `model` at each patch size it supports, on the
+    device and dtype it is on, with random inputs of `latent_shape` (frames, height, width)."""
+    import statistics
+    import time
+
+    import torch
+
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    latent = torch.randn(1, model.config.in_channels, *latent_shape, device=device, dtype=dtype)
+    cap = torch.randn(1, caption_tokens, model.config.cap_feat_dim, device=device, dtype=dtype)
+    mask = torch.ones(1, caption_tokens, device=device, dtype=torch.long)
+    t, motion = torch.tensor([0.5], device=device), torch.tensor([6.0], device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    rows = []
+    for ps in [p.name for p in model.supported_patch_sizes()]:
+        times = []
+        with torch.no_grad():
+            for k in range(repeats + 1):  # the first run warms up
+                sync()
+                start = time.perf_counter()
+                model(latent, t, cap, mask, motion, ps)
+                sync()
+                if k:
+                    times.append(time.perf_counter() - start)
+        tokens = model.num_tokens(tuple(latent_shape), ps)
+        rows.append((ps, tokens, forward_flops(model.config, tokens, caption_tokens), statistics.median(times)))
+    return rows
+
+
+def measure_fit(model, latent_shape: Tuple[int, int, int]) -> Dict[str, float]:
+    """The throughput fit of the device `model` is on, measured now (for a device without a stored fit) at most at
+    (2, 32, 32) latents (512 tokens at 1x2), so that measuring stays short whatever the model's default size."""
+    f, h, w = latent_shape
+    small = (min(f, 2), min(h, 32), min(w, 32))
+    samples = [(flops, sec) for _, _, flops, sec in forward_samples(model, small, repeats=2)]
+    try:
+        return fit_throughput(samples)
+    except ValueError:  # per-forward overhead dominates at this size: charge the slowest forward flat
+        return {"overhead_s": max(sec for _, sec in samples), "flops_per_second": float("inf")}
 
 
 def fit_throughput(samples) -> Dict[str, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -13,7 +12,7 @@ import torch
 
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
-from lumina.media import write_mp4
+from lumina.media import write_json, write_mp4
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import SampleConfig, coerce_setting, format_schedule
@@ -49,12 +48,8 @@ class GenerationRequest:
 
 
 def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> SampleConfig:
+    """The model's preset with the request's settings; SampleConfig checks each value (every stage of a schedule)."""
     base = defaults.sample_config(req.preset)
-    if req.steps is not None:
-        V.check_steps(req.steps)
-    for name, value in (("motion", req.motion), ("negative motion", req.neg_motion), ("guidance", req.cfg)):
-        if isinstance(value, (int, float)):
-            (V.check_guidance(value) if name == "guidance" else V.check_motion(name, value))
     return base.replace(
         patch=coerce_setting(req.schedule, "patch", defaults.patch_shorthands()),
         steps=req.steps,
@@ -68,19 +63,19 @@ def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> Sample
 
 
 def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> GenerationRequest:
-    """Fill defaults, draw a seed if none, and validate everything before any model work starts."""
+    """Fill defaults (only where a value is None: a zero is a value, and is refused), draw a seed if none, and
+    validate everything, the sampling settings included, before any model work starts."""
     V.check_prompt(req.prompt)
     filled = GenerationRequest(**{**asdict(req)})
-    filled.width = req.width or defaults.width
-    filled.height = req.height or defaults.height
-    filled.frames = req.frames or defaults.frames
-    filled.fps = req.fps or defaults.fps
-    filled.preset = req.preset or defaults.preset
+    for name in ("width", "height", "frames", "fps", "preset"):
+        if getattr(req, name) is None:
+            setattr(filled, name, getattr(defaults, name))
     filled.seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
     V.check_seed(filled.seed)
     V.check_fps(filled.fps)
     V.check_size(filled.width, filled.height, defaults.max_resolution)
     V.check_frames(filled.frames)
+    sample_config_for(filled, defaults)
     return filled
 
 
@@ -134,5 +129,5 @@ def generate_video(
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-    out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    write_json(out_path.with_suffix(".json"), sidecar)  # after the video, so no sidecar names a missing video
     return sidecar

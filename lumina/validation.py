@@ -19,6 +19,8 @@ MAX_SEED = 2**32 - 1
 MOTION_RANGE = (-1.0, 100.0)
 GUIDANCE_RANGE = (0.0, 50.0)
 SHARED_NOISE_RANGE = (0.0, 0.95)  # share of the starting noise common to all latent frames
+TIME_SHIFT_RANGE = (0.1, 100.0)  # 1 = no shift; the release uses 8 and 24
+RENORM_RANGE = (-1.0, 100.0)  # > 0 caps the guided norm at renorm x |positive|; <= 0 turns it off (release: -1, 2)
 FPS_RANGE = (1, 60)
 
 
@@ -134,6 +136,25 @@ def check_guidance(value) -> None:
     check_number("guidance", value, *GUIDANCE_RANGE)
 
 
+def check_stages(name: str, values, lo: float, hi: float) -> None:
+    """The same range rule for every stage of a time-aware value (its constant, or each value of "20, 0@0.2")."""
+    values = list(values)
+    for value in values:
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi,
+            f"{name}={value!r}" + (f" (a stage of {name} {values!r})" if len(values) > 1 else "")
+            + f": must be a number in {lo:g}..{hi:g}",
+        )
+
+
+def check_time_shift(value) -> None:
+    check_number("time shift", value, *TIME_SHIFT_RANGE)
+
+
+def check_renorm(value) -> None:
+    check_number("renorm", value, *RENORM_RANGE)
+
+
 def check_shared_noise(value) -> None:
     """0 = independent noise per latent frame (the release's); near 1 every frame starts alike.
     SampleConfig applies it, so the library, the CLI and the app share one rule."""
@@ -147,6 +168,46 @@ def parse_resolution(text: str) -> Tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def check_output_path(path, suffixes: Tuple[str, ...] = (".mp4",), option: str = "--out") -> "Path":
+    """Refuse an output the run could not write, before any model loads: wrong suffix, an existing folder of that
+    name, a path under a file, or a folder where files cannot be created (probed by creating one there)."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    _require(p.suffix.lower() in suffixes, f"{option} {str(path)!r}: the output must be a {' or '.join(suffixes)} file")
+    _require(not p.is_dir(), f"{option} {str(path)!r} is an existing folder; name a file inside it")
+    folder = p.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    _require(folder.is_dir(), f"{option} {str(path)!r}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InvalidRequestError(f"{option} {str(path)!r}: cannot write in {folder} ({err.strerror or err})") from None
+    return p
+
+
+def check_device(device: str) -> str:
+    """A torch device this machine has: 'cpu', 'cuda', 'cuda:N' (N < the GPU count), 'mps'."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidRequestError(f"--device {device!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        _require(count > 0, f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
+        _require(dev.index is None or dev.index < count, f"--device {device!r}: this machine has {count} GPU(s)")
+    elif dev.type == "mps":
+        _require(torch.backends.mps.is_available(), f"--device {device!r}: MPS is not available here; use cpu")
+    else:
+        _require(dev.type == "cpu", f"--device {device!r}: use cpu, cuda, cuda:N or mps")
+    return device
+
+
 def check_prompt(prompt: Optional[str], max_chars: int = 4000) -> str:
     _require(isinstance(prompt, str) and prompt.strip() != "", "the prompt is empty: describe the video you want")
     _require(len(prompt) <= max_chars, f"the prompt has {len(prompt)} characters; at most {max_chars} are accepted")
@@ -156,10 +217,15 @@ def check_prompt(prompt: Optional[str], max_chars: int = 4000) -> str:
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_V2A_SECONDS = 10.0
+MAX_V2A_FPS = 60
+MAX_V2A_FRAMES = int(MAX_V2A_SECONDS * MAX_V2A_FPS)
+MAX_V2A_PIXELS = 640 * 480  # width x height of a frame
 
 
 def check_video_upload(path, max_bytes: int = MAX_UPLOAD_BYTES, max_seconds: float = MAX_V2A_SECONDS) -> float:
-    """An uploaded video for V2A: type by suffix and by decoding, size, and duration; returns its seconds.
+    """An uploaded video for V2A: type by suffix and by decoding, size, duration, frame rate and frame size (from
+    its header; `lumina.media.read_video` enforces the frame and pixel caps again while decoding); returns its
+    seconds.
 
     Only the path handed over by the server is opened; the user's file name is never used to build a path.
     """
@@ -176,10 +242,17 @@ def check_video_upload(path, max_bytes: int = MAX_UPLOAD_BYTES, max_seconds: flo
     try:
         with av.open(str(p)) as container:
             stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
             seconds = float(container.duration / av.time_base) if container.duration else \
                 float(stream.frames / float(stream.average_rate or 1))
+            width, height = stream.codec_context.width, stream.codec_context.height
     except (av.FFmpegError, IndexError, ZeroDivisionError):
         raise InvalidRequestError("the upload is not a readable video (no decodable video stream)") from None
     _require(0 < seconds <= max_seconds,
              f"the video lasts {seconds:.1f} s; sound can be made for videos of up to {max_seconds:g} s")
+    _require(0 < fps <= MAX_V2A_FPS,
+             f"the video runs at {fps:g} fps; at most {MAX_V2A_FPS} fps are accepted (re-encode it at a lower rate)")
+    _require(width * height <= MAX_V2A_PIXELS,
+             f"the video's frames are {width}x{height}; at most {MAX_V2A_PIXELS} pixels a frame (e.g. 640x480) "
+             f"are accepted (scale it down)")
     return seconds

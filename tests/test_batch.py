@@ -22,6 +22,31 @@ def test_prompt_file_formats(tmp_path):
     assert output_name(3, "A red Circle!") == "00003-a-red-circle.mp4"
 
 
+def test_every_line_and_the_folder_checked_before_the_model_loads(tmp_path):
+    """The model folder has no weights: a refusal naming a line (or the folder) shows nothing was loaded."""
+    import shutil
+
+    from lumina.batch import run_batch
+    from lumina.pipelines.loading import TINY_DIR
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model_index.json", "studio_defaults.json"):
+        shutil.copy(TINY_DIR / name, model / name)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text('a red circle\n{"prompt": "a blue square", "frames": 0}\n')
+    with pytest.raises(InvalidRequestError, match=r"p.txt: prompt 2: frames=0"):
+        run_batch(prompts, tmp_path / "out", model=str(model), device="cpu")
+    prompts.write_text('{"prompt": "a blue square", "cfg": "4, nan@0.5"}\n')
+    with pytest.raises(InvalidRequestError, match=r"prompt 1: cfg=nan"):
+        run_batch(prompts, tmp_path / "out", model=str(model), device="cpu")
+    prompts.write_text("a red circle\n")
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(InvalidRequestError, match="is a file, not a folder"):
+        run_batch(prompts, tmp_path / "taken", model=str(model), device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
 def test_accelerate_two_processes_then_resume(random_pipeline_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na green star\na blue square\n")

@@ -107,7 +107,7 @@ def test_number_schedules_and_errors():
         parse_schedule_string("abc", "cfg")
     with pytest.raises(ValueError, match="unknown sample_config keys"):
         SampleConfig.from_dict({"P": "1x2", "bogus": 1})
-    with pytest.raises(ValueError, match="at least 2 grid points"):
+    with pytest.raises(ValueError, match=r"steps=1: must be an integer in 2\.\.200"):
         SampleConfig(steps=1)
 
 

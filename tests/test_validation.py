@@ -107,3 +107,60 @@ def test_video_upload_checks(tmp_path):
         V.check_video_upload(ok, max_seconds=1)
     with pytest.raises(InvalidRequestError, match="at most"):
         V.check_video_upload(ok, max_bytes=10)
+
+
+stage_values = st.one_of(st.floats(-1e12, 1e12), st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 50.0, 100.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(stage_values, min_size=1, max_size=4), kind=st.sampled_from(["cfg", "motion", "neg_motion"]))
+def test_every_stage_of_a_schedule_meets_the_rule(values, kind):
+    """The rule of a value applies to each stage of its schedule ("v0, v1@t1, ..."), not only to a constant."""
+    from lumina.sampling import SampleConfig, format_schedule, parse_schedule_string
+
+    lo, hi = V.GUIDANCE_RANGE if kind == "cfg" else V.MOTION_RANGE
+    times = [round(0.1 + 0.2 * i, 2) for i in range(len(values) - 1)]
+    setting = tuple([values[0]] + list(zip(times, values[1:]))) if times else values[0]
+    text = format_schedule(setting) if all(math.isfinite(v) for v in values) else None
+    ok = all(math.isfinite(v) and lo <= v <= hi for v in values)
+    for value in [setting] + ([parse_schedule_string(text, "number")] if text else []):
+        if ok:
+            SampleConfig(**{kind: value})
+        else:
+            with pytest.raises(InvalidRequestError, match=f"must be a number in {lo:g}..{hi:g}"):
+                SampleConfig(**{kind: value})
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("renorm", math.nan, "renorm=nan"), ("renorm", 1e9, "renorm=1000000000.0"), ("time_shift", math.inf, "time shift=inf"),
+    ("time_shift", 0.0, "time shift=0.0"), ("steps", 0, "steps=0"), ("steps", 201, "steps=201"),
+])
+def test_scalar_sampling_values_have_one_rule(name, value, words):
+    from lumina.sampling import SampleConfig
+
+    with pytest.raises(InvalidRequestError, match=words):
+        SampleConfig(**{name: value})
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("frames", 0, "frames=0"), ("fps", 0, "fps=0"), ("width", 0, "size 0x"), ("height", 0, "x0:"), ("steps", 0, "steps=0"),
+    ("seed", -1, "seed=-1"), ("cfg", "4, 1e9@0.5", "cfg=1000000000.0"), ("renorm", math.nan, "renorm=nan"),
+])
+def test_zero_is_a_value_and_every_setting_is_checked_before_loading(field, value, words):
+    """A request is refused against the model's defaults alone (no weights): zero is never replaced by a default."""
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.pipelines.loading import read_defaults
+
+    with pytest.raises(InvalidRequestError, match=words):
+        resolve_request(GenerationRequest(prompt="a red circle", **{field: value}), read_defaults("tiny"))
+
+
+def test_output_path_checks(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir.mp4").mkdir()
+    assert V.check_output_path(tmp_path / "new" / "deeper" / "x.mp4") == tmp_path / "new" / "deeper" / "x.mp4"
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dir.mp4", "file"]
+    for path, words in ((tmp_path / "file" / "x.mp4", "is a file, not a folder"), (tmp_path / "dir.mp4", "existing folder"),
+                        ("/proc/x.mp4", "cannot write in /proc"), (tmp_path / "x.avi", "must be a .mp4 file")):
+        with pytest.raises(InvalidRequestError, match=words):
+            V.check_output_path(path)

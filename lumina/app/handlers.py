@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import math
@@ -23,9 +24,9 @@ import gradio as gr
 from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
-from lumina.app.state import ModelHolder, OutputStore
+from lumina.app.state import ClientQuota, ModelHolder, OutputStore
 from lumina.generation import GenerationRequest
-from lumina.media import read_video
+from lumina.media import atomic_output, read_video
 from lumina.pipelines.loading import ModelDefaults
 from lumina.pipelines.memory import release_memory
 from lumina.sampling import format_schedule, parse_schedule_string
@@ -39,6 +40,8 @@ CUSTOM = "custom"
 COMPARE_SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")
 LENGTH_MODES = ("seconds", "frames")
 MAX_GRID_SIDE = 5
+MAX_JOB_SECONDS = 900.0  # one job (a video, a comparison, a grid) may hold the worker this long, on any device
+MAX_JOBS_PER_CLIENT = 2  # queued or running, per Gradio session
 SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, so this is off."
 
 # Every parameter of `Studio.generate` that describes the video (the API's names, in UI order).
@@ -65,6 +68,21 @@ def user_errors(fn):
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"unexpected error ({type(err).__name__}: {err}); details are in the server log",
                            print_exception=False) from None
+
+    return wrapper
+
+
+def one_job(fn):
+    """An endpoint that runs a job: when it ends, however it ends, the client's queue ticket is returned."""
+
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        finally:  # Gradio passes the request by position or by name
+            self.quota.release(_owner(signature.bind(self, *args, **kwargs).arguments.get("request")))
 
     return wrapper
 
@@ -283,7 +301,7 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
                               _as_float("negative motion until", values["neg_motion_until"]),
                               _as_float("negative motion after", values["neg_motion_after"]))
     time_shift = _as_float("time shift", values["time_shift"])
-    V.check_number("time shift", time_shift, 0.1, 100.0)
+    V.check_time_shift(time_shift)
     shared_noise = _as_float("shared noise", values["shared_noise"])  # its range: SampleConfig's rule
     schedule = values["schedule"]
     if schedule not in SCHEDULES + (CUSTOM,):
@@ -401,7 +419,8 @@ def write_tiles(video_path, min_side: int = 192) -> str:
         tile = Image.fromarray(frame).resize((w * scale, h * scale), Image.NEAREST)
         sheet.paste(tile, ((k % 2) * (w * scale + gap), (k // 2) * (h * scale + gap)))
     out = Path(video_path).with_suffix(".tiles.png")
-    sheet.save(out)
+    with atomic_output(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return str(out)
 
 
@@ -411,11 +430,15 @@ class Studio:
     """The app's server side: one model holder, one output folder, the endpoints."""
 
     def __init__(self, model: str, outputs_dir, keep: int = 100, extra_models: Sequence[str] = (),
-                 loader=None, preload: bool = True, audio_fn=None):
+                 loader=None, preload: bool = True, audio_fn=None, max_job_seconds: float = MAX_JOB_SECONDS,
+                 max_jobs_per_client: int = MAX_JOBS_PER_CLIENT, queue_size: int = 16):
         kwargs = {} if loader is None else {"loader": loader}
         self.holder = ModelHolder(model, extra_models, **kwargs)
         self.holder.audio_fn = audio_fn  # a V2A model's (frames, fps, prompt) -> waveform; None: no sound
         self.store = OutputStore(Path(outputs_dir), keep=max(int(keep), MAX_GRID_SIDE ** 2))
+        self.max_job_seconds = float(max_job_seconds)
+        # a queued job waits at most for the jobs ahead of it, each within the limit
+        self.quota = ClientQuota(max_jobs_per_client, expire_s=(queue_size + 1) * self.max_job_seconds)
         if preload:
             self.holder.get()
 
@@ -450,6 +473,32 @@ class Studio:
         if "seed" in given and given["seed"] is None:
             values["seed"] = None  # an empty seed box means "draw one"
         return values
+
+    def admission(self, n_inputs: int):
+        """The validator of a job's event: Gradio calls it with the event's inputs and the request when the job
+        joins the queue, before it waits; it refuses a client that already has its quota of jobs."""
+
+        def admit(*args):
+            self.quota.admit(_owner(args[-1]))
+            return [None] * n_inputs  # no remark on any input
+
+        P = inspect.Parameter
+        admit.__signature__ = inspect.Signature(
+            [P(f"input{i}", P.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+            + [P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
+        admit.__annotations__ = {"request": gr.Request}
+        return user_errors(admit)
+
+    def check_cost(self, model: Optional[str], requests: Sequence[GenerationRequest]) -> float:
+        """Refuse a job predicted to hold the worker beyond `max_job_seconds` (lumina.costs with this device's
+        throughput); returns the prediction in seconds."""
+        seconds = sum(self.holder.estimate_seconds(model, req) for req in requests)
+        if seconds > self.max_job_seconds:
+            raise InvalidRequestError(
+                f"this job would take about {seconds:.0f} s on this server ({self.holder.device}); one job may take "
+                f"at most {self.max_job_seconds:.0f} s so that others are not kept waiting: use fewer frames, a "
+                f"smaller size, fewer steps, fewer cells or the multiscale schedule")
+        return seconds
 
     @contextlib.contextmanager
     def _job(self, request):
@@ -496,6 +545,7 @@ class Studio:
         return "nothing of yours is running"
 
     @user_errors
+    @one_job
     def generate(self, prompt: str, negative_prompt: Optional[str] = None, resolution: Optional[str] = None,
                  custom_size: bool = False, width: Optional[float] = None, height: Optional[float] = None,
                  length_mode: Optional[str] = None, duration: Optional[float] = None, frames: Optional[float] = None,
@@ -517,6 +567,7 @@ class Studio:
         pipe, defaults = self.holder.get(values["model"], values["memory_mode"])
         supported = [p.name for p in pipe.transformer.supported_patch_sizes()]
         req, notices = build_request(values, defaults, supported, self.sound_available)
+        self.check_cost(values["model"], [req])
         for note in notices:
             notify("info", note)
         try:
@@ -551,6 +602,7 @@ class Studio:
         return values, defaults, supported
 
     @user_errors
+    @one_job
     def compare(self, prompt: str, seed: Optional[float] = 0, schedules: Sequence[str] = COMPARE_SCHEDULES,
                 steps: Optional[float] = None, resolution: Optional[str] = None, frames: Optional[float] = None,
                 negative_prompt: str = "", model: Optional[str] = None, progress=gr.Progress(),
@@ -566,6 +618,7 @@ class Studio:
         for name in schedules:
             req, _ = build_request({**values, "schedule": name}, defaults, supported)
             requests.append((name, req))
+        self.check_cost(values["model"], [req for _, req in requests])
         runs: List[Tuple[str, Dict[str, Any]]] = []
         status = "✓ done"
         try:
@@ -594,6 +647,7 @@ class Studio:
         return results, status
 
     @user_errors
+    @one_job
     def motion_grid(self, prompt: str, seed: Optional[float] = 0, positive="2, 6, 12", negative="0, 2, 6",
                     neg_motion_until: Optional[float] = None, steps: Optional[float] = None,
                     resolution: Optional[str] = None, frames: Optional[float] = None, negative_prompt: str = "",
@@ -610,6 +664,7 @@ class Studio:
                 req, _ = build_request({**values, "motion": p, "neg_motion": n, "neg_motion_after": p}, defaults,
                                        supported)
                 requests.append((p, n, req))
+        self.check_cost(values["model"], [req for _, _, req in requests])
         cells: List[GridCell] = []
         status = "✓ done"
         try:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +16,10 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from lumina.errors import GenerationInterrupted, InvalidRequestError, ModelFilesError
 from lumina.generation import GenerationRequest, generate_video, resolve_request, sample_config_for
+from lumina.media import sweep_partials
 import torch
 
+from lumina.costs import load_fit, measure_fit
 from lumina.pipelines.loading import TINY_DIR, ModelDefaults, load_pipeline
 from lumina.pipelines.memory import modes_for
 from lumina.sampling import plan
@@ -105,6 +109,37 @@ class RunControl:
             raise GenerationInterrupted("stopped by request")
 
 
+class ClientQuota:
+    """Jobs each client (Gradio session) has queued or running. `admit` runs when a job joins the queue and refuses
+    a client already at `limit`; `release` runs when the job ends. A ticket whose job never ran (cancelled while
+    queued) lapses after `expire_s`, the longest a queued job can wait."""
+
+    def __init__(self, limit: int, expire_s: float):
+        self.limit, self.expire_s = int(limit), float(expire_s)
+        self._lock = threading.Lock()
+        self._tickets: Dict[str, List[float]] = {}
+
+    def admit(self, owner: Optional[str]) -> None:
+        if owner is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            live = [t for t in self._tickets.get(owner, []) if now - t < self.expire_s]
+            if len(live) >= self.limit:
+                raise InvalidRequestError(
+                    f"you already have {len(live)} job(s) queued or running; at most {self.limit} per client: "
+                    f"wait for one to finish")
+            self._tickets[owner] = live + [now]
+
+    def release(self, owner: Optional[str]) -> None:
+        with self._lock:
+            live = self._tickets.get(owner)
+            if live:
+                live.pop(0)
+                if not live:
+                    del self._tickets[owner]
+
+
 class StepReporter:
     """callback_on_step_end: report progress with the step's scale and pass stop requests to the pipe."""
 
@@ -140,6 +175,7 @@ class ModelHolder:
         self.memory_mode = "none"
         self.device, self.dtype = pick_device()
         self.control = RunControl()
+        self._fits: Dict[str, Dict[str, float]] = {}
         self.audio_fn: Optional[Callable] = None  # (frames, fps, prompt) -> waveform, once a V2A model exists
         self.id = id(self)
         ModelHolder.registry[self.id] = self
@@ -171,6 +207,28 @@ class ModelHolder:
             self._current = (model, pipe, defaults)
             return pipe, defaults
 
+    def fit(self, model: Optional[str] = None) -> Dict[str, float]:
+        """Throughput of this server's device for the cost estimates: the stored fit of its device type
+        (lumina.costs; a CUDA GPU falls back to a typical one), else measured once on the loaded model."""
+        model = model or self.default
+        if model not in self._fits:
+            fit = load_fit(torch.device(self.device).type)
+            if fit is None:
+                pipe, defaults = self.get(model)
+                with self.run_lock:
+                    fit = measure_fit(pipe.transformer, pipe.latent_size(defaults.frames, defaults.height,
+                                                                         defaults.width))
+                log.info("measured throughput of %s on %s: %s", model, self.device, fit)
+            self._fits[model] = fit
+        return self._fits[model]
+
+    def estimate_seconds(self, model: Optional[str], req: GenerationRequest) -> float:
+        """Predicted seconds of one video on this server (lumina.costs through the ZeroGPU estimate)."""
+        from lumina.app.zerogpu import estimate_seconds
+
+        pipe, defaults = self.get(model)
+        return estimate_seconds(pipe.transformer.config, defaults, req, pipe.latent_size, self.fit(model))
+
     def generate(self, model: Optional[str], req: GenerationRequest, out_path, progress=None, label: str = ""):
         """One video, with per-step progress naming the scale; GenerationInterrupted if stopped.
 
@@ -189,10 +247,24 @@ class ModelHolder:
             self.control.pipe = None
 
 
+OWN_NAME = re.compile(r"^\w*[0-9a-f]{32}\.(mp4|json|tiles\.png)$")  # what `new_path` names, and its sidecars
+
+
+def readable_video(path: Path) -> bool:
+    """Whether an mp4 opens with a video stream that has frames (a file cut short by a kill does not)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video) and (container.streams.video[0].frames or 0) > 0
+    except (av.FFmpegError, OSError):
+        return False
+
+
 @dataclass
 class OutputStore:
     """Generated files live under `root` as <uuid>.mp4 + <uuid>.json (+ <uuid>.tiles.png); only the newest
-    `keep` videos stay."""
+    `keep` videos stay. At start, what a killed server left behind is swept (`sweep`)."""
 
     root: Path
     keep: int = 100
@@ -201,6 +273,21 @@ class OutputStore:
         self.root = Path(self.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        for path in self.sweep():
+            log.warning("removed %s (unreadable or orphaned)", path.name)
+
+    def sweep(self) -> List[Path]:
+        """Remove temporary files of dead writers, unreadable videos, and sidecars or contact sheets whose video
+        is gone; returns what was removed."""
+        removed = sweep_partials(self.root)
+        with self._lock:
+            ours = [p for p in self.root.iterdir() if p.is_file() and OWN_NAME.match(p.name)]
+            for path in sorted(ours, key=lambda p: p.suffix != ".mp4"):  # videos first, then what they own
+                stem = path.name.split(".")[0]
+                if not (readable_video(path) if path.suffix == ".mp4" else (self.root / f"{stem}.mp4").exists()):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def new_path(self, prefix: str = "") -> Path:
         return self.root / f"{prefix}{uuid.uuid4().hex}.mp4"

@@ -143,11 +143,12 @@ def bundled_audio_fn():
 
 
 def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, extra_models: Sequence[str] = (),
-               studio: Optional[Studio] = None, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
-    """Load the model (failing early with a clear message) and lay out the app."""
+               studio: Optional[Studio] = None, queue_size: int = QUEUE_SIZE, **limits) -> gr.Blocks:
+    """Load the model (failing early with a clear message) and lay out the app; `limits`: Studio's
+    max_job_seconds and max_jobs_per_client."""
     if studio is None:
         studio = Studio(model or default_model(), outputs_dir or default_outputs_dir(), keep=keep,
-                        extra_models=extra_models, audio_fn=bundled_audio_fn())
+                        extra_models=extra_models, audio_fn=bundled_audio_fn(), queue_size=queue_size, **limits)
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(studio.store.examples_cache(studio.holder.default)))
     d = studio.defaults_for_ui()
     md = studio.model_defaults()
@@ -342,7 +343,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
         gen_outputs = [video, sidecar_file, used_seed, settings, status]
 
         gen = generate_btn.click(studio.generate, gen_inputs, gen_outputs, api_name="generate",
-                                 show_progress_on=[video, status], **HEAVY)
+                                 show_progress_on=[video, status], validator=studio.admission(len(gen_inputs)), **HEAVY)
         gen.success(add_history, [history_state, video, sidecar_file, settings], [history_state, history],
                     api_visibility="private", show_progress="hidden", queue=False)
 
@@ -361,8 +362,9 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                             resolution=resolution, frames=frames, progress=progress, request=request)
             return compare_outputs(results, state)
 
-        c_run.click(compare, [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames],
-                    c_videos + c_captions + [c_table, c_status], api_name="compare", **HEAVY)
+        c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames]
+        c_run.click(compare, c_inputs, c_videos + c_captions + [c_table, c_status], api_name="compare",
+                    validator=studio.admission(len(c_inputs)), **HEAVY)
 
         def motion_grid(prompt, seed, positive, negative, neg_motion_until, steps, resolution, frames,
                         progress=gr.Progress(), request: gr.Request = None):
@@ -372,8 +374,9 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                               frames=frames, progress=progress, request=request)
             return motion_outputs(cells, state, len(set(c.positive for c in cells)) or 3)
 
-        m_run.click(motion_grid, [m_prompt, m_seed, m_pos, m_neg, m_until, m_steps, m_resolution, m_frames],
-                    [m_gallery, m_plot, m_table, m_status, m_cells], api_name="motion_grid", **HEAVY)
+        m_inputs = [m_prompt, m_seed, m_pos, m_neg, m_until, m_steps, m_resolution, m_frames]
+        m_run.click(motion_grid, m_inputs, [m_gallery, m_plot, m_table, m_status, m_cells], api_name="motion_grid",
+                    validator=studio.admission(len(m_inputs)), **HEAVY)
         m_gallery.select(play_cell, [m_cells], [m_video], api_visibility="private", queue=False)
 
         # live checks and visibility
@@ -434,5 +437,6 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
 
 
 def launch_options(demo: gr.Blocks) -> Dict[str, Any]:
-    """Extra keyword arguments for demo.launch(): CSS and the outputs folder as an allowed path."""
-    return {"css": CSS, "allowed_paths": [str(demo.studio.store.root)]}
+    """Extra keyword arguments for demo.launch(): CSS, the outputs folder as an allowed path, and error messages
+    shown to API clients (never `"error": null`; the handlers' own errors carry no traceback)."""
+    return {"css": CSS, "allowed_paths": [str(demo.studio.store.root)], "show_error": True}

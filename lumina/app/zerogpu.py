@@ -48,13 +48,15 @@ SAFETY = 1.2
 
 
 def estimate_seconds(transformer_config, defaults, req: GenerationRequest,
-                     latent_size: Callable[[int, int, int], tuple] = release_latent_size) -> float:
-    """Estimated GPU seconds for one video (before the safety factor and the cap), from lumina.costs;
-    `latent_size`: (frames, height, width) -> latent size (the release VAE's; a pipeline says its own)."""
+                     latent_size: Callable[[int, int, int], tuple] = release_latent_size,
+                     fit: Optional[Dict[str, float]] = None) -> float:
+    """Estimated seconds for one video (before the safety factor and the cap), from lumina.costs;
+    `latent_size`: (frames, height, width) -> latent size (the release VAE's; a pipeline says its own);
+    `fit`: the throughput of the device that runs it (default: a CUDA GPU's)."""
     filled = resolve_request(req, defaults)
     config = sample_config_for(filled, defaults)
     latent = latent_size(filled.frames, filled.height, filled.width)
-    denoise, _ = request_seconds(transformer_config, config, latent, load_fit("cuda"))
+    denoise, _ = request_seconds(transformer_config, config, latent, fit or load_fit("cuda"))
     return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
 
+from lumina.media import write_json, write_text
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
 from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor, training_caption
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "probe.json").write_text(json.dumps(result, indent=1))
-        (out / "probe.md").write_text(markdown(result))
+        write_json(out / "probe.json", result)
+        write_text(out / "probe.md", markdown(result))
     print(markdown(result))
     return 0

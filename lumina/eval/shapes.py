@@ -14,7 +14,6 @@ world, passed through the VAE alone and read back, what no DiT on this VAE can b
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -23,7 +22,7 @@ import torch
 from scipy.stats import spearmanr
 
 from lumina.generation import GenerationRequest, sample_config_for
-from lumina.media import to_uint8
+from lumina.media import atomic_output, to_uint8, write_json, write_text
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
 from lumina.sampling import format_schedule
@@ -190,10 +189,12 @@ def write_samples(samples, out: Path, fps: float, n: int = 4, every: int = 3) ->
     from PIL import Image
 
     rows = [np.concatenate(list(frames[::every]), axis=1) for _, frames in samples[:n]]
-    Image.fromarray(np.concatenate(rows, axis=0)).save(out / "samples.png")
-    (out / "samples.txt").write_text("\n".join(p for p, _ in samples[:n]) + "\n")
+    with atomic_output(out / "samples.png") as tmp:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
+    write_text(out / "samples.txt", "\n".join(p for p, _ in samples[:n]) + "\n")
     first = [Image.fromarray(f) for f in samples[0][1]]
-    first[0].save(out / "sample.gif", save_all=True, append_images=first[1:], duration=int(1000 / fps), loop=0)
+    with atomic_output(out / "sample.gif") as tmp:
+        first[0].save(tmp, format="GIF", save_all=True, append_images=first[1:], duration=int(1000 / fps), loop=0)
 
 
 def _fact_cells(r: dict) -> str:
@@ -246,8 +247,8 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "shapesbench.json").write_text(json.dumps(result, indent=1))
-        (out / "shapesbench.md").write_text(markdown(result))
+        write_json(out / "shapesbench.json", result)
+        write_text(out / "shapesbench.md", markdown(result))
         write_samples(bench.samples, out, bench.defaults.fps)
     return result
 

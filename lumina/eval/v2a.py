@@ -20,13 +20,13 @@ v2abench.md under --out and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from lumina.media import write_json, write_text
 from lumina.v2a.audio import PITCH_CLASSES, SAMPLE_RATE, detect_onsets, dominant_pitch_classes, pitch_class_of
 
 HELD_OUT_SEED = 7_000_000
@@ -185,8 +185,8 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "v2abench.json").write_text(json.dumps(result, indent=1))
-        (out / "v2abench.md").write_text(markdown(result) + "\n")
+        write_json(out / "v2abench.json", result)
+        write_text(out / "v2abench.md", markdown(result) + "\n")
     return result
 
 

@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from lumina.errors import ModelFilesError
+from lumina.errors import LuminaError, ModelFilesError
+from lumina.media import write_json
 from lumina.models.components import (RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder,
                                       materialize_packaged_weights)
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
@@ -58,10 +59,36 @@ class ModelDefaults:
     @classmethod
     def read(cls, folder: Path) -> "ModelDefaults":
         path = Path(folder) / DEFAULTS_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        if not path.exists():
+            return cls()
+        try:
+            defaults = cls(**json.loads(path.read_text()))
+            defaults.sample_config()
+        except (OSError, TypeError, ValueError) as err:
+            raise ModelFilesError(f"{path}: not a valid {DEFAULTS_FILE} ({err})") from None
+        return defaults
 
     def write(self, folder: Path) -> None:
-        (Path(folder) / DEFAULTS_FILE).write_text(json.dumps(asdict(self), indent=1))
+        write_json(Path(folder) / DEFAULTS_FILE, asdict(self))
+
+
+def model_folder(model: str) -> Path:
+    """The local folder MODEL names ("tiny": the bundled one); a Hub id gives a path that does not exist."""
+    if model == "tiny":
+        if not (TINY_DIR / "model_index.json").exists():
+            raise ModelFilesError(
+                f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
+                f"`python -m lumina.train all` or pass --model DIR"
+            )
+        return TINY_DIR
+    return Path(model)
+
+
+def read_defaults(model: str) -> ModelDefaults:
+    """MODEL's defaults without loading any weights (a diffusers folder's studio_defaults.json, else the
+    release's), so that a request can be checked before the model loads."""
+    folder = model_folder(model)
+    return ModelDefaults.read(folder) if (folder / "model_index.json").exists() else ModelDefaults()
 
 
 def load_pipeline(
@@ -75,11 +102,20 @@ def load_pipeline(
 ) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
     """Load MODEL, then place it on `device` according to the memory mode (see lumina.pipelines.memory).
 
-    An explicit 8-bit mode quantizes at load time where a library quantizer can (apply_memory_mode swaps the rest)."""
+    An explicit 8-bit mode quantizes at load time where a library quantizer can (apply_memory_mode swaps the rest).
+    Unreadable model files (malformed JSON, truncated weights) raise ModelFilesError naming the file's problem."""
+    from safetensors import SafetensorError
+
     device_type = torch.device(device).type
     plan = parse_memory_mode(memory)
     quantize_on = device_type if plan is not None and check_plan(plan, device_type).quantize_8bit else None
-    pipe, defaults = _load(model, dtype, text_encoder, vae, quantize_on)
+    try:
+        pipe, defaults = _load(model, dtype, text_encoder, vae, quantize_on)
+    except LuminaError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ModelFilesError(f"model {model}: its files could not be read ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'})") from None
     tokens = pipe.transformer.num_tokens(pipe.latent_size(defaults.frames, defaults.height, defaults.width), "1x2")
     pipe.memory_plan = apply_memory_mode(pipe, memory, device, tokens_per_step=tokens)
     if compile_blocks:
@@ -91,14 +127,7 @@ def load_pipeline(
 def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str,
           quantize_on: Optional[str] = None) -> Tuple[LuminaVideoPipeline, ModelDefaults]:
     """`quantize_on`: the device type an 8-bit pipeline will run on, None for full precision."""
-    if model == "tiny":
-        if not (TINY_DIR / "model_index.json").exists():
-            raise ModelFilesError(
-                f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
-                f"`python -m lumina.train all` or pass --model DIR"
-            )
-        model = str(TINY_DIR)
-    folder = Path(model)
+    folder = model_folder(model)
     if (folder / "model_index.json").exists():
         materialize_packaged_weights(folder)
         index = json.loads((folder / "model_index.json").read_text())

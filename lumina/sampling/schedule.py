@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from lumina.patch import RELEASE_PATCH_SIZES, PatchSize, parse_patch_size
-from lumina.validation import check_shared_noise
+from lumina import validation as V
 
 Number = Union[int, float]
 TimeAware = Union[Any, Tuple]
@@ -164,7 +164,9 @@ def to_json_form(setting: TimeAware):
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """One sampling run in the release's terms.
+    """One sampling run in the release's terms; every value, and every stage of a time-aware one, is checked
+    against its rule in lumina.validation when the config is made (so presets, the CLI, the app and the batch
+    runner share one rule per value).
 
     ``steps`` keeps the release's ``step`` meaning: grid points, so steps - 1 model evaluations.
     ``shared_noise`` (key ``sharedNoise``, this project's; the release draws independent noise, 0) is the share
@@ -187,14 +189,17 @@ class SampleConfig:
         object.__setattr__(
             self, "neg_motion", normalize_time_aware(self.neg_motion, _as_float("negMotion"), "negMotion")
         )
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 2:
-            raise ValueError(f"step={self.steps!r}: need an integer of at least 2 grid points (step - 1 evaluations)")
-        if not float(self.time_shift) > 0:
-            raise ValueError(f"time shift ts={self.time_shift!r} must be > 0 (1 = no shift)")
-        object.__setattr__(self, "time_shift", float(self.time_shift))
-        object.__setattr__(self, "renorm", float(self.renorm))
+        V.check_steps(self.steps)
+        time_shift, renorm = _as_float("ts")(self.time_shift), _as_float("renorm")(self.renorm)
+        V.check_time_shift(time_shift)
+        V.check_renorm(renorm)
+        object.__setattr__(self, "time_shift", time_shift)
+        object.__setattr__(self, "renorm", renorm)
+        V.check_stages("cfg", [v for _, v in stages(self.cfg)], *V.GUIDANCE_RANGE)
+        V.check_stages("motion", [v for _, v in stages(self.motion)], *V.MOTION_RANGE)
+        V.check_stages("negative motion", [v for _, v in stages(self.neg_motion)], *V.MOTION_RANGE)
         shared = _as_float("sharedNoise")(self.shared_noise)
-        check_shared_noise(shared)
+        V.check_shared_noise(shared)
         object.__setattr__(self, "shared_noise", shared)
 
     @classmethod

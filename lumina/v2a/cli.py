@@ -46,15 +46,14 @@ def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "
               steps: Optional[int] = None, cfg: Optional[float] = None, seed: int = 0, pipe=None) -> Dict:
     import torch
 
+    from lumina import validation as V
     from lumina.media import read_video, write_mp4
-    from lumina.validation import check_video_upload
     from lumina.v2a import load_v2a
 
-    if not str(out).lower().endswith(".mp4"):
-        raise LuminaError(f"--out {out!r}: the output must be an .mp4 file")
+    V.check_output_path(out)
     t0 = time.perf_counter()
-    check_video_upload(video)
-    frames, fps = read_video(video)
+    V.check_video_upload(video)
+    frames, fps = read_video(video, max_frames=V.MAX_V2A_FRAMES, max_pixels=V.MAX_V2A_PIXELS)
     pipe = pipe or load_v2a(model)
     result = pipe(frames, fps, prompt=prompt, num_inference_steps=steps, guidance_scale=cfg,
                   generator=torch.Generator("cpu").manual_seed(seed))
@@ -83,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         info = add_sound(args.video, args.out, args.prompt, args.model, args.steps, args.cfg, args.seed)
-    except (LuminaError, ValueError) as err:
+    except (LuminaError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(info))
