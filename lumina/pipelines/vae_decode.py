@@ -15,13 +15,15 @@ frame split, same tile grid, same blending), so the video is the same; it only c
 
 from __future__ import annotations
 
-import resource
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Optional, Tuple
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXCausalConv3d
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 class _HandedOver(dict):
@@ -63,7 +65,8 @@ def _decode_frames(vae, z: torch.Tensor) -> torch.Tensor:
         part = z[:, :, chunk * k + (0 if k == 0 else rest): chunk * (k + 1) + rest]
         if vae.post_quant_conv is not None:
             part = vae.post_quant_conv(part)
-        decoded, cache = vae.decoder(part, conv_cache=_handed_over(cache))
+        decoded, cache = vae.decoder(part, conv_cache=cache)
+        cache = _handed_over(cache)  # the only reference left: the decoder's plain dicts go
         out.append(decoded)
     return torch.cat(out, dim=2)
 
@@ -115,27 +118,60 @@ def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.T
     return videos[0] if len(videos) == 1 else torch.cat(videos)
 
 
+class TensorBytes(TorchDispatchMode):
+    """Peak bytes of tensor storage created inside the block and alive at once: the CPU's stand-in for
+    `torch.cuda.max_memory_allocated`, exact and independent of the allocator (glibc keeps freed blocks, so the
+    RSS follows the allocation history as much as the live tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen = set()
+
+    def _free(self, key, nbytes):
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.live += storage.nbytes()
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
 def measure_decode(vae, latent_shape: Tuple[int, ...], device="cuda", dtype: torch.dtype = torch.bfloat16,
                    bounded: bool = True, seed: int = 0) -> Tuple[int, float]:
     """(peak bytes, seconds) of decoding a random latent of `latent_shape` with `vae` (moved to device/dtype; its
-    tiling and slicing settings apply); `bounded=False` times diffusers' own `vae.decode`.
+    tiling and slicing settings apply); `bounded=False` measures diffusers' own `vae.decode` instead.
 
-    On CUDA the peak is `torch.cuda.max_memory_allocated` during the decode (weights included). On the CPU it is
-    the process's peak resident set size (`ru_maxrss`), which only rises: call it in a fresh process, once.
+    The peak is what the decode adds to the memory allocated before it (weights and latent excluded): on CUDA
+    `max_memory_allocated` minus the allocation before (the absolute peak stays readable from
+    `torch.cuda.max_memory_allocated()` afterwards); on the CPU the `TensorBytes` peak.
     """
     device = torch.device(device)
-    vae = vae.to(device=device, dtype=dtype).eval()
+    vae = vae.to(device).eval()
+    if vae.dtype != dtype:
+        vae = vae.to(dtype)
     z = torch.randn(latent_shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
-    cuda = device.type == "cuda"
-    if cuda:
+    decode = (lambda: decode_latents(vae, z)) if bounded else (lambda: vae.decode(z).sample)
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    with torch.no_grad():
-        video = decode_latents(vae, z) if bounded else vae.decode(z).sample
-    if cuda:
+        before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            decode()
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    del video
-    peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return peak, seconds
+        return torch.cuda.max_memory_allocated(device) - before, time.perf_counter() - start
+    tracker = TensorBytes()
+    start = time.perf_counter()
+    with torch.no_grad(), tracker:
+        decode()
+    return tracker.peak, time.perf_counter() - start
