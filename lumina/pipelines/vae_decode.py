@@ -72,27 +72,35 @@ def _decode_frames(vae, z: torch.Tensor) -> torch.Tensor:
 
 
 def _decode_tiled(vae, z: torch.Tensor) -> torch.Tensor:
-    """diffusers' `tiled_decode` grid and blending, keeping only the row of tiles above the one being decoded."""
+    """diffusers' `tiled_decode` grid and blending, each tile written into the output as soon as it is blended;
+    only the edges the next tiles blend with (the bottom rows of the row above, the right columns of the left
+    tile) are kept, instead of every tile's output."""
     height, width = z.shape[3:]
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
     tile_h, tile_w = vae.tile_latent_min_height, vae.tile_latent_min_width
-    step_h = int(tile_h * (1 - vae.tile_overlap_factor_height))
-    step_w = int(tile_w * (1 - vae.tile_overlap_factor_width))
+    rows = range(0, height, int(tile_h * (1 - vae.tile_overlap_factor_height)))
+    cols = range(0, width, int(tile_w * (1 - vae.tile_overlap_factor_width)))
     blend_h = int(vae.tile_sample_min_height * vae.tile_overlap_factor_height)
     blend_w = int(vae.tile_sample_min_width * vae.tile_overlap_factor_width)
     keep_h, keep_w = vae.tile_sample_min_height - blend_h, vae.tile_sample_min_width - blend_w
-    above, rows = None, []
-    for i in range(0, height, step_h):
-        row = []
-        for col, j in enumerate(range(0, width, step_w)):
+    out_h = [min(keep_h, (min(i + tile_h, height) - i) * scale) for i in rows]
+    out_w = [min(keep_w, (min(j + tile_w, width) - j) * scale) for j in cols]
+    video, above = None, [None] * len(cols)
+    for r, i in enumerate(rows):
+        left = None
+        for c, j in enumerate(cols):
             tile = _decode_frames(vae, z[:, :, :, i: i + tile_h, j: j + tile_w])
-            if above is not None:
-                tile = vae.blend_v(above[col], tile, blend_h)
-            if col > 0:
-                tile = vae.blend_h(row[col - 1], tile, blend_w)
-            row.append(tile)
-        rows.append(torch.cat([t[:, :, :, :keep_h, :keep_w] for t in row], dim=4))
-        above = row
-    return torch.cat(rows, dim=3)
+            if r > 0:
+                tile = vae.blend_v(above[c], tile, blend_h)
+            if c > 0:
+                tile = vae.blend_h(left, tile, blend_w)
+            if video is None:
+                video = tile.new_empty(*tile.shape[:3], sum(out_h), sum(out_w))
+            y, x = sum(out_h[:r]), sum(out_w[:c])
+            video[:, :, :, y: y + out_h[r], x: x + out_w[c]] = tile[:, :, :, : out_h[r], : out_w[c]]
+            above[c] = tile[:, :, :, tile.shape[3] - min(blend_h, tile.shape[3]):].clone()
+            left = tile[:, :, :, :, tile.shape[4] - min(blend_w, tile.shape[4]):].clone()
+    return video
 
 
 @torch.no_grad()
