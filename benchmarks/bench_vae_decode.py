@@ -55,7 +55,8 @@ def main(argv=None):
                 print(rows[-1], flush=True)
     meta = {"channels": channels, "tiling": args.tiling, "device": args.device, "dtype": args.dtype,
             "device_name": device_name(args.device)}
-    name = f"vae_decode_{args.device}_{'x'.join(map(str, channels))}_tiling-{args.tiling}"
+    name = (f"vae_decode_{args.device}_{'x'.join(map(str, channels))}_tiling-{args.tiling}_"
+            f"f{args.frames.replace(',', '-')}_a{args.area.replace(',', '-')}")
     report(name, ["path", "latent frames", "latent HxW", "peak GB", "s"], rows, meta)
 
 

@@ -3,7 +3,7 @@
 diffusers' `AutoencoderKLCogVideoX.decode` (0.31 and later; huggingface/diffusers#10035, #10091) needs more memory
 than one temporal chunk of one tile, for three reasons measured in docs/benchmarks.md ("Full-size decode: memory"):
 
-* every 1x1x1 causal conv (the spatial norms' `conv_y` / `conv_b`, two per norm, 19 norms) stores a copy of its
+* every 1x1x1 causal conv (the spatial norms' `conv_y` / `conv_b`, 74 in CogVideoX-2b's decoder) stores a copy of its
   whole input as its "cache" (`inputs[:, :, -k + 1:]` is every frame when k = 1), which no later chunk reads;
 * the caller holds the previous chunk's cache dict for the whole of the next decoder call, so two chunks' caches
   are alive at once (the jump from one chunk to two);
