@@ -24,7 +24,7 @@ def test_bounded_decode_gives_diffusers_video(tiling):
     vae.enable_slicing()
     modes = [m.pad_mode for m in vae.modules() if isinstance(m, CogVideoXCausalConv3d)]
     for batch, frames in ((2, 3), (1, 6)):  # an odd first chunk (two videos, sliced); three chunks carrying the cache
-        z = torch.randn(batch, 16, frames, 6, 9, generator=torch.Generator().manual_seed(frames))
+        z = torch.randn(batch, 16, frames, 5, 7, generator=torch.Generator().manual_seed(frames))
         with torch.no_grad():
             ref = vae.decode(z).sample
         out = decode_latents(vae, z)
@@ -66,8 +66,8 @@ def test_decode_memory_is_flat_in_latent_frames():
     vae = toy_vae()
     ours = [working_bytes(vae, f, True) for f in (2, 8)]
     theirs = [working_bytes(vae, f, False) for f in (2, 8)]
-    # measured: ours 22.6 -> 24.4 MB (the second chunk adds the carried causal context, later chunks nothing);
-    # diffusers 53.7 -> 89.3 MB (both chunks' caches alive, and 1x1x1 convs caching their whole input)
+    # measured: ours 22.7 -> 25.1 MB (the second chunk adds the carried causal context, later chunks nothing);
+    # diffusers 53.9 -> 96.3 MB (both chunks' caches alive, and 1x1x1 convs caching their whole input)
     assert ours[1] <= 1.15 * ours[0], ours
     assert theirs[1] >= 1.5 * theirs[0], theirs
     assert ours[1] < 0.4 * theirs[1]

@@ -118,7 +118,8 @@ def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.T
     try:
         with _pointwise_convs_uncached(vae.decoder):
             samples = z.split(1) if vae.use_slicing and z.shape[0] > 1 else [z]
-            tiled = vae.use_tiling and (z.shape[4] > vae.tile_latent_min_width or z.shape[3] > vae.tile_latent_min_height)
+            height, width = z.shape[3:]
+            tiled = vae.use_tiling and (width > vae.tile_latent_min_width or height > vae.tile_latent_min_height)
             decode = _decode_tiled if tiled else _decode_frames
             videos = [decode(vae, s) for s in samples]
     finally:
