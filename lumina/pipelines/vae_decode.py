@@ -3,7 +3,7 @@
 diffusers' `AutoencoderKLCogVideoX.decode` (0.31 and later; huggingface/diffusers#10035, #10091) needs more memory
 than one temporal chunk of one tile, for three reasons measured in docs/benchmarks.md ("Full-size decode: memory"):
 
-* every 1x1x1 causal conv (the spatial norms' `conv_y` / `conv_b`, two per norm, 19 norms) stores a copy of its
+* every 1x1x1 causal conv (the spatial norms' `conv_y` / `conv_b`, 74 in CogVideoX-2b's decoder) stores a copy of its
   whole input as its "cache" (`inputs[:, :, -k + 1:]` is every frame when k = 1), which no later chunk reads;
 * the caller holds the previous chunk's cache dict for the whole of the next decoder call, so two chunks' caches
   are alive at once (the jump from one chunk to two);
@@ -15,13 +15,15 @@ frame split, same tile grid, same blending), so the video is the same; it only c
 
 from __future__ import annotations
 
-import resource
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Optional, Tuple
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXCausalConv3d
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 class _HandedOver(dict):
@@ -63,33 +65,42 @@ def _decode_frames(vae, z: torch.Tensor) -> torch.Tensor:
         part = z[:, :, chunk * k + (0 if k == 0 else rest): chunk * (k + 1) + rest]
         if vae.post_quant_conv is not None:
             part = vae.post_quant_conv(part)
-        decoded, cache = vae.decoder(part, conv_cache=_handed_over(cache))
+        decoded, cache = vae.decoder(part, conv_cache=cache)
+        cache = _handed_over(cache)  # the only reference left: the decoder's plain dicts go
         out.append(decoded)
     return torch.cat(out, dim=2)
 
 
 def _decode_tiled(vae, z: torch.Tensor) -> torch.Tensor:
-    """diffusers' `tiled_decode` grid and blending, keeping only the row of tiles above the one being decoded."""
+    """diffusers' `tiled_decode` grid and blending, each tile written into the output as soon as it is blended;
+    only the edges the next tiles blend with (the bottom rows of the row above, the right columns of the left
+    tile) are kept, instead of every tile's output."""
     height, width = z.shape[3:]
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
     tile_h, tile_w = vae.tile_latent_min_height, vae.tile_latent_min_width
-    step_h = int(tile_h * (1 - vae.tile_overlap_factor_height))
-    step_w = int(tile_w * (1 - vae.tile_overlap_factor_width))
+    rows = range(0, height, int(tile_h * (1 - vae.tile_overlap_factor_height)))
+    cols = range(0, width, int(tile_w * (1 - vae.tile_overlap_factor_width)))
     blend_h = int(vae.tile_sample_min_height * vae.tile_overlap_factor_height)
     blend_w = int(vae.tile_sample_min_width * vae.tile_overlap_factor_width)
     keep_h, keep_w = vae.tile_sample_min_height - blend_h, vae.tile_sample_min_width - blend_w
-    above, rows = None, []
-    for i in range(0, height, step_h):
-        row = []
-        for col, j in enumerate(range(0, width, step_w)):
+    out_h = [min(keep_h, (min(i + tile_h, height) - i) * scale) for i in rows]
+    out_w = [min(keep_w, (min(j + tile_w, width) - j) * scale) for j in cols]
+    video, above = None, [None] * len(cols)
+    for r, i in enumerate(rows):
+        left = None
+        for c, j in enumerate(cols):
             tile = _decode_frames(vae, z[:, :, :, i: i + tile_h, j: j + tile_w])
-            if above is not None:
-                tile = vae.blend_v(above[col], tile, blend_h)
-            if col > 0:
-                tile = vae.blend_h(row[col - 1], tile, blend_w)
-            row.append(tile)
-        rows.append(torch.cat([t[:, :, :, :keep_h, :keep_w] for t in row], dim=4))
-        above = row
-    return torch.cat(rows, dim=3)
+            if r > 0:
+                tile = vae.blend_v(above[c], tile, blend_h)
+            if c > 0:
+                tile = vae.blend_h(left, tile, blend_w)
+            if video is None:
+                video = tile.new_empty(*tile.shape[:3], sum(out_h), sum(out_w))
+            y, x = sum(out_h[:r]), sum(out_w[:c])
+            video[:, :, :, y: y + out_h[r], x: x + out_w[c]] = tile[:, :, :, : out_h[r], : out_w[c]]
+            above[c] = tile[:, :, :, tile.shape[3] - min(blend_h, tile.shape[3]):].clone()
+            left = tile[:, :, :, :, tile.shape[4] - min(blend_w, tile.shape[4]):].clone()
+    return video
 
 
 @torch.no_grad()
@@ -107,7 +118,8 @@ def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.T
     try:
         with _pointwise_convs_uncached(vae.decoder):
             samples = z.split(1) if vae.use_slicing and z.shape[0] > 1 else [z]
-            tiled = vae.use_tiling and (z.shape[4] > vae.tile_latent_min_width or z.shape[3] > vae.tile_latent_min_height)
+            height, width = z.shape[3:]
+            tiled = vae.use_tiling and (width > vae.tile_latent_min_width or height > vae.tile_latent_min_height)
             decode = _decode_tiled if tiled else _decode_frames
             videos = [decode(vae, s) for s in samples]
     finally:
@@ -115,27 +127,60 @@ def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.T
     return videos[0] if len(videos) == 1 else torch.cat(videos)
 
 
+class TensorBytes(TorchDispatchMode):
+    """Peak bytes of tensor storage created inside the block and alive at once: the CPU's stand-in for
+    `torch.cuda.max_memory_allocated`, exact and independent of the allocator (glibc keeps freed blocks, so the
+    RSS follows the allocation history as much as the live tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen = set()
+
+    def _free(self, key, nbytes):
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.live += storage.nbytes()
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
 def measure_decode(vae, latent_shape: Tuple[int, ...], device="cuda", dtype: torch.dtype = torch.bfloat16,
                    bounded: bool = True, seed: int = 0) -> Tuple[int, float]:
     """(peak bytes, seconds) of decoding a random latent of `latent_shape` with `vae` (moved to device/dtype; its
-    tiling and slicing settings apply); `bounded=False` times diffusers' own `vae.decode`.
+    tiling and slicing settings apply); `bounded=False` measures diffusers' own `vae.decode` instead.
 
-    On CUDA the peak is `torch.cuda.max_memory_allocated` during the decode (weights included). On the CPU it is
-    the process's peak resident set size (`ru_maxrss`), which only rises: call it in a fresh process, once.
+    The peak is what the decode adds to the memory allocated before it (weights and latent excluded): on CUDA
+    `max_memory_allocated` minus the allocation before (the absolute peak stays readable from
+    `torch.cuda.max_memory_allocated()` afterwards); on the CPU the `TensorBytes` peak.
     """
     device = torch.device(device)
-    vae = vae.to(device=device, dtype=dtype).eval()
+    vae = vae.to(device).eval()
+    if vae.dtype != dtype:
+        vae = vae.to(dtype)
     z = torch.randn(latent_shape, generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype)
-    cuda = device.type == "cuda"
-    if cuda:
+    decode = (lambda: decode_latents(vae, z)) if bounded else (lambda: vae.decode(z).sample)
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    with torch.no_grad():
-        video = decode_latents(vae, z) if bounded else vae.decode(z).sample
-    if cuda:
+        before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            decode()
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    del video
-    peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return peak, seconds
+        return torch.cuda.max_memory_allocated(device) - before, time.perf_counter() - start
+    tracker = TensorBytes()
+    start = time.perf_counter()
+    with torch.no_grad(), tracker:
+        decode()
+    return tracker.peak, time.perf_counter() - start
