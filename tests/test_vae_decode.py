@@ -21,6 +21,8 @@ def toy_vae(channels=(8, 16, 16, 32), tiling=False) -> AutoencoderKLCogVideoX:
 @pytest.mark.parametrize("tiling", [False, True])
 def test_bounded_decode_gives_diffusers_video(tiling):
     vae = toy_vae((8, 16, 16, 16), tiling)
+    if tiling:  # overlaps whose stride is tile - blend, as CogVideoX-2b's defaults: diffusers' placement is exact
+        vae.enable_tiling(tile_overlap_factor_height=1 / 4, tile_overlap_factor_width=1 / 3)
     vae.enable_slicing()
     modes = [m.pad_mode for m in vae.modules() if isinstance(m, CogVideoXCausalConv3d)]
     for batch, frames in ((2, 3), (1, 6)):  # an odd first chunk (two videos, sliced); three chunks carrying the cache
@@ -32,6 +34,21 @@ def test_bounded_decode_gives_diffusers_video(tiling):
         assert torch.equal(out, ref)  # the same operations in the same order: bit-identical
     assert [m.pad_mode for m in vae.modules() if isinstance(m, CogVideoXCausalConv3d)] == modes
     assert vae.num_latent_frames_batch_size == 2
+
+
+def test_tiles_are_placed_at_their_own_start():
+    """Tiles of 4x6 latent cells at diffusers' overlap factors (1/6, 1/5) start every 3x4 cells (24x32 pixels) while
+    diffusers places them every tile - blend pixels (27x39): its video is misaligned and 35x63 for a 32x56 one.
+    Ours puts each tile at its start: where one tile alone covers the video, the video is that tile's decode."""
+    vae = toy_vae((8, 16, 16, 16), tiling=True)
+    z = torch.randn(1, 16, 2, 4, 7, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = vae.decode(z).sample
+    out = decode_latents(vae, z)
+    assert ref.shape[-2:] == (35, 63) and out.shape[-2:] == (32, 56)
+    left, right = decode_latents(vae, z[..., 0:6]), decode_latents(vae, z[..., 4:7])  # each one tile: untiled
+    assert torch.equal(out[..., :32], left[..., :32])  # before the overlap (pixels 32-47)
+    assert torch.equal(out[..., 48:], right[..., 16:])  # after it
 
 
 def test_one_chunk_override_is_one_decoder_call():
