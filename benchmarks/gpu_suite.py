@@ -45,6 +45,7 @@ from lumina.pipelines.loading import TINY_DIR  # noqa: E402
 from lumina.pipelines.memory import (apply_memory_mode, mode_tolerance, modes_for, parse_memory_mode,  # noqa: E402
                                      quantization_devices, relative_difference)  # noqa: E402
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline  # noqa: E402
+from lumina.pipelines.vae_decode import half_conv3d_falls_back  # noqa: E402
 from lumina.sampling import get_preset, plan  # noqa: E402
 
 PROMPT = "a red ball bouncing on a wooden floor, soft light"
@@ -312,7 +313,9 @@ def environment(device: str, commit: Optional[str]) -> dict:
         env["bitsandbytes"] = f"missing ({err})"
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(torch.device(device))
-        env.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1), cuda=torch.version.cuda)
+        cudnn = torch.backends.cudnn.version()
+        env.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1), cuda=torch.version.cuda,
+                   cudnn=cudnn, bf16_decode_in_fp32=half_conv3d_falls_back(cudnn))
     return env
 
 
@@ -327,7 +330,8 @@ def git_commit() -> str:
 def markdown(results: dict) -> str:
     env = results.get("env", {})
     lines = [f"# GPU suite ({results['scale']}): {env.get('gpu', 'CPU')}, commit {env.get('commit')}", "",
-             f"torch {env.get('torch')}, diffusers {env.get('diffusers')}, bitsandbytes {env.get('bitsandbytes')}, "
+             f"torch {env.get('torch')}, cuDNN {env.get('cudnn')} (bf16 decode in fp32: {env.get('bf16_decode_in_fp32')}), "
+             f"diffusers {env.get('diffusers')}, bitsandbytes {env.get('bitsandbytes')}, "
              f"{results.get('seconds', '?')} s in all. Random release-shaped weights.", ""]
 
     def table(header, rows):

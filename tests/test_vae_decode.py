@@ -88,3 +88,15 @@ def test_decode_memory_is_flat_in_latent_frames():
     assert ours[1] <= 1.15 * ours[0], ours
     assert theirs[1] >= 1.5 * theirs[0], theirs
     assert ours[1] < 0.4 * theirs[1]
+
+
+def test_half_precision_decode_keeps_cudnn():
+    """cuDNN 9.8-9.14 under PyTorch >= 2.9: half-precision conv3d leaves cuDNN for a fallback that filled an H200,
+    so the decode runs in float32 there; elsewhere (and on the CPU) it runs in the VAE's own dtype."""
+    from lumina.pipelines.vae_decode import half_conv3d_falls_back
+
+    assert [half_conv3d_falls_back(v) for v in (None, 90700, 90800, 91300, 91499, 91500, 92100)] == \
+        [False, False, True, True, True, False, False]
+    vae = toy_vae((8, 16, 16, 16)).to(torch.bfloat16)
+    out = decode_latents(vae, torch.randn(1, 16, 2, 4, 4, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and vae.dtype == torch.bfloat16

@@ -115,6 +115,29 @@ def _decode_tiled(vae, z: torch.Tensor) -> torch.Tensor:
     return video
 
 
+def half_conv3d_falls_back(cudnn_version: Optional[int]) -> bool:
+    """Whether PyTorch runs half-precision 3D convolutions without cuDNN under this cuDNN: from 2.9 it turns cuDNN
+    off for them on cuDNN 9.8 to 9.14 (wrong results, pytorch/pytorch#163539), and the fallback takes ~17x the
+    memory (pytorch/pytorch#166643), enough to fill an H200 with one release-size decode."""
+    return cudnn_version is not None and 90800 <= cudnn_version < 91500
+
+
+@contextmanager
+def _cudnn_precision(vae, z: torch.Tensor):
+    """Yield the latent in the dtype the decode runs in: float32 (the VAE with it, for the call) where a half-
+    precision decode would lose cuDNN, else as given. Float32 costs twice the tile memory, not seventeen times."""
+    half = z.is_cuda and vae.dtype in (torch.float16, torch.bfloat16)
+    if not (half and half_conv3d_falls_back(torch.backends.cudnn.version())):
+        yield z
+        return
+    dtype = vae.dtype
+    vae.to(torch.float32)
+    try:
+        yield z.float()
+    finally:
+        vae.to(dtype)
+
+
 @torch.no_grad()
 def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
     """Decode unscaled latents (B, C, F, H, W) to video like `vae.decode(z).sample`, with the VAE's tiling and
@@ -128,7 +151,7 @@ def decode_latents(vae, z: torch.Tensor, chunk: Optional[int] = None) -> torch.T
     saved = vae.num_latent_frames_batch_size
     vae.num_latent_frames_batch_size = chunk or saved
     try:
-        with _pointwise_convs_uncached(vae.decoder):
+        with _pointwise_convs_uncached(vae.decoder), _cudnn_precision(vae, z) as z:
             samples = z.split(1) if vae.use_slicing and z.shape[0] > 1 else [z]
             height, width = z.shape[3:]
             tiled = vae.use_tiling and (width > vae.tile_latent_min_width or height > vae.tile_latent_min_height)
