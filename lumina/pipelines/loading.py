@@ -130,7 +130,11 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str,
     folder = model_folder(model)
     if (folder / "model_index.json").exists():
         materialize_packaged_weights(folder)
-        index = json.loads((folder / "model_index.json").read_text())
+        index_file = folder / "model_index.json"
+        try:
+            index = json.loads(index_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ModelFilesError(f"model {model}: '{index_file}' is not a valid JSON file ({err})") from None
         present = [name for name, entry in index.items() if isinstance(entry, list) and entry[0] is not None]
         quantization = None if quantize_on is None else load_time_8bit(quantize_on, present)
         pipe = LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype, quantization_config=quantization)
