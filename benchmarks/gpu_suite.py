@@ -181,7 +181,7 @@ def section_forward(parts, scale: Scale, device: str, dtype: torch.dtype, meter:
                                                repeats=scale.repeats, warmup=1)
                 flops = forward_flops(config, tokens, scale.caption_tokens) * batch
                 rows.append({"size": size, "patch": patch, "batch": batch, "tokens": tokens, "s": round(seconds, 4),
-                             "tflops": round(flops / seconds / 1e12, 3), "peak_gb": meter.peak_gb(),
+                             "tflops": float(f"{flops / seconds / 1e12:.4g}"), "peak_gb": meter.peak_gb(),
                              "finite": bool(torch.isfinite(out).all())})
     return {"params": sum(p.numel() for p in parts["transformer"].parameters()), "rows": rows}
 
