@@ -559,7 +559,7 @@ def write_waveform(video_path, width: int = 800, height: int = 160) -> str:
     for k in range(int(seconds) + 1):
         x = min(width - 1, round(k / seconds * width)) if seconds else 0
         draw.line([(x, height - 8), (x, height)], fill=(0, 0, 0))
-        draw.text((x + 2, height - 18), f"{k} s", fill=(0, 0, 0))
+        draw.text((min(x + 2, width - 24), height - 18), f"{k} s", fill=(0, 0, 0))
     draw.line([(0, mid), (width, mid)], fill=(190, 190, 190))
     out = Path(video_path).with_suffix(".wave.png")
     image.save(out)
@@ -580,15 +580,15 @@ def side_by_side(results: Sequence["ScaleResult"], out_path, min_side: int = 192
     font = ImageFont.load_default(size=14)
     canvas = Image.new("RGB", (len(clips) * (w * scale + gap) - gap, h * scale + band), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for k, r in enumerate(results):
-        draw.text((k * (w * scale + gap) + 4, 6), f"{r.schedule} · denoise {r.denoise:.2f} s", fill=(0, 0, 0),
-                  font=font)
+    for k, r in enumerate(results):  # under the videos, where a player's own labels do not cover it
+        draw.text((k * (w * scale + gap) + 4, h * scale + 6), f"{r.schedule} · denoise {r.denoise:.2f} s",
+                  fill=(0, 0, 0), font=font)
     frames = []
     for t in range(length):
         frame = canvas.copy()
         for k, (clip, _) in enumerate(clips):
             tile = Image.fromarray(clip[t]).resize((w * scale, h * scale), Image.NEAREST)
-            frame.paste(tile, (k * (w * scale + gap), band))
+            frame.paste(tile, (k * (w * scale + gap), 0))
         frames.append(np.asarray(frame))
     write_mp4(out_path, np.stack(frames), int(round(fps)) or 1)
     return str(out_path)
@@ -926,6 +926,8 @@ class Studio:
         V.check_steps(steps)
         seed = _as_int("seed", 0 if seed is None else seed)
         V.check_seed(seed)
+        if Path(video).is_file() and Path(video).stat().st_size == 0:
+            raise InvalidRequestError("the uploaded file is empty (0 bytes); upload a video")
         V.check_video_upload(video)
         out = self.store.new_path("sound-")
         with self._job(request):

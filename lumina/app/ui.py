@@ -25,7 +25,7 @@ LIGHT = dict(api_visibility="private", show_progress="hidden", concurrency_limit
 
 CSS = """
 .cell-label {font-size: 0.85em}
-#compare-panels > div {flex: 1 1 40%; min-width: 140px}
+#compare-panels > div {flex: 1 1 160px; min-width: 140px}
 .motion-grid {overflow-x: auto}
 .motion-grid table {border-collapse: collapse; margin: 0 auto}
 .motion-grid th {font-weight: 600; padding: 4px 6px; font-size: 0.9em; white-space: normal}
@@ -121,7 +121,7 @@ def compare_outputs(state: CompareState, schedules: Sequence[str], shown: Option
         if r is not None:
             caption = "  \n".join([f"**{name}**"] + r.details())
         elif state.running == name:
-            caption = f"**{name}**  \n⏳ {state.progress}"
+            caption = f"**{name}**  \nrunning: {state.progress}"
         else:
             caption = f"**{name}**  \n{'waiting' if state.side_by_side is None and chosen else 'not run'}"
         captions.append(gr.update(value=caption, visible=chosen))
@@ -360,7 +360,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     c_schedules = gr.CheckboxGroup(
                         [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",
                         value=[s for s in COMPARE_SCHEDULES if s in schedules])
-                    c_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps")
+                    c_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="compare-steps")
                     c_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
                                                allow_custom_value=True)
                     c_frames = gr.Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
@@ -399,7 +399,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     m_until = gr.Slider(0, 1, value=d["neg_motion_until"], step=0.01, label="Switch at t",
                                         info="then the negative score follows the positive one")
                 with gr.Row():
-                    m_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps")
+                    m_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="motion-steps")
                     m_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
                                                allow_custom_value=True)
                     m_frames = gr.Number(value=max(d["frames"], 8), label="Frames", precision=0,
@@ -414,7 +414,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     m_plot = gr.ScatterPlot(None, x="gap", y="measured",  # (an empty DataFrame breaks updates)
                                             color="motion", x_title="requested gap (positive - negative)",
                                             y_title="measured motion score", color_title="positive score",
-                                            title="Requested gap vs measured motion", height=320,
+                                            title="Requested gap vs measured motion", label="Requested gap vs measured motion", height=320,
                                             elem_id="motion-plot", min_width=300)
                     m_table = gr.Dataframe(pd.DataFrame(columns=MOTION_COLUMNS), label="Cells", interactive=False,
                                            min_width=300)
