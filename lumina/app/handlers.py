@@ -31,7 +31,7 @@ import numpy as np
 from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
-from lumina.app.state import ModelHolder, OutputStore, cached_v2a
+from lumina.app.state import ModelHolder, OutputStore, StepReporter, cached_v2a
 from lumina.generation import GenerationRequest
 from lumina.media import read_audio, read_video, write_mp4
 from lumina.pipelines.loading import TINY_DIR, ModelDefaults
@@ -723,8 +723,8 @@ class Studio:
 
     @staticmethod
     def _phase(progress, desc: str) -> None:
-        if progress is not None:
-            progress(None, desc=desc)
+        """Say what a job does now (after denoising), with no fraction."""
+        StepReporter(None, (), progress)._say(None, desc)
 
     @user_errors
     def generate(self, prompt: str, negative_prompt: Optional[str] = None, resolution: Optional[str] = None,
