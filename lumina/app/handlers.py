@@ -439,13 +439,14 @@ class ScaleResult:
 @dataclass
 class CompareState:
     """A comparison so far: the finished schedules, the one running now with its progress line, the status and,
-    at the end, the side-by-side mp4."""
+    at the end (`done`), the side-by-side mp4."""
 
     results: List[ScaleResult]
     running: Optional[str]
     progress: str
     status: str
     side_by_side: Optional[str] = None
+    done: bool = False
 
 
 class _Relay:
@@ -868,7 +869,7 @@ class Studio:
         movie = None
         if runs:
             movie = side_by_side(state.results, self.store.new_path("compare-"))
-        yield CompareState(state.results, None, "", status, movie)
+        yield CompareState(state.results, None, "", status, movie, done=True)
 
     @user_errors
     def motion_grid(self, prompt: str, seed: Optional[float] = 0, positive="2, 6, 12", negative="0, 2, 6",

@@ -31,7 +31,7 @@ CSS = """
 .motion-grid th {font-weight: 600; padding: 4px 6px; font-size: 0.9em; white-space: normal}
 .motion-grid td {vertical-align: top; padding: 4px; width: 200px; max-width: 200px}
 .motion-grid video {width: 100%; height: auto; display: block; background: #000}
-.motion-grid .cap {font-size: 0.85em; line-height: 1.3; white-space: normal; overflow-wrap: anywhere; padding-top: 2px}
+.motion-grid .cap {font-size: 13px; line-height: 18px; white-space: normal; overflow-wrap: anywhere; padding-top: 2px}
 """
 
 INTRO = (
@@ -105,8 +105,9 @@ def compare_table(results) -> pd.DataFrame:
 
 def compare_outputs(state: CompareState, schedules: Sequence[str], shown: Optional[set] = None) -> List[Any]:
     """Four (video, caption) panels in COMPARE_SCHEDULES order (progress only in the running one), the table,
-    the side-by-side mp4 and the status. `shown`: the panels whose video was already sent (left as they are)."""
-    shown = set() if shown is None else shown
+    the side-by-side mp4 and the status. `shown`: the panels whose video was already sent, left as they are
+    until the last state, which sends them all."""
+    shown = set() if shown is None or state.done else shown
     by_name = {r.schedule: r for r in state.results}
     videos, captions = [], []
     for name in COMPARE_SCHEDULES:
@@ -123,7 +124,7 @@ def compare_outputs(state: CompareState, schedules: Sequence[str], shown: Option
         elif state.running == name:
             caption = f"**{name}**  \nrunning: {state.progress}"
         else:
-            caption = f"**{name}**  \n{'waiting' if state.side_by_side is None and chosen else 'not run'}"
+            caption = f"**{name}**  \n{'waiting' if not state.done and chosen else 'not run'}"
         captions.append(gr.update(value=caption, visible=chosen))
     return videos + captions + [compare_table(state.results), state.side_by_side, state.status]
 
@@ -155,7 +156,7 @@ def motion_grid_html(cells) -> str:
                 continue
             poster = f" poster='{file_url(c.tiles)}'" if c.tiles else ""
             tds.append(f"<td><video src='{file_url(c.video)}'{poster} controls loop muted playsinline "
-                       f"preload='none'></video><div class='cap'>{html.escape(c.label)}</div></td>")
+                       f"preload='metadata'></video><div class='cap'>{html.escape(c.label)}</div></td>")
         rows.append(f"<tr><th scope='row'>negative {n:g}</th>{''.join(tds)}</tr>")
     return (f"<div class='motion-grid'><table><thead><tr><th></th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
