@@ -19,9 +19,8 @@ import queue
 import random
 import re
 import threading
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -31,7 +30,7 @@ import numpy as np
 from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
-from lumina.app.state import ModelHolder, OutputStore, StepReporter, cached_v2a
+from lumina.app.state import ModelHolder, OutputStore, StepReporter
 from lumina.generation import GenerationRequest
 from lumina.media import read_audio, read_video, write_mp4
 from lumina.pipelines.loading import TINY_DIR, ModelDefaults
@@ -428,7 +427,8 @@ class ScaleResult:
     def details(self) -> List[str]:
         tokens = ", ".join(f"{k}: {v}" for k, v in self.tokens_per_step.items())
         motion = "n/a" if self.motion is None else f"{self.motion:.2f}"
-        return [f"denoise {self.denoise:.2f} s ({self.relative:.2f}x {self.reference}) · whole clip {self.seconds:.2f} s",
+        return [f"denoise {self.denoise:.2f} s ({self.relative:.2f}x {self.reference}) · "
+                f"whole clip {self.seconds:.2f} s",
                 f"tokens/step {tokens}", f"measured motion {motion}"]
 
     @property

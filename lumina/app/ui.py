@@ -361,7 +361,8 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     c_schedules = gr.CheckboxGroup(
                         [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",
                         value=[s for s in COMPARE_SCHEDULES if s in schedules])
-                    c_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="compare-steps")
+                    c_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
+                                        elem_id="compare-steps")
                     c_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
                                                allow_custom_value=True)
                     c_frames = gr.Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
@@ -415,7 +416,8 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     m_plot = gr.ScatterPlot(None, x="gap", y="measured",  # (an empty DataFrame breaks updates)
                                             color="motion", x_title="requested gap (positive - negative)",
                                             y_title="measured motion score", color_title="positive score",
-                                            title="Requested gap vs measured motion", label="Requested gap vs measured motion", height=320,
+                                            title="Requested gap vs measured motion",
+                                            label="Requested gap vs measured motion", height=320,
                                             elem_id="motion-plot", min_width=300)
                     m_table = gr.Dataframe(pd.DataFrame(columns=MOTION_COLUMNS), label="Cells", interactive=False,
                                            min_width=300)
@@ -428,7 +430,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                 with gr.Row():
                     with gr.Column(min_width=300):
                         s_video = gr.Video(label=f"Video (up to {V.MAX_V2A_SECONDS:g} s)", sources=["upload"],
-                                           elem_id="sound-input")
+                                           elem_id="sound-input", height=300)
                         s_prompt = gr.Textbox(label="Prompt (optional)", info="describe the sound or the scene")
                         with gr.Row():
                             s_steps = gr.Slider(2, V.MAX_STEPS, value=studio.sound_default_steps(), step=1,
@@ -440,7 +442,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                             gr.Examples([[examples[0]["video"]]], inputs=[s_video], label="Try a generated clip")
                     with gr.Column(min_width=300):
                         s_out = gr.Video(label="Video with sound", interactive=False, elem_id="sound-video",
-                                         buttons=["download"])
+                                         buttons=["download"], height=300)
                         s_status = gr.Textbox(label="Status", show_label=False, interactive=False,
                                               elem_id="sound-status")
                         s_wave = gr.Image(label="Waveform", type="filepath", interactive=False, elem_id="sound-wave")
