@@ -89,13 +89,16 @@ def _shot(page, name: str, full_page: bool = True) -> None:
     small.save(path, optimize=True)
 
 
-def _film(page) -> None:
-    """One frame of the README's GIF (only when refreshing the pictures)."""
+def _film(page, at: str = "") -> None:
+    """One frame of the README's GIF, scrolled to `at` (only when refreshing the pictures)."""
     if os.environ.get("LUMINA_SCREENSHOTS"):
         import io
 
         from PIL import Image
 
+        if at:
+            page.locator(at).first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
         image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
         GIF_FRAMES.append(image.resize((640, round(image.height * 640 / image.width)), Image.LANCZOS))
 
@@ -189,7 +192,7 @@ def test_compare_tab(page):
                   "2x4 alone"):
         assert words in text
     assert "running:" not in text and _stop_disabled(page, "#compare-stop")
-    _film(page)
+    _film(page, "#compare-panels")
     _shot(page, "compare.png")
 
 
@@ -223,7 +226,7 @@ def test_motion_explorer(page):
                            ".every(v => v.readyState >= 1 && v.duration > 0 && v.poster)")
     page.wait_for_selector("#motion-plot canvas, #motion-plot svg")
     page.wait_for_timeout(1500)  # let the plot finish drawing
-    _film(page)
+    _film(page, "#motion-grid")
     _shot(page, "motion.png")
     assert not page.errors
 
@@ -249,6 +252,7 @@ def test_sound_tab(page, server, tmp_path):
     page.wait_for_function(VIDEO_READY, arg="#sound-input video")
     page.click("#sound-btn")
     page.wait_for_function(VIDEO_READY, arg="#sound-video video", timeout=150_000)
+    page.wait_for_function("() => document.querySelector('#sound-video video').readyState >= 2")  # a frame shows
     page.wait_for_selector("#sound-wave img")
     assert page.input_value("#sound-status textarea").startswith("✓ 2.50 s of sound")
     src = page.evaluate("() => document.querySelector('#sound-video video').currentSrc")
