@@ -30,7 +30,7 @@ import numpy as np
 from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
-from lumina.app.state import ModelHolder, OutputStore, StepReporter
+from lumina.app.state import ModelHolder, OutputStore, say
 from lumina.generation import GenerationRequest
 from lumina.media import read_audio, read_video, write_mp4
 from lumina.pipelines.loading import TINY_DIR, ModelDefaults
@@ -722,11 +722,6 @@ class Studio:
             return "■ stopping after the current step…"
         return "nothing of yours is running"
 
-    @staticmethod
-    def _phase(progress, desc: str) -> None:
-        """Say what a job does now (after denoising), with no fraction."""
-        StepReporter(None, (), progress)._say(None, desc)
-
     @user_errors
     def generate(self, prompt: str, negative_prompt: Optional[str] = None, resolution: Optional[str] = None,
                  custom_size: bool = False, width: Optional[float] = None, height: Optional[float] = None,
@@ -755,7 +750,7 @@ class Studio:
             with self._job(request):
                 sidecar = self._run(values["model"], req, progress)
                 video = str(self.store.root / sidecar["video"])
-                self._phase(progress, "measuring motion…")
+                say(progress, None, "measuring motion…")
                 measured = measure_motion(video)
         except GenerationInterrupted as err:
             notify("warning", f"stopped: {err}")
@@ -897,7 +892,7 @@ class Studio:
                     label = f"cell {k + 1}/{len(requests)} (+{_g(p)}/-{_g(n)}) · "
                     side = self._run(values["model"], req, progress, label)
                     video = self.store.root / side["video"]
-                    self._phase(progress, label + "measuring motion…")
+                    say(progress, None, label + "measuring motion…")
                     cells.append(GridCell(p, n, str(video), str(video.with_suffix(".json")), measure_motion(video),
                                           write_tiles(video)))
         except GenerationInterrupted as err:
@@ -932,9 +927,9 @@ class Studio:
         V.check_video_upload(video)
         out = self.store.new_path("sound-")
         with self._job(request):
-            self._phase(progress, "making sound with Lumina-V2A…")
+            say(progress, None, "making sound with Lumina-V2A…")
             info = zerogpu.run_sound(str(self.v2a_dir), str(video), str(out), prompt or None, steps, seed)
-            self._phase(progress, "drawing the waveform…")
+            say(progress, None, "drawing the waveform…")
             image = write_waveform(out)
         settings = {"prompt": prompt or "", "steps": steps, "seed": seed, "model": Path(self.v2a_dir).name, **info,
                     "video": out.name}

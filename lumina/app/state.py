@@ -128,6 +128,15 @@ class RunControl:
             raise GenerationInterrupted("stopped by request")
 
 
+def say(progress, fraction: Optional[float], desc: str) -> None:
+    """Tell a gr.Progress-like callable (or None) how far a job is; progress is cosmetic and never breaks a run."""
+    if progress is not None:
+        try:
+            progress(fraction, desc=desc)
+        except Exception:
+            log.debug("progress update failed", exc_info=True)
+
+
 class StepReporter:
     """callback_on_step_end: report progress with the step's scale and pass stop requests to the pipe.
 
@@ -138,23 +147,16 @@ class StepReporter:
     def __init__(self, control: RunControl, steps: Sequence, progress=None, label: str = ""):
         self.control, self.steps, self.progress, self.label = control, list(steps), progress, label
 
-    def _say(self, fraction: Optional[float], desc: str) -> None:
-        if self.progress is not None:
-            try:
-                self.progress(fraction, desc=self.label + desc)
-            except Exception:  # progress is cosmetic; never let it break a run
-                log.debug("progress update failed", exc_info=True)
-
     def __call__(self, pipe, i, t, kwargs):
         n = len(self.steps)
         self.control.at_step(i + 1)
         step = self.steps[i]
         desc = f"step {i + 1}/{n} · scale {step.patch.name} · t={step.t + step.dt:.3f}"
-        self._say((i + 1) / n, desc + (" · decoding the video…" if i + 1 == n else ""))
+        say(self.progress, (i + 1) / n, self.label + desc + (" · decoding the video…" if i + 1 == n else ""))
         return kwargs
 
     def phase(self, name: str) -> None:
-        self._say(None, f"{name}…")
+        say(self.progress, None, f"{self.label}{name}…")
 
 
 class ModelHolder:
