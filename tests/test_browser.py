@@ -163,6 +163,28 @@ def test_generate_on_a_desktop(page, server):
     assert not page.errors
 
 
+def test_stop_keeps_the_previous_result(page):
+    page.get_by_role("tab", name="Generate").click()
+    before = page.evaluate("() => document.querySelector('#result-video video').currentSrc")
+    page.get_by_role("button", name="Sampling").first.click()
+    steps = page.get_by_label("number input for Steps").first
+    steps.fill("200")
+    steps.press("Enter")
+    page.get_by_role("button", name="Size and length").first.click()
+    frames = page.get_by_label("Frames", exact=True).first
+    frames.fill("64")
+    frames.press("Enter")
+    page.get_by_role("button", name="Scales (patch schedule)").first.click()
+    page.get_by_role("radio", name="1x2").check()
+    page.click("#generate-btn")
+    page.wait_for_function("() => /step \\d+\\/199/.test(document.querySelector('#result-video').innerText)")
+    page.click("#stop-btn")
+    page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('■ stopped')")
+    page.wait_for_function("() => document.querySelector('#stop-btn').disabled")
+    assert page.evaluate("() => document.querySelector('#result-video video').currentSrc") == before
+    assert not page.errors
+
+
 def test_generate_on_a_phone(browser, server):
     page = _open(browser, server, PHONE)
     for tab in ("Generate", "Compare", "Motion", "Sound"):  # every tab in the bar, none behind "More"
