@@ -193,6 +193,10 @@ def test_generate_on_a_phone(browser, server):
     assert status.startswith("✓ seed")
     assert page.evaluate(BOTTOM_ON_PAGE, "#result-video video") <= PHONE["height"]
     _shot(page, "generate-phone.png", full_page=False)
+    page.get_by_role("tab", name="Compare").click()  # its four panels two by two, not one under another
+    tops = page.evaluate("() => [...document.querySelectorAll('.compare-video')]"
+                         ".map(e => Math.round(e.getBoundingClientRect().top))")
+    assert len(tops) == 4 and tops[0] == tops[1] < tops[2] == tops[3]
     assert not page.errors
     page.close()
 

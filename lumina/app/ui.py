@@ -25,7 +25,7 @@ LIGHT = dict(api_visibility="private", show_progress="hidden", concurrency_limit
 
 CSS = """
 .cell-label {font-size: 0.85em}
-#compare-panels > div {flex: 1 1 160px; min-width: 140px}
+#compare-panels > div {flex: 1 1 130px; min-width: 120px}
 .motion-grid {overflow-x: auto}
 .motion-grid table {border-collapse: collapse; margin: 0 auto}
 .motion-grid th {font-weight: 600; padding: 4px 6px; font-size: 0.9em; white-space: normal}
@@ -374,7 +374,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                 with gr.Row(elem_id="compare-panels"):
                     c_videos, c_captions = [], []
                     for name in COMPARE_SCHEDULES:
-                        with gr.Column(min_width=140):
+                        with gr.Column(min_width=120):
                             c_videos.append(gr.Video(label=name, autoplay=True, loop=True, interactive=False,
                                                      elem_classes="compare-video"))
                             c_captions.append(gr.Markdown(f"**{name}**", label=f"{name} caption",
