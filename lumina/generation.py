@@ -86,8 +86,11 @@ def generate_video(
     out_path: Union[str, Path],
     callback_on_step_end: Optional[Callable] = None,
     audio_fn: Optional[Callable] = None,
+    on_phase: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
-    """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings)."""
+    """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings).
+
+    `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
     t_start = time.perf_counter()
     req = resolve_request(req, defaults)
     config = sample_config_for(req, defaults)
@@ -110,9 +113,13 @@ def generate_video(
         if audio_fn is None:
             raise InvalidRequestError("sound was requested but no V2A model is loaded")
         t0 = time.perf_counter()
+        if on_phase is not None:
+            on_phase("adding sound")
         audio = audio_fn(frames, req.fps, req.prompt)
         timings["audio"] = time.perf_counter() - t0
     out_path = Path(out_path)
+    if on_phase is not None:
+        on_phase("writing mp4")
     write_mp4(out_path, frames, req.fps, audio=audio)
     timings["total"] = time.perf_counter() - t_start
     sidecar = {

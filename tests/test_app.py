@@ -23,14 +23,15 @@ gr = pytest.importorskip("gradio")
 
 from lumina.app import zerogpu  # noqa: E402
 from lumina.app.handlers import (  # noqa: E402
-    COMPARE_SCHEDULES, Studio, build_request, check_schedule_text, cfg_schedule, frames_notice, neg_motion_schedule,
-    SETTING_NAMES, size_choices, ui_defaults,
+    COMPARE_SCHEDULES, Studio, build_request, check_schedule_text, cfg_schedule, frames_notice, model_vocabulary,
+    motion_grid_defaults, neg_motion_schedule, SETTING_NAMES, size_choices, ui_defaults, unseen_words,
+    vocabulary_notice,
 )
 from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
 from lumina.app.ui import compare_outputs, motion_outputs, reuse_settings  # noqa: E402
-from lumina.errors import ModelFilesError  # noqa: E402
-from lumina.media import read_video  # noqa: E402
-from lumina.pipelines.loading import ModelDefaults  # noqa: E402
+from lumina.errors import GenerationInterrupted, ModelFilesError  # noqa: E402
+from lumina.media import read_audio, read_video, write_mp4  # noqa: E402
+from lumina.pipelines.loading import TINY_DIR, ModelDefaults  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a red circle moving right on a navy background"
@@ -149,7 +150,9 @@ def test_generate_and_reuse(studio):
     video, sidecar, seed, settings, status = studio.generate(prompt=PROMPT, seed=42, randomize_seed=False,
                                                              shared_noise=0.4)
     frames, fps = read_video(video)
-    assert frames.shape == (8, 64, 64, 3) and fps == 8 and seed == 42 and "seed **42**" in status
+    assert frames.shape == (8, 64, 64, 3) and fps == 8 and seed == 42 and status.startswith("✓ seed 42 · 64x64")
+    assert "*" not in status and "`" not in status  # plain text, also for API callers
+    assert settings["measured_motion"] > 0 and f"measured motion {settings['measured_motion']:.1f}" in status
     saved = json.loads(Path(sidecar).read_text())
     assert saved["request"]["seed"] == 42 and saved["sample_config"]["sharedNoise"] == 0.4
     entry = {"settings": settings}
@@ -180,20 +183,84 @@ def test_stop_interrupts_a_running_generation(studio):
     assert video is None and "stopped" in status and seed == 1
     assert control.step < 199
     assert studio.stop() == "nothing of yours is running"  # the next run (compare, below) starts normally
+    assert not control.stop_file.exists()
 
 
-def test_compare_returns_four_labelled_results(studio):
-    results, status = studio.compare(prompt=PROMPT, seed=3, schedules=list(COMPARE_SCHEDULES), steps=3,
-                                      resolution="32x32")
-    assert [r.schedule for r in results] == list(COMPARE_SCHEDULES) and status.startswith("✓")
+def test_progress_names_the_phases_after_denoising(studio):
+    said = []
+    studio.generate(prompt=PROMPT, seed=2, steps=4, schedule="1x2",
+                    progress=lambda fraction=None, desc="": said.append((fraction, desc)))
+    steps = [d for f, d in said if d.startswith("step ")]
+    assert [d.split(" · ")[0] for d in steps] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert steps[-1].endswith("t=1.000 · decoding the video…")  # the flow time the last step reaches
+    assert [d for f, d in said if f is None] == ["writing mp4…", "measuring motion…"]
+
+
+def test_stop_reaches_a_forked_worker(studio):
+    """ZeroGPU runs the job in a forked process: a stop asked for in the parent must still end it."""
+    import multiprocessing
+
+    from lumina.generation import GenerationRequest
+
+    ctx = multiprocessing.get_context("fork")
+    answer = ctx.Queue()
+    control = studio.holder.control
+
+    def worker():
+        import torch
+
+        torch.set_num_threads(1)  # OpenMP's thread pool does not survive a fork
+        try:
+            studio.holder.generate(None, GenerationRequest(prompt=PROMPT, steps=200, seed=0, schedule="2x4"),
+                                   str(studio.store.new_path()))
+            answer.put(("finished", control.step))
+        except GenerationInterrupted:
+            answer.put(("stopped", control.step))
+
+    control.begin(None)
+    try:
+        child = ctx.Process(target=worker)
+        child.start()
+        assert control.request_stop()  # sets the parent's flag; the child can only see the stop file
+        outcome, step = answer.get(timeout=120)
+        child.join(30)
+    finally:
+        control.end()
+    assert outcome == "stopped" and step < 199
+
+
+def test_compare_fills_each_panel_as_it_finishes(studio):
+    states = list(studio.compare(prompt=PROMPT, seed=3, schedules=list(COMPARE_SCHEDULES), steps=3,
+                                 resolution="32x32"))
+    counts = [len(state.results) for state in states]
+    assert counts == sorted(counts) and set(counts) == {0, 1, 2, 3, 4}
+    assert states[0].running == "warm-up" and states[0].status.startswith("warming up")
+    for state in states[1:-1]:  # progress belongs to the one schedule that is running and not yet finished
+        if state.running not in (None, "warm-up"):
+            assert state.running not in {r.schedule for r in state.results}
+            assert state.progress.startswith("step ") or state.progress in ("writing mp4…", "measuring motion…")
+    final = states[-1]
+    results = final.results
+    assert [r.schedule for r in results] == list(COMPARE_SCHEDULES) and final.status.startswith("✓ done")
     by_name = {r.schedule: r for r in results}
     assert by_name["1x2"].relative == pytest.approx(1.0)
     assert by_name["2x4"].tokens_per_step["2x4"] < by_name["1x2"].tokens_per_step["1x2"]
     for r in results:
         assert Path(r.video).exists() and r.motion is not None and r.motion >= 0
-        assert r.schedule in r.label and "vs 1x2" in r.label and "tokens/step" in r.label and "motion" in r.label
-    outputs = compare_outputs(results, status)
-    assert len(outputs) == 2 * len(COMPARE_SCHEDULES) + 2 and len(outputs[-2]) == 4
+        assert 0 < r.denoise < r.seconds
+        assert r.relative == pytest.approx(r.denoise / by_name["1x2"].denoise)
+        assert r.schedule in r.label and "vs 1x2" in r.label and "whole clip" in r.label and "motion" in r.label
+    # one mp4 of the four, each 32x32 clip scaled to 192 px, with a 28 px label band under them
+    frames, fps = read_video(final.side_by_side)
+    assert frames.shape == (8, 192 + 28, 4 * 192 + 3 * 4, 3) and fps == 8
+    band = frames[0, 192 + 4:, :192]
+    assert (band < 100).any() and (band > 200).any()  # dark label text on white
+    outputs = compare_outputs(final, COMPARE_SCHEDULES)
+    assert len(outputs) == 2 * len(COMPARE_SCHEDULES) + 3 and len(outputs[-3]) == 4
+    running = next(state for state in states if state.running == "2x2" and state.progress.startswith("step"))
+    captions = [c["value"] for c in compare_outputs(running, COMPARE_SCHEDULES)[4:8]]
+    assert "running: step" in captions[1] and not any("running" in c for k, c in enumerate(captions) if k != 1)
+    assert "denoise" in captions[0] and captions[2].endswith("waiting")
 
 
 def test_motion_grid_is_3x3(studio):
@@ -203,12 +270,40 @@ def test_motion_grid_is_3x3(studio):
     assert {(c.positive, c.negative) for c in cells} == {(p, n) for p in (2, 6, 12) for n in (0, 2, 6)}
     assert all(c.measured is not None and "measured" in c.label for c in cells)
     assert all(Path(c.tiles).exists() for c in cells)
-    gallery, plot_df, table, _, state = motion_outputs(cells, status, 3)
+    grid, plot_df, table, _ = motion_outputs(cells, status)
     plot_df = plot_df["value"]
-    assert len(gallery["value"]) == 9 and gallery["columns"] == 3 and len(plot_df) == 9 and len(table) == 9
+    assert grid.count("<video") == 9 and grid.count("<tr>") == 4  # a header row and a row per negative score
+    assert [f"positive {p}" in grid for p in (2, 6, 12)] == [True] * 3
+    assert [f"negative {n}" in grid for n in (0, 2, 6)] == [True] * 3
+    assert all(c.label in grid for c in cells)  # the whole caption, requested -> measured
+    assert len(plot_df) == 9 and len(table) == 9
     assert sorted(plot_df["gap"]) == sorted(p - n for p in (2, 6, 12) for n in (0, 2, 6))
     with pytest.raises(gr.Error, match="not a number"):
         studio.motion_grid(prompt=PROMPT, positive="2, fast")
+
+
+def test_motion_explorer_starts_in_the_models_regime():
+    assert motion_grid_defaults(ModelDefaults.read(TINY_DIR)) == ("2, 6, 12", "20")  # tiny: negative 20
+    release = ModelDefaults()
+    motion = float(release.sample_config().motion)
+    assert motion_grid_defaults(release) == (f"{motion / 3:g}, {motion:g}, {2 * motion:g}", "2")
+
+
+def test_vocabulary_comes_from_the_world_and_unseen_words_are_named(random_pipeline_dir):
+    from lumina.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES
+
+    vocab = model_vocabulary("tiny")
+    assert vocab == {"colours": tuple(COLORS), "shapes": SHAPES, "backgrounds": tuple(BACKGROUNDS),
+                     "motions": MOTIONS}
+    assert [len(v) for v in vocab.values()] == [9, 4, 6, 7]
+    assert model_vocabulary(str(random_pipeline_dir)) is None  # no shape-world training: no list, no notice
+    for item in json.loads((ROOT / "examples" / "prompts.json").read_text()):
+        assert unseen_words(item["prompt"], vocab) == [], item["prompt"]
+    assert unseen_words("a yellow hexagon spinning on a white background", vocab) == [
+        "hexagon (shape)", "spinning (motion)", "white background"]
+    assert unseen_words("two red circles on a blue background and a dark red star", vocab) == ["dark red (colour)"]
+    assert "white background" in vocabulary_notice("a red circle on a white background", vocab)
+    assert vocabulary_notice("a red circle on a white background", None) == ""
 
 
 def test_outputs_are_unique_and_old_ones_removed(tmp_path):
@@ -265,9 +360,14 @@ def test_generate_through_gradio_client(server):
 
     client = Client(server.wait(), verbose=False)
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/generate", "/compare", "/motion_grid", "/stop"} <= set(api)
+    assert {"/generate", "/compare", "/motion_grid", "/stop", "/v2a"} <= set(api)
     params = [p["parameter_name"] for p in api["/generate"]["parameters"]]
     assert params[0] == "prompt" and "seed" in params and "randomize_seed" in params
+    labels = {name: [r["label"] for r in e["returns"]] for name, e in api.items()}
+    assert labels["/generate"] == ["Result", "Settings JSON (sidecar)", "Used seed", "Settings", "Status"]
+    assert labels["/v2a"] == ["Video with sound", "Waveform", "Used settings", "Status"]
+    assert not [label for ls in labels.values() for label in ls if not label or label.startswith("value_")]
+    assert [p["parameter_name"] for p in api["/v2a"]["parameters"]] == ["video", "prompt", "steps", "seed"]
 
     video, sidecar, seed, settings, status = client.predict(prompt=PROMPT, seed=1234, api_name="/generate")
     frames, fps = read_video(video)
@@ -305,3 +405,33 @@ def test_add_sound_muxes_the_bundled_v2a_audio_into_the_video(random_pipeline_di
     audio, rate = read_audio(video)
     assert np.abs(audio).max() > 1e-3  # a real soundtrack, not padding
     assert "audio" in json.loads(Path(settings_file).read_text())["timings"]
+
+
+def test_sound_tab_adds_a_track_to_an_upload_and_refuses_bad_files(random_pipeline_dir, tmp_path):
+    from lumina.app.ui import bundled_v2a_dir
+
+    studio = Studio(str(random_pipeline_dir), tmp_path / "out", keep=5, v2a_dir=bundled_v2a_dir(), preload=False)
+    rng = np.random.default_rng(0)
+    clip = write_mp4(tmp_path / "clip.mp4", rng.integers(0, 255, (30, 64, 64, 3), dtype=np.uint8), 12)  # 2.5 s
+    video, wave, settings, status = studio.sound(video=str(clip), prompt="a bouncing ball", steps=6, seed=4)
+    audio, rate = read_audio(video)
+    frames, fps = read_video(video)
+    assert frames.shape[0] == 30 and fps == 12 and rate == 16000
+    assert len(audio) >= 2.5 * rate and np.abs(audio).max() > 1e-3
+    assert settings["steps"] == 6 and settings["seed"] == 4 and settings["prompt"] == "a bouncing ball"
+    assert settings["streams"]["audio"] == pytest.approx(2.5, abs=0.01) and status.startswith("✓ 2.50 s of sound")
+    from PIL import Image
+
+    with Image.open(wave) as image:
+        assert image.size == (800, 160) and len(image.getcolors(1 << 16)) > 2
+    assert studio.sound(video=str(clip), steps=6, seed=4)[2]["streams"] == settings["streams"]
+    long = write_mp4(tmp_path / "long.mp4", np.zeros((11 * 8, 32, 32, 3), np.uint8), 8)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video")
+    for path, words in ((long, "lasts 11.0 s"), (empty, "empty"), (text, "'.txt' is not accepted"),
+                        (None, "upload a video first")):
+        with pytest.raises(gr.Error) as excinfo:
+            studio.sound(video=None if path is None else str(path))
+        assert words in _message(excinfo)

@@ -1,15 +1,20 @@
 """The app in a real browser: Debian's Chromium, headless, driven by Playwright (never `playwright install`).
 
-Generates a video, reuses its settings from the history, runs the Compare and Motion explorer tabs and
-saves {generate,compare,motion}.png (to docs/screenshots with LUMINA_SCREENSHOTS=docs/screenshots).
+What a visitor sees at 1280x800 and at 390x844 (a phone): Stop disabled while idle, the result inside the first
+screen after Generate, the history's "Reuse these settings", Compare filling its panels, the motion explorer's
+captions fitting their boxes, and the Sound tab returning an mp4 with an audio track (decoded with PyAV).
+Saves generate.png, generate-phone.png, compare.png, motion.png and sound.png, and app.gif (a short tour), to
+docs/screenshots with LUMINA_SCREENSHOTS=docs/screenshots (which also serves the bundled tiny model).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -18,16 +23,24 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
+from lumina.media import write_mp4  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR, ModelDefaults  # noqa: E402
-from tests.test_app import PROMPT, Server  # noqa: E402
+from tests.test_app import Server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Screenshots go to a temporary folder; LUMINA_SCREENSHOTS=docs/screenshots refreshes the README's pictures.
 SHOTS = Path(os.environ.get("LUMINA_SCREENSHOTS") or tempfile.mkdtemp(prefix="lumina-shots-"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 VIDEO_READY = """sel => { const v = document.querySelector(sel);
                           return !!v && !!v.currentSrc && v.readyState >= 1; }"""
+# Where an element ends, measured from the top of the page (not of the scrolled viewport).
+BOTTOM_ON_PAGE = "sel => { const r = document.querySelector(sel).getBoundingClientRect(); return r.bottom + scrollY; }"
+GIF_FRAMES = []
+WATCH_STOP = """() => { window.stopWasEnabled = false; const b = document.querySelector('#stop-btn');
+    new MutationObserver(() => { if (!b.disabled) window.stopWasEnabled = true; })
+        .observe(b, {attributes: true}); }"""
 
 
 @pytest.fixture(scope="module")
@@ -40,95 +53,254 @@ def server(random_pipeline_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(90_000)
-        errors = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(server.wait())
-        page.errors = errors
-        yield page
+        yield browser
         browser.close()
 
 
-def _shot(page, name: str) -> None:
-    """Full-page PNG, reduced to a 256-colour palette to keep the repository small."""
+def _open(browser, server, viewport):
+    page = browser.new_page(viewport=viewport)
+    page.set_default_timeout(90_000)
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.goto(server.wait())
+    page.wait_for_selector("#prompt textarea")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    page = _open(browser, server, DESKTOP)
+    yield page
+    page.close()
+
+
+def _shot(page, name: str, full_page: bool = True) -> None:
+    """PNG reduced to a 256-colour palette to keep the repository small."""
     from PIL import Image
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     with Image.open(path) as image:
         small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     small.save(path, optimize=True)
 
 
-def test_generate_in_the_browser(page, server):
-    page.wait_for_selector("#prompt textarea")
-    # the browser randomizes the seed by default (set on page load)
-    page.wait_for_function("() => document.querySelector('#randomize-seed input')?.checked", timeout=20_000)
-    # the custom schedule is checked as you type, with the parser's message
-    page.get_by_role("radio", name="custom").check()
-    page.get_by_label("Custom schedule").fill("")
-    page.get_by_label("Custom schedule").press_sequentially("2x4, 1x3@0.5")
-    page.wait_for_function("() => /⚠[^\\n]*1x3/.test(document.body.innerText)")
-    page.get_by_role("radio", name="multiscale").check()
-    page.fill("#prompt textarea", PROMPT)
+def _film(page, at: str = "") -> None:
+    """One frame of the README's GIF, scrolled to `at` (only when refreshing the pictures)."""
+    if os.environ.get("LUMINA_SCREENSHOTS"):
+        import io
+
+        from PIL import Image
+
+        if at:
+            page.locator(at).first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+        image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        GIF_FRAMES.append(image.resize((640, round(image.height * 640 / image.width)), Image.LANCZOS))
+
+
+def _stop_disabled(page, selector: str = "#stop-btn") -> bool:
+    return page.locator(selector).is_disabled()
+
+
+def _generate(page) -> str:
+    assert _stop_disabled(page)  # nothing runs: Stop is greyed out
     page.click("#generate-btn")
     page.wait_for_function(VIDEO_READY, arg="#result-video video")
-    status = page.inner_text("#status")
+    page.wait_for_function("() => document.querySelector('#stop-btn').disabled")  # cleared when it ends
+    page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('✓')")
+    return page.input_value("#status textarea")
+
+
+def test_generate_on_a_desktop(page, server):
+    prompt = page.input_value("#prompt textarea")
+    assert prompt.strip()  # prefilled: the first Generate makes a video
+    for accordion in ("Size and length", "Sampling", "Motion", "Scales (patch schedule)", "Seed, sound and model"):
+        page.get_by_role("button", name=accordion).first.wait_for(state="visible")
+    for setting in ("Resolution", "Steps", "Motion score", "Patch schedule", "Seed"):  # all folded away
+        assert not page.get_by_label(setting, exact=True).first.is_visible(), setting
+    _film(page)
+    page.evaluate(WATCH_STOP)
+    page.click("#generate-btn")
+    page.wait_for_timeout(1500)
+    _film(page)  # the tiny model is still denoising: progress over the result
+    page.wait_for_function(VIDEO_READY, arg="#result-video video")
+    page.wait_for_function("() => document.querySelector('#stop-btn').disabled")
+    assert page.evaluate("() => window.stopWasEnabled")  # while the job ran
+    status = page.input_value("#status textarea")
     d = ModelDefaults.read(server.model)
-    assert "seed" in status and f"{d.width}x{d.height}" in status and f"{d.frames} frames" in status
+    assert status.startswith("✓ seed") and f"{d.width}x{d.height}" in status and f"{d.frames} frames" in status
+    assert "*" not in status and "measured motion" in status
+    # the result sits under Generate, inside the first screen, without scrolling
+    assert page.evaluate(BOTTOM_ON_PAGE, "#result-video video") <= DESKTOP["height"]
+    assert page.evaluate(BOTTOM_ON_PAGE, "#status") <= DESKTOP["height"] + 60
+    _film(page)
+    _shot(page, "generate.png", full_page=False)
     used_seed = int(page.input_value("input[aria-label='Used seed']"))
+    page.get_by_role("button", name="Seed, sound and model").first.click()
+    # the browser randomizes the seed by default (set on page load)
+    page.wait_for_function("() => document.querySelector('#randomize-seed input')?.checked", timeout=20_000)
 
     # history: select the video, reuse its settings -> seed fixed, randomize off
     page.locator("#history button.thumbnail-item").first.click()
     reuse = page.get_by_role("button", name="Reuse these settings")
-    reuse.wait_for(state="visible")
     page.wait_for_function("() => !Array.from(document.querySelectorAll('button'))"
                            ".find(b => b.innerText.includes('Reuse these settings')).disabled")
     reuse.click()
     page.wait_for_function("() => !document.querySelector('#randomize-seed input').checked")
     assert int(page.input_value("input[aria-label='Seed']")) == used_seed
-    _shot(page, "generate.png")
+
+    # an example shows its cached result at once and loads its prompt
+    page.locator("#examples button.thumbnail-item").nth(1).click()
+    page.wait_for_function("() => document.querySelector('#status textarea').value.includes('cached example')")
+    page.wait_for_function(VIDEO_READY, arg="#result-video video")
+    assert page.input_value("#prompt textarea") != prompt
+    _film(page)
     assert not page.errors
 
 
-def test_compare_tab_in_the_browser(page):
-    page.get_by_role("tab", name="Compare scales").click()
+def test_stop_keeps_the_previous_result(page):
+    page.get_by_role("tab", name="Generate").click()
+    before = page.evaluate("() => document.querySelector('#result-video video').currentSrc")
+    page.get_by_role("button", name="Sampling").first.click()
+    steps = page.get_by_label("number input for Steps").first
+    steps.fill("200")
+    steps.press("Enter")
+    page.get_by_role("button", name="Size and length").first.click()
+    frames = page.get_by_label("Frames", exact=True).first
+    frames.fill("64")
+    frames.press("Enter")
+    page.get_by_role("button", name="Scales (patch schedule)").first.click()
+    page.get_by_role("radio", name="1x2").check()
+    page.click("#generate-btn")
+    page.wait_for_function("() => /step \\d+\\/199/.test(document.querySelector('#result-video').innerText)")
+    page.click("#stop-btn")
+    page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('■ stopped')")
+    page.wait_for_function("() => document.querySelector('#stop-btn').disabled")
+    assert page.evaluate("() => document.querySelector('#result-video video').currentSrc") == before
+    assert not page.errors
+
+
+def test_generate_on_a_phone(browser, server):
+    page = _open(browser, server, PHONE)
+    for tab in ("Generate", "Compare", "Motion", "Sound"):  # every tab in the bar, none behind "More"
+        assert page.get_by_role("tab", name=tab).is_visible()
+    status = _generate(page)
+    assert status.startswith("✓ seed")
+    assert page.evaluate(BOTTOM_ON_PAGE, "#result-video video") <= PHONE["height"]
+    _shot(page, "generate-phone.png", full_page=False)
+    page.get_by_role("tab", name="Compare").click()  # its four panels two by two, not one under another
+    tops = page.evaluate("() => [...document.querySelectorAll('.compare-video')]"
+                         ".map(e => Math.round(e.getBoundingClientRect().top))")
+    assert len(tops) == 4 and tops[0] == tops[1] < tops[2] == tops[3]
+    assert not page.errors
+    page.close()
+
+
+def test_compare_tab(page):
+    page.get_by_role("tab", name="Compare").click()
+    assert _stop_disabled(page, "#compare-stop")
     page.click("#compare-btn")
+    # panels fill one by one: at some moment some are done and one is running
+    page.wait_for_function("() => document.querySelectorAll('.compare-video video').length >= 1")
+    page.wait_for_function("() => document.querySelector('#compare-status textarea').value.includes('done')",
+                           timeout=150_000)
     page.wait_for_function(
         "() => { const v = [...document.querySelectorAll('.compare-video video')];"
         " return v.length === 4 && v.every(x => x.currentSrc && x.readyState >= 1); }")
-    page.wait_for_function("() => document.querySelector('#compare-status').innerText.includes('done')")
+    page.wait_for_function(VIDEO_READY, arg="#compare-movie video")
     text = page.inner_text("body")
-    for words in ("1x2", "2x2", "2x4", "multiscale", "vs 1x2", "tokens/step", "measured motion"):
+    for words in ("1x2", "2x2", "2x4", "multiscale", "vs 1x2", "whole clip", "tokens/step", "measured motion",
+                  "2x4 alone"):
         assert words in text
+    assert "running:" not in text and _stop_disabled(page, "#compare-stop")
+    _film(page, "#compare-panels")
     _shot(page, "compare.png")
 
 
-def test_motion_explorer_in_the_browser(page):
-    page.get_by_role("tab", name="Motion explorer").click()
-    steps = page.locator("input[aria-label='number input for Steps']").last
-    steps.fill("2")
-    steps.press("Enter")
+CAPTIONS_FIT = """() => [...document.querySelectorAll('#motion-grid .cap, #motion-grid th')].map(e =>
+    [e.innerText, e.scrollWidth <= e.clientWidth && e.scrollHeight <= e.clientHeight])"""
+
+
+def _run_motion_grid(page) -> list:
+    page.get_by_role("tab", name="Motion").click()
+    assert _stop_disabled(page, "#motion-stop")
+    assert "flicker" in page.inner_text("#motion-note")
+    if not os.environ.get("LUMINA_SCREENSHOTS"):  # the pictures show the model's own step count
+        steps = page.locator("#motion-steps input[type=number]")
+        steps.fill("2")
+        steps.press("Enter")
     page.click("#motion-btn")
-    page.wait_for_function("() => document.querySelector('#motion-status').innerText.includes('done')",
+    page.wait_for_function("() => document.querySelector('#motion-status textarea').value.includes('done')",
                            timeout=150_000)
-    page.wait_for_function("() => { const im = [...document.querySelectorAll('#motion-grid img')];"
-                           " return im.length >= 9 && im.every(i => i.complete && i.naturalWidth > 0); }")
-    assert page.inner_text("#motion-grid").count("measured") == 9
-    page.locator("#motion-grid button.thumbnail-item").nth(4).click()  # the centre cell plays
-    page.wait_for_function(VIDEO_READY, arg="#motion-video video")
+    page.wait_for_function("() => [...document.querySelectorAll('#motion-grid video')].length >= 3")
+    captions = page.evaluate(CAPTIONS_FIT)
+    assert captions and all(fits for _, fits in captions), captions  # no caption cut off
+    return [text for text, _ in captions]
+
+
+def test_motion_explorer(page):
+    texts = _run_motion_grid(page)
+    assert sum("→ measured" in t for t in texts) == 3 and "positive 2" in texts
+    assert any(t.startswith("negative ") for t in texts)  # the row header
+    # every cell is a playable video in place (its contact sheet as the poster)
+    page.wait_for_function("() => [...document.querySelectorAll('#motion-grid video')]"
+                           ".every(v => v.readyState >= 1 && v.duration > 0 && v.poster)")
     page.wait_for_selector("#motion-plot canvas, #motion-plot svg")
     page.wait_for_timeout(1500)  # let the plot finish drawing
+    _film(page, "#motion-grid")
     _shot(page, "motion.png")
     assert not page.errors
 
 
+def test_motion_explorer_on_a_phone(browser, server):
+    page = _open(browser, server, PHONE)
+    texts = _run_motion_grid(page)
+    assert sum("→ measured" in t for t in texts) == 3
+    width = page.evaluate("() => document.querySelector('#motion-grid table').getBoundingClientRect().right")
+    assert width <= PHONE["width"]  # the grid fits the phone's width
+    page.close()
+
+
+def test_sound_tab(page, server, tmp_path):
+    import av
+
+    page.get_by_role("tab", name="Sound").click()
+    from lumina.world import render_clip, sample_scene
+
+    scene = sample_scene(7, motion="bouncing", seconds=2.5)  # a shape-world clip, what the tiny V2A model knows
+    clip = write_mp4(tmp_path / "upload.mp4", render_clip(scene, fps=10, seconds=2.5).frames, 10)  # 2.5 s
+    page.locator("#sound-input input[type=file]").set_input_files(str(clip))
+    page.wait_for_function(VIDEO_READY, arg="#sound-input video")
+    page.click("#sound-btn")
+    page.wait_for_function(VIDEO_READY, arg="#sound-video video", timeout=150_000)
+    page.wait_for_function("() => document.querySelector('#sound-video video').readyState >= 2")  # a frame shows
+    page.wait_for_selector("#sound-wave img")
+    assert page.input_value("#sound-status textarea").startswith("✓ 2.50 s of sound")
+    src = page.evaluate("() => document.querySelector('#sound-video video').currentSrc")
+    out = tmp_path / "with-sound.mp4"
+    with urllib.request.urlopen(src, timeout=30) as r:
+        out.write_bytes(r.read())
+    with av.open(str(out)) as container:  # playable: a video stream and an audio stream with real samples
+        assert container.streams.video and container.streams.audio
+        samples = [f.to_ndarray() for f in container.decode(audio=0)]
+    audio = np.concatenate([s.reshape(-1) for s in samples])
+    assert len(audio) >= 2.5 * 16000 * 0.99 and np.abs(audio).max() > 1e-3
+    _film(page)
+    _shot(page, "sound.png")
+    assert not page.errors
+
+
 def test_screenshots_written():
-    for name in ("generate.png", "compare.png", "motion.png"):
+    names = ("generate.png", "generate-phone.png", "compare.png", "motion.png", "sound.png")
+    for name in names:
         assert (SHOTS / name).stat().st_size > 10_000, name
-    assert os.access(SHOTS, os.W_OK)
+    if GIF_FRAMES:
+        gif = SHOTS / "app.gif"
+        frames = [f.quantize(colors=128, method=0) for f in GIF_FRAMES]
+        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=1600, loop=0, optimize=True)
+        assert gif.stat().st_size <= 600_000

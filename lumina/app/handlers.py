@@ -8,26 +8,32 @@ the validation message (never a traceback), and a stopped run comes back as a "s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import inspect
 import json
 import logging
 import math
+import queue
 import random
+import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import gradio as gr
+import numpy as np
 
 from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
-from lumina.app.state import ClientQuota, ModelHolder, OutputStore
+from lumina.app.state import ClientQuota, ModelHolder, OutputStore, say
 from lumina.generation import GenerationRequest
-from lumina.media import atomic_output, read_video
-from lumina.pipelines.loading import ModelDefaults
+from lumina.media import atomic_output, read_audio, read_video, write_mp4
+from lumina.pipelines.loading import TINY_DIR, ModelDefaults
 from lumina.pipelines.memory import release_memory
 from lumina.sampling import format_schedule, parse_schedule_string
 from lumina.sampling.schedule import stages
@@ -53,21 +59,35 @@ SETTING_NAMES = (
 )
 
 
+@contextlib.contextmanager
+def _as_user_error(name: str):
+    try:
+        yield
+    except gr.Error:
+        raise
+    except (LuminaError, ValueError) as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    except Exception as err:  # the server keeps running; details go to its log only
+        log.exception("unexpected error in %s", name)
+        raise gr.Error(f"unexpected error ({type(err).__name__}: {err}); details are in the server log",
+                       print_exception=False) from None
+
+
 def user_errors(fn):
-    """Turn validation errors into gr.Error (shown as a message) and anything else into a short gr.Error."""
+    """Turn validation errors into gr.Error (shown as a message) and anything else into a short gr.Error;
+    for a generator, also the errors raised while it runs."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            with _as_user_error(fn.__name__):
+                yield from fn(*args, **kwargs)
+
+        return generator
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _as_user_error(fn.__name__):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (LuminaError, ValueError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except Exception as err:  # the server keeps running; details go to its log only
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"unexpected error ({type(err).__name__}: {err}); details are in the server log",
-                           print_exception=False) from None
 
     return wrapper
 
@@ -77,12 +97,25 @@ def one_job(fn):
 
     signature = inspect.signature(fn)
 
+    def release(self, args, kwargs):  # Gradio passes the request by position or by name
+        self.quota.release(_owner(signature.bind(self, *args, **kwargs).arguments.get("request")))
+
+    if inspect.isgeneratorfunction(fn):  # a streamed job ends when its last update is sent, not when it starts
+        @functools.wraps(fn)
+        def streamed(self, *args, **kwargs):
+            try:
+                yield from fn(self, *args, **kwargs)
+            finally:
+                release(self, args, kwargs)
+
+        return streamed
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         try:
             return fn(self, *args, **kwargs)
-        finally:  # Gradio passes the request by position or by name
-            self.quota.release(_owner(signature.bind(self, *args, **kwargs).arguments.get("request")))
+        finally:
+            release(self, args, kwargs)
 
     return wrapper
 
@@ -105,6 +138,76 @@ def load_examples(path: Path = EXAMPLES_FILE) -> List[List[Any]]:
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("no examples read from %s", path)
         return []
+
+
+# ---------------------------------------------------------------- the shape world's vocabulary
+
+# Words a prompt may use for a colour, a shape or a motion in general English; what the model knows comes
+# from lumina.world, these only find the words it does not know.
+COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink", "black", "gray",
+                "grey", "navy", "maroon", "brown", "magenta", "violet", "gold", "golden", "silver", "beige", "teal",
+                "lime", "olive", "indigo", "turquoise", "lavender", "crimson", "cream", "ivory", "khaki")
+SHAPE_WORDS = ("circle", "square", "triangle", "star", "rectangle", "hexagon", "pentagon", "octagon", "oval",
+               "ellipse", "heart", "diamond", "cross", "ring", "ball", "cube", "sphere", "dot", "arrow", "crescent",
+               "cat", "dog", "car", "bird", "person", "tree", "flower", "fish")
+MOTION_WORDS = ("spinning", "rotating", "rolling", "zigzagging", "orbiting", "circling", "growing", "shrinking",
+                "pulsing", "jumping", "flashing", "blinking", "wobbling", "swaying", "dancing", "shaking",
+                "exploding", "flying", "spiralling", "spiraling", "expanding", "fading", "morphing", "swimming")
+TONE_WORDS = ("dark", "light", "bright", "pale")
+
+
+def model_vocabulary(model: str) -> Optional[Dict[str, Tuple[str, ...]]]:
+    """What a model trained on the shape world (lumina.train, e.g. the bundled tiny model) knows: its
+    colours, shapes, backgrounds and motions. Such a model keeps its train report next to its weights;
+    other models (the release) have no such list: None."""
+    folder = TINY_DIR if model == "tiny" else Path(model)
+    if not (folder / "train_report_transformer.json").exists():
+        return None
+    from lumina.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES
+
+    return {"colours": tuple(COLORS), "shapes": tuple(SHAPES), "backgrounds": tuple(BACKGROUNDS),
+            "motions": tuple(MOTIONS)}
+
+
+def vocabulary_text(vocab: Optional[Dict[str, Tuple[str, ...]]]) -> str:
+    """One line for next to the prompt ("" for a model without a list)."""
+    if not vocab:
+        return ""
+    return ("This model knows " + "; ".join(f"{len(words)} {kind}: {', '.join(words)}"
+                                             for kind, words in vocab.items()) + ".")
+
+
+def unseen_words(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) -> List[str]:
+    """The colours, shapes, backgrounds and motions `prompt` names that the model was not trained on
+    ([] for a model without a list). Its captions call the navy background "blue" or "dark blue" too."""
+    if not vocab or not prompt:
+        return []
+    words = re.findall(r"[a-z]+", str(prompt).lower())
+    unseen: List[str] = []
+    for i, word in enumerate(words):
+        stem = word[:-1] if word.endswith("s") and word[:-1] in SHAPE_WORDS else word
+        if word in COLOUR_WORDS:
+            name = f"{words[i - 1]} {word}" if i and words[i - 1] in TONE_WORDS else word
+            name = name.replace("grey", "gray")
+            if any(w in ("background", "backdrop") for w in words[i + 1:i + 3]):
+                if name not in vocab["backgrounds"] and name not in ("blue", "dark blue"):
+                    unseen.append(f"{name} background")
+            elif name not in vocab["colours"]:
+                unseen.append(f"{name} (colour)")
+        elif stem in SHAPE_WORDS and stem not in vocab["shapes"]:
+            unseen.append(f"{stem} (shape)")
+        elif word in MOTION_WORDS and word not in vocab["motions"]:
+            unseen.append(f"{word} (motion)")
+    return list(dict.fromkeys(unseen))
+
+
+def vocabulary_notice(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) -> str:
+    """A warning when the prompt asks for something the model never saw; "" otherwise."""
+    unseen = unseen_words(prompt, vocab)
+    if not unseen:
+        return ""
+    return (f"⚠ Not in this model's training: {', '.join(unseen)}. It draws only what it was trained on, "
+            f"so it will pick something from its own vocabulary instead.")
 
 
 # ---------------------------------------------------------------- pure helpers (no model needed)
@@ -323,6 +426,14 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Op
     return req, notices
 
 
+def result_status(settings: Dict[str, Any]) -> str:
+    """The plain-text status line of a finished video, from its settings (the sidecar, measured motion)."""
+    r, t, measured = settings["request"], settings["timings"], settings.get("measured_motion")
+    motion = "" if measured is None else f" · measured motion {measured:.1f}"
+    return (f"✓ seed {r['seed']} · {r['width']}x{r['height']} · {r['frames']} frames @ {r['fps']} fps · "
+            f"{settings['patch_schedule']} · {t['total']:.1f} s (denoise {t.get('denoise', 0):.1f} s){motion}")
+
+
 def settings_caption(settings: Dict[str, Any]) -> str:
     r = settings.get("request", {})
     return (f"seed {r.get('seed')} · {r.get('width')}x{r.get('height')} · {r.get('frames')}f · "
@@ -337,6 +448,7 @@ class ScaleResult:
     video: str
     sidecar: str
     seconds: float
+    denoise: float
     relative: float
     reference: str
     tokens_per_step: Dict[str, int]
@@ -345,12 +457,36 @@ class ScaleResult:
     def details(self) -> List[str]:
         tokens = ", ".join(f"{k}: {v}" for k, v in self.tokens_per_step.items())
         motion = "n/a" if self.motion is None else f"{self.motion:.2f}"
-        return [f"{self.seconds:.2f} s ({self.relative:.2f}x {self.reference})", f"tokens/step {tokens}",
-                f"measured motion {motion}"]
+        return [f"denoise {self.denoise:.2f} s ({self.relative:.2f}x {self.reference}) · "
+                f"whole clip {self.seconds:.2f} s",
+                f"tokens/step {tokens}", f"measured motion {motion}"]
 
     @property
     def label(self) -> str:
         return " · ".join([self.schedule] + self.details())
+
+
+@dataclass
+class CompareState:
+    """A comparison so far: the finished schedules, the one running now with its progress line, the status and,
+    at the end (`done`), the side-by-side mp4."""
+
+    results: List[ScaleResult]
+    running: Optional[str]
+    progress: str
+    status: str
+    side_by_side: Optional[str] = None
+    done: bool = False
+
+
+class _Relay:
+    """A progress callable (like gr.Progress) that hands each update to the comparison's event queue."""
+
+    def __init__(self, events: "queue.Queue", name: str):
+        self.events, self.name = events, name
+
+    def __call__(self, fraction=None, desc: str = "") -> None:
+        self.events.put(("progress", self.name, desc))
 
 
 @dataclass
@@ -371,7 +507,22 @@ class GridCell:
     @property
     def label(self) -> str:
         m = "n/a" if self.measured is None else f"{self.measured:.2f}"
-        return f"motion {_g(self.positive)} / neg {_g(self.negative)} (gap {_g(self.gap)}) → measured {m}"
+        return f"motion {_g(self.positive)} / negative {_g(self.negative)} → measured {m}"
+
+
+MEASURED_MOTION_NOTE = ("Measured motion: the mean optical-flow magnitude of the result (Farneback, the release's "
+                        "labelling protocol), so flicker and noise count as motion too.")
+
+
+def motion_grid_defaults(defaults: ModelDefaults) -> Tuple[str, str]:
+    """(positive, negative) scores for the explorer in the model's own regime: its negative score (the tiny
+    model's 20, the release's 2) and positives spread around its default motion score, so measured motion
+    rises across a row."""
+    preset = defaults.sample_config()
+    motion = float(stages(preset.motion)[0][1])
+    negative = float(stages(preset.neg_motion)[0][1])
+    positives = sorted({round(motion / 3, 1), motion, 2 * motion})
+    return ", ".join(_g(v) for v in positives), _g(negative)
 
 
 def parse_scores(name: str, text) -> List[float]:
@@ -424,21 +575,75 @@ def write_tiles(video_path, min_side: int = 192) -> str:
     return str(out)
 
 
+def write_waveform(video_path, width: int = 800, height: int = 160) -> str:
+    """A PNG of the video's soundtrack (peak envelope per pixel column, a tick per second) next to it."""
+    from PIL import Image, ImageDraw
+
+    audio, rate = read_audio(video_path)
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    mid, scale = height // 2, (height // 2 - 4) / max(float(abs(audio).max()), 1e-6)
+    edges = [round(k * len(audio) / width) for k in range(width + 1)]
+    for x in range(width):
+        chunk = audio[edges[x]:max(edges[x + 1], edges[x] + 1)]
+        draw.line([(x, mid - float(chunk.max()) * scale), (x, mid - float(chunk.min()) * scale)], fill=(40, 90, 200))
+    seconds = len(audio) / rate
+    for k in range(int(seconds) + 1):
+        x = min(width - 1, round(k / seconds * width)) if seconds else 0
+        draw.line([(x, height - 8), (x, height)], fill=(0, 0, 0))
+        draw.text((min(x + 2, width - 24), height - 18), f"{k} s", fill=(0, 0, 0))
+    draw.line([(0, mid), (width, mid)], fill=(190, 190, 190))
+    out = Path(video_path).with_suffix(".wave.png")
+    image.save(out)
+    return str(out)
+
+
+def side_by_side(results: Sequence["ScaleResult"], out_path, min_side: int = 192) -> str:
+    """One mp4 of the compared videos next to each other (PyAV, via lumina.media.write_mp4), each under a band
+    naming its schedule and denoising time; the shortest clip sets the length."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    clips = [read_video(r.video) for r in results]
+    fps = clips[0][1]
+    length = min(len(frames) for frames, _ in clips)
+    h, w = clips[0][0].shape[1:3]
+    scale = max(1, -(-min_side // min(h, w)))
+    band, gap = 28, 4
+    font = ImageFont.load_default(size=14)
+    canvas = Image.new("RGB", (len(clips) * (w * scale + gap) - gap, h * scale + band), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k, r in enumerate(results):  # under the videos, where a player's own labels do not cover it
+        draw.text((k * (w * scale + gap) + 4, h * scale + 6), f"{r.schedule} · denoise {r.denoise:.2f} s",
+                  fill=(0, 0, 0), font=font)
+    frames = []
+    for t in range(length):
+        frame = canvas.copy()
+        for k, (clip, _) in enumerate(clips):
+            tile = Image.fromarray(clip[t]).resize((w * scale, h * scale), Image.NEAREST)
+            frame.paste(tile, (k * (w * scale + gap), 0))
+        frames.append(np.asarray(frame))
+    write_mp4(out_path, np.stack(frames), int(round(fps)) or 1)
+    return str(out_path)
+
+
 # ---------------------------------------------------------------- the endpoints
 
 class Studio:
     """The app's server side: one model holder, one output folder, the endpoints."""
 
     def __init__(self, model: str, outputs_dir, keep: int = 100, extra_models: Sequence[str] = (),
-                 loader=None, preload: bool = True, audio_fn=None, max_job_seconds: float = MAX_JOB_SECONDS,
-                 max_jobs_per_client: int = MAX_JOBS_PER_CLIENT, queue_size: int = 16):
+                 loader=None, preload: bool = True, audio_fn=None, v2a_dir: Optional[Path] = None,
+                 max_job_seconds: float = MAX_JOB_SECONDS, max_jobs_per_client: int = MAX_JOBS_PER_CLIENT,
+                 queue_size: int = 16):
         kwargs = {} if loader is None else {"loader": loader}
         self.holder = ModelHolder(model, extra_models, **kwargs)
         self.holder.audio_fn = audio_fn  # a V2A model's (frames, fps, prompt) -> waveform; None: no sound
+        self.v2a_dir = v2a_dir  # the Sound tab's V2A model folder; None: no Sound tab
         self.store = OutputStore(Path(outputs_dir), keep=max(int(keep), MAX_GRID_SIDE ** 2))
         self.max_job_seconds = float(max_job_seconds)
         # a queued job waits at most for the jobs ahead of it, each within the limit
         self.quota = ClientQuota(max_jobs_per_client, expire_s=(queue_size + 1) * self.max_job_seconds)
+        self.holder.control.stop_file = self.store.root / f".stop-{self.holder.id}"
         if preload:
             self.holder.get()
 
@@ -460,11 +665,46 @@ class Studio:
         ok = [s for s in SCHEDULES if {v for _, v in stages(named[s])} <= supported]
         return ok + [CUSTOM]
 
+    def vocabulary(self, model: Optional[str] = None) -> Optional[Dict[str, Tuple[str, ...]]]:
+        return model_vocabulary(model or self.holder.default)
+
+    def prompt_notice(self, prompt: str, model: Optional[str] = None) -> str:
+        return vocabulary_notice(prompt, self.vocabulary(model))
+
+    def motion_grid_defaults(self, model: Optional[str] = None) -> Tuple[str, str]:
+        return motion_grid_defaults(self.model_defaults(model))
+
     def defaults_for_ui(self, model: Optional[str] = None) -> Dict[str, Any]:
         values = ui_defaults(self.model_defaults(model), model or self.holder.default)
         if values["schedule"] not in self.schedule_choices(model):
             values["schedule"] = self.schedule_choices(model)[0]
         return values
+
+    def example_results(self, examples: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
+        """Each (prompt, seed) example rendered once per model at its defaults and kept under
+        OUTPUTS/.examples_cache/<model>/ with a contact sheet for its thumbnail: [{prompt, seed, video, sidecar,
+        tiles, settings, status}]. Later starts reuse the files."""
+        folder = self.store.examples_cache(self.holder.default)
+        folder.mkdir(parents=True, exist_ok=True)
+        pipe, defaults = self.holder.get()
+        supported = [p.name for p in pipe.transformer.supported_patch_sizes()]
+        shown = []
+        for prompt, seed in examples:
+            values = {**self.defaults_for_ui(), "prompt": prompt, "seed": int(seed)}
+            video = folder / (hashlib.sha1(json.dumps([prompt, int(seed)]).encode()).hexdigest()[:16] + ".mp4")
+            if not (video.exists() and video.with_suffix(".json").exists()):
+                log.info("rendering the example %r (seed %s) once for this model", prompt, seed)
+                req, _ = build_request(values, defaults, supported)
+                with self._job(None):
+                    side = zerogpu.run_generation(self.holder.id, None, req, str(video))
+                side["measured_motion"] = measure_motion(video)
+                video.with_suffix(".json").write_text(json.dumps(side, indent=1))
+                write_tiles(video)
+            settings = {"ui": {**values, "randomize_seed": False}, **json.loads(video.with_suffix(".json").read_text())}
+            shown.append({"prompt": prompt, "seed": int(seed), "video": str(video),
+                          "sidecar": str(video.with_suffix(".json")), "tiles": str(video.with_suffix(".tiles.png")),
+                          "settings": settings, "status": result_status(settings) + " · a cached example"})
+        return shown
 
     # -- shared by the endpoints
     def _values(self, given: Dict[str, Any]) -> Dict[str, Any]:
@@ -573,22 +813,25 @@ class Studio:
         try:
             with self._job(request):
                 sidecar = self._run(values["model"], req, progress)
+                video = str(self.store.root / sidecar["video"])
+                say(progress, None, "measuring motion…")
+                measured = measure_motion(video)
         except GenerationInterrupted as err:
             notify("warning", f"stopped: {err}")
             return None, None, req.seed, None, f"■ stopped ({err})"
-        video = str(self.store.root / sidecar["video"])
         ui = {**values, "seed": req.seed, "randomize_seed": False}
         if values["custom_size"]:
             ui["width"], ui["height"] = req.width, req.height
-        settings = {"ui": ui, **sidecar}
-        t = sidecar["timings"]
-        status = (f"✓ seed **{req.seed}** · {req.width}x{req.height} · {req.frames} frames @ {req.fps} fps · "
-                  f"`{sidecar['patch_schedule']}` · {t['total']:.1f} s (denoise {t.get('denoise', 0):.1f} s)")
+        settings = {"ui": ui, "measured_motion": measured, **sidecar}
+        status = result_status(settings)
         if sidecar.get("prompt_truncated"):
             notices.append("the prompt was longer than 256 tokens and was truncated")
             notify("warning", notices[-1])
+        unseen = unseen_words(req.prompt, self.vocabulary(values["model"]))
+        if unseen:
+            notices.append(f"not in this model's training: {', '.join(unseen)}")
         if notices:
-            status += "  \nNote: " + "; ".join(notices)
+            status += "\nNote: " + "; ".join(notices)
         return video, str(Path(video).with_suffix(".json")), req.seed, settings, status
 
     def _batch_request(self, prompt, seed, steps, resolution, frames, negative_prompt, model, **extra):
@@ -601,13 +844,53 @@ class Studio:
         supported = [p.name for p in pipe.transformer.supported_patch_sizes()]
         return values, defaults, supported
 
+    def _warm_up(self, model: Optional[str], req: GenerationRequest, progress) -> None:
+        """One short untimed run, so that every compared schedule finds the model and the machine warm."""
+        side = self._run(model, dataclasses.replace(req, steps=2, audio=False), progress)
+        for path in self.store.root.glob(Path(side["video"]).stem + ".*"):
+            path.unlink(missing_ok=True)
+
+    def _compare_worker(self, model: Optional[str], requests, request, events: "queue.Queue") -> None:
+        try:
+            with self._job(request) as control:
+                self._warm_up(model, requests[0][1], _Relay(events, "warm-up"))
+                for name, req in requests:
+                    control.check()
+                    relay = _Relay(events, name)
+                    side = self._run(model, req, relay)
+                    relay(None, "measuring motion…")
+                    events.put(("done", name, side, measure_motion(self.store.root / side["video"])))
+            events.put(("end", None))
+        except GenerationInterrupted as err:
+            events.put(("end", err))
+        except BaseException as err:  # re-raised by the generator, which turns it into a message
+            events.put(("error", err))
+
+    def _scale_results(self, runs: List[Tuple[str, Dict[str, Any], Optional[float]]]) -> List[ScaleResult]:
+        reference = next((r for r in runs if r[0] == "1x2"), runs[0])
+        ref_denoise = max(reference[1]["timings"].get("denoise", 0.0), 1e-9)
+        results = []
+        for name, side, motion in runs:
+            video = self.store.root / side["video"]
+            t = side["timings"]
+            results.append(ScaleResult(
+                schedule=name, video=str(video), sidecar=str(video.with_suffix(".json")), seconds=t["total"],
+                denoise=t.get("denoise", 0.0), relative=t.get("denoise", 0.0) / ref_denoise,
+                reference=f"vs {reference[0]}", tokens_per_step=dict(side["tokens_per_step"]), motion=motion,
+            ))
+        return results
+
     @user_errors
     @one_job
     def compare(self, prompt: str, seed: Optional[float] = 0, schedules: Sequence[str] = COMPARE_SCHEDULES,
                 steps: Optional[float] = None, resolution: Optional[str] = None, frames: Optional[float] = None,
-                negative_prompt: str = "", model: Optional[str] = None, progress=gr.Progress(),
-                request: gr.Request = None) -> Tuple[List[ScaleResult], str]:
-        """The same prompt and seed with several patch schedules: ([ScaleResult], status)."""
+                negative_prompt: str = "", model: Optional[str] = None,
+                request: gr.Request = None) -> Iterator["CompareState"]:
+        """The same prompt and seed with several patch schedules, after a short warm-up run.
+
+        Yields a CompareState whenever a schedule starts, reports a step or finishes; the last one has the
+        status and the side-by-side mp4 of all finished schedules.
+        """
         schedules = [s for s in COMPARE_SCHEDULES if s in set(schedules or ())]
         unknown = sorted(set(schedules or ()) - set(COMPARE_SCHEDULES))
         if unknown or not schedules:
@@ -619,32 +902,35 @@ class Studio:
             req, _ = build_request({**values, "schedule": name}, defaults, supported)
             requests.append((name, req))
         self.check_cost(values["model"], [req for _, req in requests])
-        runs: List[Tuple[str, Dict[str, Any]]] = []
-        status = "✓ done"
-        try:
-            with self._job(request) as control:
-                for k, (name, req) in enumerate(requests):
-                    control.check()
-                    runs.append((name, self._run(values["model"], req, progress,
-                                                 f"{name} ({k + 1}/{len(requests)}) · ")))
-        except GenerationInterrupted as err:
-            notify("warning", f"stopped: {err}")
-            status = f"■ stopped ({err}); {len(runs)} of {len(requests)} finished"
-        if not runs:
-            return [], status
-        reference = next((s for n, s in runs if n == "1x2"), runs[0][1])
-        ref_name = next((n for n, s in runs if s is reference), runs[0][0])
-        results = []
-        for name, side in runs:
-            video = self.store.root / side["video"]
-            results.append(ScaleResult(
-                schedule=name, video=str(video), sidecar=str(video.with_suffix(".json")),
-                seconds=side["timings"]["total"],
-                relative=side["timings"]["total"] / max(reference["timings"]["total"], 1e-9),
-                reference=f"vs {ref_name}", tokens_per_step=dict(side["tokens_per_step"]),
-                motion=measure_motion(video),
-            ))
-        return results, status
+        events: "queue.Queue" = queue.Queue()
+        threading.Thread(target=self._compare_worker, args=(values["model"], requests, request, events),
+                         name="compare", daemon=True).start()
+        runs: List[Tuple[str, Dict[str, Any], Optional[float]]] = []
+        state = CompareState([], "warm-up", "waiting for the model…", "warming up (a 2-step run, not timed)…")
+        yield state
+        while True:
+            kind, *data = events.get()
+            if kind == "error":
+                raise data[0]
+            if kind == "end":
+                break
+            if kind == "progress":
+                state = dataclasses.replace(state, running=data[0], progress=data[1],
+                                            status=f"rendering {data[0]}…" if data[0] != "warm-up" else state.status)
+            else:
+                runs.append((data[0], data[1], data[2]))
+                state = dataclasses.replace(state, results=self._scale_results(runs), running=None, progress="")
+            yield state
+        stopped = data[0]
+        if stopped is not None:
+            notify("warning", f"stopped: {stopped}")
+            status = f"■ stopped ({stopped}); {len(runs)} of {len(requests)} finished"
+        else:
+            status = f"✓ done: {len(runs)} schedules, timed after a 2-step warm-up"
+        movie = None
+        if runs:
+            movie = side_by_side(state.results, self.store.new_path("compare-"))
+        yield CompareState(state.results, None, "", status, movie, done=True)
 
     @user_errors
     @one_job
@@ -671,15 +957,54 @@ class Studio:
             with self._job(request) as control:
                 for k, (p, n, req) in enumerate(requests):
                     control.check()
-                    side = self._run(values["model"], req, progress,
-                                     f"cell {k + 1}/{len(requests)} (+{_g(p)}/-{_g(n)}) · ")
+                    label = f"cell {k + 1}/{len(requests)} (+{_g(p)}/-{_g(n)}) · "
+                    side = self._run(values["model"], req, progress, label)
                     video = self.store.root / side["video"]
+                    say(progress, None, label + "measuring motion…")
                     cells.append(GridCell(p, n, str(video), str(video.with_suffix(".json")), measure_motion(video),
                                           write_tiles(video)))
         except GenerationInterrupted as err:
             notify("warning", f"stopped: {err}")
             status = f"■ stopped ({err}); {len(cells)} of {len(requests)} cells finished"
         return cells, status
+
+
+    def sound_default_steps(self) -> Optional[int]:
+        """The V2A model's own step count (from its model_index.json; None without a V2A model)."""
+        if self.v2a_dir is None:
+            return None
+        return int(json.loads((Path(self.v2a_dir) / "model_index.json").read_text())["default_steps"])
+
+    @user_errors
+    @one_job
+    def sound(self, video: Optional[str], prompt: str = "", steps: Optional[float] = None,
+              seed: Optional[float] = 0, progress=gr.Progress(),
+              request: gr.Request = None) -> Tuple[str, str, Dict[str, Any], str]:
+        """Lumina-V2A's soundtrack for an uploaded video (up to 10 s, any fps): (mp4 with sound, waveform PNG,
+        used settings, status). `steps` unset: the V2A model's default."""
+        if self.v2a_dir is None:
+            raise InvalidRequestError(SOUND_NOTE)
+        if not video:
+            raise InvalidRequestError(f"upload a video first ({', '.join(V.VIDEO_SUFFIXES)}; up to "
+                                      f"{V.MAX_V2A_SECONDS:g} s)")
+        steps = self.sound_default_steps() if steps is None else _as_int("steps", steps)
+        V.check_steps(steps)
+        seed = _as_int("seed", 0 if seed is None else seed)
+        V.check_seed(seed)
+        if Path(video).is_file() and Path(video).stat().st_size == 0:
+            raise InvalidRequestError("the uploaded file is empty (0 bytes); upload a video")
+        V.check_video_upload(video)
+        out = self.store.new_path("sound-")
+        with self._job(request):
+            say(progress, None, "making sound with Lumina-V2A…")
+            info = zerogpu.run_sound(str(self.v2a_dir), str(video), str(out), prompt or None, steps, seed)
+            say(progress, None, "drawing the waveform…")
+            image = write_waveform(out)
+        settings = {"prompt": prompt or "", "steps": steps, "seed": seed, "model": Path(self.v2a_dir).name, **info,
+                    "video": out.name}
+        status = (f"✓ {info['seconds']:.2f} s of sound for {info['frames']} frames at {info['fps']:g} fps · "
+                  f"steps {steps} · seed {seed} · {info['total_seconds']:.1f} s")
+        return str(out), image, settings, status
 
 
 def _owner(request) -> Optional[str]:

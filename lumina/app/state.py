@@ -3,6 +3,7 @@ and the folder of generated files (unique names, oldest removed)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -50,6 +51,14 @@ def check_model_spec(model: str) -> None:
         raise ModelFilesError(f"model folder {model} does not exist. " + HOW_TO_GET_A_MODEL.format(tiny=TINY_DIR))
 
 
+@functools.lru_cache(maxsize=1)
+def cached_v2a(folder: str):
+    """The V2A pipeline in `folder`, loaded once (on the first request for sound, not at start-up)."""
+    from lumina.v2a import load_v2a
+
+    return load_v2a(folder)
+
+
 def pick_device() -> Tuple[str, "object"]:
     import torch
 
@@ -59,13 +68,18 @@ def pick_device() -> Tuple[str, "object"]:
 
 
 class RunControl:
-    """Who is generating now, which step it is at, and whether someone asked it to stop."""
+    """Who is generating now, which step it is at, and whether someone asked it to stop.
 
-    def __init__(self):
+    A stop is also written to `stop_file` (when set): on ZeroGPU the job runs in a forked worker whose copy
+    of this object never sees the main process's flag, but it does see the file.
+    """
+
+    def __init__(self, stop_file: Optional[Path] = None):
         self._lock = threading.Lock()
         self.owner: Optional[str] = None
         self.running = False
         self.stop_requested = False
+        self.stop_file = stop_file
         self.pipe = None
         self.step: Optional[int] = None
         self.total: Optional[int] = None
@@ -74,17 +88,22 @@ class RunControl:
         with self._lock:
             self.owner, self.running, self.stop_requested = owner, True, False
             self.step = self.total = None
+            if self.stop_file is not None:
+                self.stop_file.unlink(missing_ok=True)
+
+    def _stopping(self) -> bool:
+        return self.stop_requested or (self.stop_file is not None and self.stop_file.exists())
 
     def attach(self, pipe, total: int) -> None:
         with self._lock:
             self.pipe, self.step, self.total = pipe, None, total
-            if self.stop_requested:
+            if self._stopping():
                 pipe.interrupt()
 
     def at_step(self, step: int) -> None:
         with self._lock:
             self.step = step
-            if self.stop_requested and self.pipe is not None:
+            if self._stopping() and self.pipe is not None:
                 # The pipeline clears its flag when denoising starts, so a stop pressed during
                 # text encoding is re-sent after the first step.
                 self.pipe.interrupt()
@@ -92,6 +111,8 @@ class RunControl:
     def end(self) -> None:
         with self._lock:
             self.running, self.pipe, self.owner = False, None, None
+            if self.stop_file is not None:
+                self.stop_file.unlink(missing_ok=True)
 
     def request_stop(self, owner: Optional[str] = None) -> bool:
         """Stop the running job if there is one and it belongs to `owner` (None: any owner)."""
@@ -99,13 +120,15 @@ class RunControl:
             if not self.running or (owner is not None and self.owner is not None and owner != self.owner):
                 return False
             self.stop_requested = True
+            if self.stop_file is not None:
+                self.stop_file.touch()
             if self.pipe is not None:
                 self.pipe.interrupt()
             return True
 
     def check(self) -> None:
         """Between the videos of a batch: raise if a stop was asked for."""
-        if self.stop_requested:
+        if self._stopping():
             raise GenerationInterrupted("stopped by request")
 
 
@@ -140,21 +163,35 @@ class ClientQuota:
                     del self._tickets[owner]
 
 
-class StepReporter:
-    """callback_on_step_end: report progress with the step's scale and pass stop requests to the pipe."""
+def say(progress, fraction: Optional[float], desc: str) -> None:
+    """Tell a gr.Progress-like callable (or None) how far a job is; progress is cosmetic and never breaks a run."""
+    if progress is not None:
+        try:
+            progress(fraction, desc=desc)
+        except Exception:
+            log.debug("progress update failed", exc_info=True)
 
-    def __init__(self, control: RunControl, patches: Sequence[str], progress=None, label: str = ""):
-        self.control, self.patches, self.progress, self.label = control, list(patches), progress, label
+
+class StepReporter:
+    """callback_on_step_end: report progress with the step's scale and pass stop requests to the pipe.
+
+    The flow time shown is the one a step reaches (the last step reaches t=1); after the last step the
+    pipeline decodes, which is said at once. `phase(name)` reports the later phases of a video.
+    """
+
+    def __init__(self, control: RunControl, steps: Sequence, progress=None, label: str = ""):
+        self.control, self.steps, self.progress, self.label = control, list(steps), progress, label
 
     def __call__(self, pipe, i, t, kwargs):
-        n = len(self.patches)
+        n = len(self.steps)
         self.control.at_step(i + 1)
-        if self.progress is not None:
-            try:
-                self.progress((i + 1) / n, desc=f"{self.label}step {i + 1}/{n} · scale {self.patches[i]} · t={t:.3f}")
-            except Exception:  # progress is cosmetic; never let it break a run
-                log.debug("progress update failed", exc_info=True)
+        step = self.steps[i]
+        desc = f"step {i + 1}/{n} · scale {step.patch.name} · t={step.t + step.dt:.3f}"
+        say(self.progress, (i + 1) / n, self.label + desc + (" · decoding the video…" if i + 1 == n else ""))
         return kwargs
+
+    def phase(self, name: str) -> None:
+        say(self.progress, None, f"{self.label}{name}…")
 
 
 class ModelHolder:
@@ -238,11 +275,11 @@ class ModelHolder:
         pipe, defaults = self.get(model)
         filled = resolve_request(req, defaults)
         steps = plan(sample_config_for(filled, defaults))
-        reporter = StepReporter(self.control, [s.patch.name for s in steps], progress, label)
+        reporter = StepReporter(self.control, steps, progress, label)
         self.control.attach(pipe, len(steps))
         try:
             return generate_video(pipe, defaults, filled, out_path, callback_on_step_end=reporter,
-                                  audio_fn=self.audio_fn)
+                                  audio_fn=self.audio_fn, on_phase=reporter.phase)
         finally:
             self.control.pipe = None
 

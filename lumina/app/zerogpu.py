@@ -96,3 +96,17 @@ def run_generation(holder_id: int, model: Optional[str], req: GenerationRequest,
 
     holder = ModelHolder.registry[holder_id]
     return holder.generate(model, req, out_path, progress=progress, label=label)
+
+
+# The bundled V2A model is small: sound for a 10 s clip takes seconds on a GPU.
+SOUND_SECONDS = 60
+
+
+@_GPU(duration=SOUND_SECONDS)
+def run_sound(model_dir: str, video: str, out_path: str, prompt: Optional[str], steps: Optional[int],
+              seed: int) -> Dict[str, Any]:
+    """Lumina-V2A's soundtrack for an uploaded video, muxed into `out_path` (lumina.v2a.cli.add_sound)."""
+    from lumina.app.state import cached_v2a
+    from lumina.v2a.cli import add_sound
+
+    return add_sound(video, out_path, prompt=prompt, steps=steps, seed=seed, pipe=cached_v2a(model_dir))
