@@ -170,14 +170,16 @@ def test_stop_keeps_the_previous_result(page):
     steps = page.get_by_label("number input for Steps").first
     steps.fill("200")
     steps.press("Enter")
-    page.get_by_role("button", name="Size and length").first.click()
-    frames = page.get_by_label("Frames", exact=True).first
-    frames.fill("64")
-    frames.press("Enter")
+    if not os.environ.get("LUMINA_SCREENSHOTS"):  # the small random model needs longer clips to be stoppable
+        page.get_by_role("button", name="Size and length").first.click()
+        frames = page.get_by_label("Frames", exact=True).first
+        frames.fill("64")
+        frames.press("Enter")
     page.get_by_role("button", name="Scales (patch schedule)").first.click()
     page.get_by_role("radio", name="1x2").check()
     page.click("#generate-btn")
-    page.wait_for_function("() => /step \\d+\\/199/.test(document.querySelector('#result-video').innerText)")
+    page.wait_for_function("() => /step \\d+\\/199/.test(document.querySelector('#result-video').innerText)",
+                           timeout=150_000)
     page.click("#stop-btn")
     page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('■ stopped')")
     page.wait_for_function("() => document.querySelector('#stop-btn').disabled")

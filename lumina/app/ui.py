@@ -24,6 +24,7 @@ HEAVY = dict(concurrency_id="studio", concurrency_limit=1)  # one model run at a
 LIGHT = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, trigger_mode="always_last")
 
 CSS = """
+button[role="tab"] {padding-left: 10px; padding-right: 10px}
 .cell-label {font-size: 0.85em}
 #compare-panels > div {flex: 1 1 130px; min-width: 120px}
 .motion-grid {overflow-x: auto}
@@ -357,16 +358,18 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown(COMPARE_INTRO)
                 with gr.Row():
-                    c_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3)
-                    c_seed = gr.Number(value=0, label="Seed", precision=0, scale=1)
+                    c_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3,
+                                          info="the same prompt for every schedule")
+                    c_seed = gr.Number(value=0, label="Seed", precision=0, scale=1,
+                                       info="the same starting noise for every schedule")
                 with gr.Row():
                     c_schedules = gr.CheckboxGroup(
                         [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",
-                        value=[s for s in COMPARE_SCHEDULES if s in schedules])
+                        value=[s for s in COMPARE_SCHEDULES if s in schedules], info="the patch schedules to render")
                     c_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
-                                        elem_id="compare-steps")
+                                        elem_id="compare-steps", info="the same for every schedule")
                     c_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
-                                               allow_custom_value=True)
+                                               allow_custom_value=True, info="larger: bigger speed differences")
                     c_frames = gr.Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
                 with gr.Row():
                     c_run = gr.Button("Compare", variant="primary", elem_id="compare-btn")
@@ -393,8 +396,10 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                             "default, so measured motion should rise along a row. Press a tile to play it.")
                 gr.Markdown(MEASURED_MOTION_NOTE, elem_id="motion-note")
                 with gr.Row():
-                    m_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3)
-                    m_seed = gr.Number(value=0, label="Seed", precision=0, scale=1)
+                    m_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3,
+                                          info="the same prompt in every cell")
+                    m_seed = gr.Number(value=0, label="Seed", precision=0, scale=1,
+                                       info="the same starting noise in every cell")
                 with gr.Row():
                     m_pos = gr.Textbox(value=grid_positive, label="Positive scores",
                                        info=f"comma separated, up to {MAX_GRID_SIDE}")
@@ -403,9 +408,10 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     m_until = gr.Slider(0, 1, value=d["neg_motion_until"], step=0.01, label="Switch at t",
                                         info="then the negative score follows the positive one")
                 with gr.Row():
-                    m_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="motion-steps")
+                    m_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="motion-steps",
+                                        info="few steps: noisy videos, and noise reads as motion")
                     m_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
-                                               allow_custom_value=True)
+                                               allow_custom_value=True, info="smaller: a faster grid")
                     m_frames = gr.Number(value=max(d["frames"], 8), label="Frames", precision=0,
                                          info="a multiple of 8")
                 with gr.Row():
