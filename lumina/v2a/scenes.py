@@ -4,7 +4,7 @@ The procedural world (lumina.world) always shows 1-3 flat shapes of two sizes mo
 widths per second on a dark plain background.  A model trained only on it learns those looks, not "a hit
 when something strikes a wall or another object".  These scenes vary what should not matter:
 
-* objects: 1-4 of the world's shapes, sizes 5-40% of the frame's short side, any colour (half from the
+* objects: 1-4 of the world's shapes, sizes 10-40% of the frame's short side, any colour (half from the
   world's palette, half random, some with an outline), on light, dark, gradient or textured backgrounds;
 * motion: 0.15-1.6 frame widths per second, constant velocity or constant acceleration of any direction
   (gravity-like, with restitution 0.6-1), elastic collisions between objects, and open walls through which
@@ -14,7 +14,9 @@ when something strikes a wall or another object".  These scenes vary what should
 The soundtrack (lumina.world.sound.soundtrack) keeps the world's rules where they apply: an object of a
 palette colour hums its colour's pitch with its shape's timbre (fading as it leaves the frame), other
 colours are silent, and every contact (wall or object-object, above a minimum impact speed) is a click whose
-loudness grows with the impact speed.  Contact times come from the simulation (2 ms steps), not the pixels.
+loudness grows with the impact speed.  Contact times come from the simulation (4 ms steps), not the pixels.
+A scene busier than 2.5 contacts per second is slowed down (a click the video cannot place teaches the model
+to scatter clicks).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from lumina.world.sound import COLOR_PITCH_HZ, soundtrack
 
 SCENE_FPS = (8, 10, 12, 15, 20, 24, 25, 30)
 SCENE_SECONDS = (2.0, 4.0)
-SIM_DT = 0.002           # seconds per simulation step
+SIM_DT = 0.004           # seconds per simulation step
 MIN_IMPACT = 0.08        # frame widths per second: slower contacts are silent (resting, grazing)
 MERGE_SECONDS = 0.03     # contacts closer than this make one click
-MAX_CONTACT_RATE = 4.0   # contacts per second: a busier scene is slowed down (clicks must stay countable)
+MAX_CONTACT_RATE = 2.5   # contacts per second: a busier scene is slowed down (clicks must stay countable)
+MIN_RADIUS = 0.05        # of the short side: at the encoders' 32x32 a contact stays visible (>= 3 px across)
 FRAME_SIZES = ((64, 64), (96, 96), (128, 128), (96, 72), (128, 72), (72, 96))
 
 
@@ -158,7 +161,7 @@ def sample_bodies(rng: np.random.Generator, width: int, height: int, open_walls:
     for _ in range(count * 20):
         if len(bodies) == count:
             break
-        r = float(rng.uniform(0.025, 0.2)) * short
+        r = float(rng.uniform(MIN_RADIUS, 0.2)) * short
         if r * 2.2 > short:
             continue
         pos = np.array([rng.uniform(r, width - r), rng.uniform(r, height - r)])
@@ -209,12 +212,13 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
     bodies = sample_bodies(rng, width, height, mode == "open")
     n_frames = max(1, int(round(seconds * fps)))
     times = np.arange(n_frames) / fps
-    for _ in range(4):
+    for _ in range(6):
         track, contacts = simulate(bodies, motion, width, height, seconds, times)
         if len(contacts) <= MAX_CONTACT_RATE * seconds:
             break
         for b in bodies:
             b.vel = b.vel * 0.5
+        motion.accel = motion.accel * 0.25
     background = _background(rng, width, height)
     state = {"shake": float(rng.choice([0.0, 0.0, rng.uniform(0.3, 1.5)])),
              "blur": float(rng.choice([0.0, rng.uniform(0.5, 1.5)])),
