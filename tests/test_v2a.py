@@ -297,3 +297,51 @@ def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
     again = load_v2a(tuned, text=False)
     assert type(again.visual_encoder).__name__ == "CLIPVisionModel" and again.config.hop_length == 160
     assert again.vae.config.scaling_factor == pytest.approx(pipe.vae.config.scaling_factor, rel=1e-3)
+
+
+def test_out_of_world_bench_validated_on_its_knocks_and_shuffled(tmp_path):
+    """`python -m lumina.eval v2a --set out-of-world --model none`: the generator (written apart: it imports
+    neither renderer) gives clips of several kinds and rates; its knock soundtrack meets its contacts, another
+    clip's does not, and the false-onset rate tells them apart."""
+    import ast
+    import inspect
+
+    import lumina.eval.outworld as outworld
+    from lumina.eval.v2a import main
+
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(outworld))) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and (m.startswith("lumina.world") or m.startswith("lumina.v2a")) for m in imported)
+    assert main(["--set", "out-of-world", "--model", "none", "--clips", "6", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "v2abench-out-of-world.json").read_text())
+    truth, shuffled = result["summary"]["ground truth (knocks)"], result["summary"]["ground truth, shuffled"]
+    assert truth["bounces"] >= 12 and truth["onset_within_frame"] >= 0.95 and truth["false_onsets_per_s"] <= 0.1
+    assert shuffled["onset_within_frame"] <= 0.4 and shuffled["false_onsets_per_s"] >= 0.3
+    assert truth["pitch_correct"] is None
+    clips = outworld.out_of_world_clips(6)
+    assert len({c["kind"] for c in clips}) >= 2 and len({c["fps"] for c in clips}) >= 2
+    assert all(outworld.countable(c["contacts"], len(c["frames"]) / c["fps"]) for c in clips)
+    assert "false onsets / s" in (tmp_path / "v2abench-out-of-world.md").read_text()
+
+
+def test_varied_scenes_vary_the_look_and_click_on_contacts():
+    """The varied training scenes: light and dark frames, several frame rates and sizes, and a soundtrack whose
+    onsets are the simulated contacts (walls and object-object), none where nothing touches."""
+    from lumina.v2a.audio import detect_onsets
+    from lumina.v2a.scenes import SCENE_FPS, render_scene, scene_examples
+
+    met, contacts, brightness, sizes = 0, 0, [], set()
+    for seed in range(10):
+        scene = render_scene(seed, 12, 4.0)
+        onsets = detect_onsets(scene["wave"])
+        met += sum(bool(len(onsets)) and float(np.min(np.abs(onsets - c))) <= 1 / 12 for c in scene["contacts"])
+        contacts += len(scene["contacts"])
+        if not scene["contacts"]:
+            assert len(onsets) == 0
+        assert len(scene["contacts"]) <= 10
+        brightness.append(scene["frames"].mean())
+        sizes.add(scene["size"])
+    assert contacts >= 20 and met / contacts >= 0.9
+    assert min(brightness) < 100 < max(brightness) and len(sizes) >= 3
+    examples = list(scene_examples(4, enc_size=32))
+    assert {e["fps"] for e in examples} <= set(SCENE_FPS) and all(e["frames"].shape[1:] == (32, 32, 3) for e in examples)
+    assert all(len(e["wave"]) == int(round(e["seconds"] * SR)) for e in examples)
