@@ -170,6 +170,10 @@ def evaluate(clips: Sequence[Dict], generate=None, shuffle_shift: int = 1, recon
     return result
 
 
+def _or_default(x) -> str:
+    return "the model's default" if x is None else f"{x:g}"
+
+
 def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
@@ -195,7 +199,7 @@ def markdown(result: Dict) -> str:
     if "generation" in result:
         g = result["generation"]
         lines += ["", f"Generation: {g['mean_seconds']:.2f} s mean, {g['max_seconds']:.2f} s max per "
-                      f"{g['clip_seconds']:.1f} s clip ({meta.get('steps', '?')} steps, cfg {meta.get('cfg', '?')})."]
+                      f"{g['clip_seconds']:.1f} s clip ({_or_default(meta.get('steps'))} steps, cfg {_or_default(meta.get('cfg'))})."]
     return "\n".join(lines)
 
 
