@@ -37,6 +37,7 @@ MIN_IMPACT = 0.08        # frame widths per second: slower contacts are silent (
 MERGE_SECONDS = 0.03     # contacts closer than this make one click
 MAX_CONTACT_RATE = 2.5   # contacts per second: a busier scene is slowed down (clicks must stay countable)
 MIN_RADIUS = 0.05        # of the short side: at the encoders' 32x32 a contact stays visible (>= 3 px across)
+CLEAN_SHARE = 0.5        # scenes where only the look varies: the step from the world to everything at once
 FRAME_SIZES = ((64, 64), (96, 96), (128, 128), (96, 72), (128, 72), (72, 96))
 
 
@@ -154,10 +155,10 @@ def _colour(rng: np.random.Generator) -> Tuple[Tuple[int, int, int], Optional[fl
     return tuple(int(c) for c in rng.integers(0, 256, 3)), None
 
 
-def sample_bodies(rng: np.random.Generator, width: int, height: int, open_walls: bool) -> List[Body]:
+def sample_bodies(rng: np.random.Generator, width: int, height: int, open_walls: bool, max_count: int = 4) -> List[Body]:
     short = min(width, height)
     bodies: List[Body] = []
-    count = int(rng.choice([1, 1, 2, 2, 3, 4]))
+    count = min(max_count, int(rng.choice([1, 1, 2, 2, 3, 4])))
     for _ in range(count * 20):
         if len(bodies) == count:
             break
@@ -195,11 +196,14 @@ def _degrade(frame: np.ndarray, rng_state: Dict, rng: np.random.Generator) -> np
     return out
 
 
-def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000) -> Dict:
-    """One varied scene: frames uint8 (T, H, W, 3), the soundtrack and the contact times."""
+def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000, clean: bool = False) -> Dict:
+    """One varied scene: frames uint8 (T, H, W, 3), the soundtrack and the contact times.
+
+    ``clean``: only the look varies (1-2 objects, constant velocity, closed walls, no blur, noise, JPEG or shake).
+    """
     rng = np.random.default_rng([seed, 33])
     width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
-    mode = rng.choice(["walls", "walls", "accel", "open"])
+    mode = "walls" if clean else rng.choice(["walls", "walls", "accel", "open"])
     walls = (True, True, True, True)
     if mode == "open":
         walls = tuple(bool(rng.random() < 0.5) for _ in range(4))
@@ -209,7 +213,7 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
         angle = rng.uniform(0, 2 * np.pi) if rng.random() < 0.5 else np.pi / 2  # half of them: gravity down
         accel = a * np.array([np.cos(angle), np.sin(angle)])
     motion = Motion(accel, float(rng.uniform(0.6, 1.0)) if mode == "accel" else 1.0, walls)
-    bodies = sample_bodies(rng, width, height, mode == "open")
+    bodies = sample_bodies(rng, width, height, mode == "open", 2 if clean else 4)
     n_frames = max(1, int(round(seconds * fps)))
     times = np.arange(n_frames) / fps
     for _ in range(6):
@@ -224,6 +228,8 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
              "blur": float(rng.choice([0.0, rng.uniform(0.5, 1.5)])),
              "noise": float(rng.choice([0.0, rng.uniform(2.0, 12.0)])),
              "jpeg": int(rng.choice([0, int(rng.integers(20, 90))]))}
+    if clean:
+        state = dict.fromkeys(state, 0)
     frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
     visible = np.zeros((n_frames, len(bodies)))
     for k in range(n_frames):
@@ -247,9 +253,10 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
     return dict(frames=frames, fps=float(fps), wave=wave, contacts=hits, size=(width, height), mode=str(mode))
 
 
-def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32,
-                   visual: Optional[Tuple[int, float]] = None) -> Iterator[Dict]:
-    """n varied training examples (lumina.v2a.data.make_example dicts, no caption); fps and length vary by seed."""
+def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32, visual: Optional[Tuple[int, float]] = None,
+                   clean_share: float = CLEAN_SHARE) -> Iterator[Dict]:
+    """n varied training examples (lumina.v2a.data.make_example dicts, no caption); fps, length and (for clean_share
+    of them) a clean scene vary by seed."""
     from lumina.v2a.data import make_example
 
     for i in range(n):
@@ -257,5 +264,5 @@ def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32,
         rng = np.random.default_rng([seed, 34])
         fps = float(rng.choice(SCENE_FPS))
         seconds = float(rng.choice(SCENE_SECONDS))
-        scene = render_scene(seed, fps, seconds)
+        scene = render_scene(seed, fps, seconds, clean=bool(rng.random() < clean_share))
         yield make_example(scene["frames"], fps, scene["wave"], "", enc_size, visual, seed=seed)
