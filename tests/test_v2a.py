@@ -342,6 +342,9 @@ def test_varied_scenes_vary_the_look_and_click_on_contacts():
         sizes.add(scene["size"])
     assert contacts >= 20 and met / contacts >= 0.9
     assert min(brightness) < 100 < max(brightness) and len(sizes) >= 3
+    for seed in range(3):  # clean scenes: only the look varies, the background stands still between frames
+        clean = render_scene(seed, 12, 2.0, clean=True)
+        assert (clean["frames"][1] == clean["frames"][0]).all(-1).mean() > 0.5
     examples = list(scene_examples(4, enc_size=32))
     assert {e["fps"] for e in examples} <= set(SCENE_FPS) and all(e["frames"].shape[1:] == (32, 32, 3) for e in examples)
     assert all(len(e["wave"]) == int(round(e["seconds"] * SR)) for e in examples)
