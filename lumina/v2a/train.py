@@ -22,7 +22,7 @@ Stages (each time-boxed, all in one process; --minutes splits 12% VAE / 75% tran
    t = 1 data, logit-normal t), video+text dropped together 10% (CFG), caption alone 70%, plus two
    auxiliary losses any video with sound provides: the sync encoder predicts the soundtrack's onset
    strength per frame, the frame encoder the mel spectrum heard around its frame; EMA weights are shipped;
-5. the pipeline (vocoder None -> Griffin-Lim; MiniLM attached at load time) is written in diffusers
+5. the pipeline (vocoder None -> Griffin-Lim unless --vocoder; MiniLM attached at load time) is written in diffusers
    layout with a training report (train_report.json).
 """
 
@@ -480,7 +480,8 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
     weights = None
     if recipe.loud_weight or recipe.onset_frame_weight:
         weights = [loss_weight_map(m, ex["wave"], down, cfg, recipe) for m, ex in zip(mels, examples)]
-    ema, dit_report = train_dit(model, examples, latents, caps, recipe, cfg, down, mels, weights)
+    spectra_from = mels if clip is None else None  # the frame encoder's spectrum target; a frozen CLIP has none
+    ema, dit_report = train_dit(model, examples, latents, caps, recipe, cfg, down, spectra_from, weights)
 
     own_text = text_encoder is not None and source is None
     pipe = LuminaV2APipeline(
