@@ -179,19 +179,19 @@ def sample_bodies(rng: np.random.Generator, width: int, height: int, open_walls:
     return bodies
 
 
-def _degrade(frame: np.ndarray, rng_state: Dict, rng: np.random.Generator) -> np.ndarray:
+def _degrade(frame: np.ndarray, settings: Dict, rng: np.random.Generator) -> np.ndarray:
     out = frame
-    if rng_state["shake"] > 0:
-        dx, dy = rng.normal(0, rng_state["shake"], 2)
+    if settings["shake"] > 0:
+        dx, dy = rng.normal(0, settings["shake"], 2)
         m = np.float32([[1, 0, dx], [0, 1, dy]])
         out = cv2.warpAffine(out, m, (out.shape[1], out.shape[0]), borderMode=cv2.BORDER_REFLECT)
-    if rng_state["blur"] > 0:
-        out = cv2.GaussianBlur(out, (0, 0), rng_state["blur"])
-    if rng_state["noise"] > 0:
-        out = out + rng.normal(0, rng_state["noise"], out.shape).astype(np.float32)
+    if settings["blur"] > 0:
+        out = cv2.GaussianBlur(out, (0, 0), settings["blur"])
+    if settings["noise"] > 0:
+        out = out + rng.normal(0, settings["noise"], out.shape).astype(np.float32)
     out = np.clip(out, 0, 255).astype(np.uint8)
-    if rng_state["jpeg"]:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, rng_state["jpeg"]])
+    if settings["jpeg"]:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, settings["jpeg"]])
         out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     return out
 
