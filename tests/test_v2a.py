@@ -16,12 +16,21 @@ from lumina.v2a.model import LuminaV2ATransformer, interpolation_matrix
 SR = 16000
 
 
-def random_real_pipeline(seed: int = 0, vocoder: bool = True) -> LuminaV2APipeline:
+def random_vocoder(model_in_dim: int = 64, upsample_rates=(8, 8, 4)):
+    """A random SpeechT5HifiGan (AudioLDM's vocoder class) whose hop is the product of upsample_rates."""
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    return SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=model_in_dim, sampling_rate=SR, upsample_initial_channel=16, upsample_rates=list(upsample_rates),
+        upsample_kernel_sizes=[2 * r for r in upsample_rates], resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]], normalize_before=False)).eval()
+
+
+def random_real_pipeline(seed: int = 0, vocoder: bool = True, upsample_rates=(8, 8, 4), **config) -> LuminaV2APipeline:
     """Tiny random instances of the real-scale classes: AutoencoderKL on 1-channel mel, SpeechT5HifiGan,
     CLIPVisionModel, CLIPTextModel (MiniLM's tokenizer), plus our transformer and sync encoder."""
     from diffusers import AutoencoderKL
-    from transformers import (AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel,
-                              SpeechT5HifiGan, SpeechT5HifiGanConfig)
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 
     from lumina.models.components import minilm_dir
 
@@ -37,20 +46,15 @@ def random_real_pipeline(seed: int = 0, vocoder: bool = True) -> LuminaV2APipeli
     vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 3,
                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 8, 8), layers_per_block=1,
                         latent_channels=4, norm_num_groups=4).eval()
-    voc = None
-    if vocoder:
-        voc = SpeechT5HifiGan(SpeechT5HifiGanConfig(
-            model_in_dim=64, sampling_rate=SR, upsample_initial_channel=16, upsample_rates=[8, 8, 4],
-            upsample_kernel_sizes=[16, 16, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
-            normalize_before=False)).eval()
+    voc = random_vocoder(64, upsample_rates) if vocoder else None
     transformer = LuminaV2ATransformer(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, latent_channels=4, latent_freq=16,
                                        visual_dim=32, visual_grid=2, sync_dim=16, cap_feat_dim=32).eval()
     with torch.no_grad():  # the final layer starts at zero; give the velocity something to say
         for p in transformer.final_layer.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     sync = V2ASyncEncoder(image_size=32, width=8, hidden=16, out_dim=16).eval()
-    pipe = LuminaV2APipeline(transformer, vae, sync, vision, vocoder=voc, text_encoder=text, tokenizer=tok, n_mels=64,
-                             default_steps=4)
+    pipe = LuminaV2APipeline(transformer, vae, sync, vision, vocoder=voc, text_encoder=text, tokenizer=tok,
+                             **{"n_mels": 64, "default_steps": 4, **config})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -83,6 +87,40 @@ def test_real_scale_path_end_to_end_and_round_trip(real_pipe, saved_real_dir):
     assert type(loaded.vae).__name__ == "AutoencoderKL" and loaded.vae.config.in_channels == 1
     again = loaded(frames, fps=12, prompt="a red ball bounces", generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(again.audio, out.audio, atol=1e-5)
+
+
+def test_parts_that_do_not_fit_are_refused_before_any_work(saved_real_dir, tmp_path):
+    """n_mels 128 with a vocoder of model_in_dim 64 (the issue's 128 vs 80) is refused when the pipeline is built,
+    and when a saved pipeline's config says so, when it is loaded; the message names what to change."""
+    from lumina.errors import ModelFilesError
+
+    with pytest.raises(ModelFilesError, match=r"model_in_dim=64 .* n_mels=128.*set n_mels=64"):
+        random_real_pipeline(n_mels=128)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_real_dir, broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    index["n_mels"] = 128
+    (broken / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelFilesError, match="latent_freq=16"):
+        LuminaV2APipeline.from_pretrained(str(broken))
+    t = LuminaV2ATransformer(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, latent_channels=8, latent_freq=16,
+                             visual_dim=32, visual_grid=2, sync_dim=16, cap_feat_dim=32)
+    pipe = random_real_pipeline()
+    with pytest.raises(ModelFilesError, match="latent_channels=4"):
+        LuminaV2APipeline(t, pipe.vae, pipe.sync_encoder, pipe.visual_encoder, n_mels=64)
+
+
+def test_vocoder_sets_the_hop_so_the_track_is_full_to_its_last_sample():
+    """AudioLDM's vocoder hop is 160, the pipeline's default 256: the pipeline makes its mel at the vocoder's
+    pace, so a 2.5 s clip has sound in its last 50 ms (it used to end in 0.9 s of exact zeros)."""
+    pipe = random_real_pipeline(upsample_rates=(5, 4, 4, 2))
+    assert pipe.config.hop_length == 160 and pipe.mel_config.hop_length == 160
+    audio = pipe(_frames(30, 24, 24), fps=12, num_inference_steps=3, guidance_scale=0.0).audio
+    assert audio.shape == (int(round(2.5 * SR)),)
+    tail = np.abs(audio[-800:])
+    assert (tail > 0).mean() > 0.9 and tail.max() > 0.05 * np.abs(audio).max()
 
 
 def test_griffin_lim_fallback_any_fps_and_length():
@@ -203,10 +241,110 @@ def test_train_v2a_on_a_folder_of_videos_with_sound(tmp_path):
         (videos / f"clip{i}.txt").write_text(clip.caption)
     write_mp4(videos / "silent.mp4", clip.frames, 12)
     out = tmp_path / "v2a"
-    assert main(["v2a", "--videos", str(videos), "--world", "0", "--out", str(out), "--vae-steps", "2",
+    assert main(["v2a", "--videos", str(videos), "--out", str(out), "--vae-steps", "2",
                  "--dit-steps", "2", "--batch", "2", "--no-text"]) == 0
     report = json.loads((out / "train_report.json").read_text())
-    assert report["examples"] == 2 and report["dit_steps"] == 2
+    assert report["examples"] == 2 and report["dit_steps"] == 2  # --videos alone: no world clips
     pipe = load_v2a(out, text=False)
     audio = audio_fn_for(pipe, num_inference_steps=3)(clip.frames, 12, None)
     assert audio.shape == (2 * SR,) and np.isfinite(audio).all()
+
+
+def _videos_with_sound(folder, n: int = 2):
+    from lumina.media import write_mp4
+    from lumina.v2a.data import world_clip
+
+    for i in range(n):
+        clip, wave = world_clip(600 + i, 12, 2.0, 64, motion="bouncing")
+        write_mp4(folder / f"clip{i}.mp4", clip.frames, 12, audio=wave)
+    return clip
+
+
+def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
+    """`train v2a` builds a member with a (frozen) CLIPVisionModel, a SpeechT5HifiGan of hop 160 and sizes given as
+    options, from real mp4 files; the saved pipeline loads with those classes and sounds to its last sample;
+    `--init` from it fine-tunes the whole pipeline (VAE, vocoder and mel geometry kept)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from lumina.train.__main__ import main
+    from lumina.v2a import load_v2a
+
+    torch.manual_seed(0)
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     image_size=32, patch_size=8)).save_pretrained(str(tmp_path / "clip"))
+    random_vocoder(64, (5, 4, 4, 2)).save_pretrained(str(tmp_path / "hifigan"))
+    videos = tmp_path / "videos"
+    clip = _videos_with_sound(videos)
+    out = tmp_path / "real"
+    assert main(["v2a", "--videos", str(videos), "--out", str(out), "--visual-encoder", str(tmp_path / "clip"),
+                 "--vocoder", str(tmp_path / "hifigan"), "--dim", "32", "--layers", "2", "--heads", "2", "--kv-heads", "1",
+                 "--vae-channels", "8", "8", "8", "--latent-channels", "4", "--vae-steps", "2", "--dit-steps", "2",
+                 "--batch", "2", "--no-text"]) == 0
+    recipe = json.loads((out / "train_report.json").read_text())["recipe"]
+    assert (recipe["n_mels"], recipe["hop_length"], recipe["world"]) == (64, 160, 0)
+    pipe = load_v2a(out, text=False)
+    assert type(pipe.visual_encoder).__name__ == "CLIPVisionModel" and type(pipe.vocoder).__name__ == "SpeechT5HifiGan"
+    assert pipe.transformer.config.dim == 32 and pipe.transformer.config.visual_dim == 32
+    assert pipe.config.hop_length == 160 and pipe.vae.config.latent_channels == 4
+    audio = audio_fn_for(pipe, num_inference_steps=3)(clip.frames, 12, None)
+    assert audio.shape == (2 * SR,) and np.isfinite(audio).all() and np.abs(audio[-800:]).max() > 0
+
+    tuned = tmp_path / "tuned"
+    assert main(["v2a", "--videos", str(videos), "--out", str(tuned), "--init", str(out), "--dit-steps", "2",
+                 "--batch", "2", "--no-text"]) == 0
+    report = json.loads((tuned / "train_report.json").read_text())
+    assert report["vae_from"] == str(out) and report["dit_steps"] == 2
+    again = load_v2a(tuned, text=False)
+    assert type(again.visual_encoder).__name__ == "CLIPVisionModel" and again.config.hop_length == 160
+    assert again.vae.config.scaling_factor == pytest.approx(pipe.vae.config.scaling_factor, rel=1e-3)
+
+
+def test_out_of_world_bench_validated_on_its_knocks_and_shuffled(tmp_path):
+    """`python -m lumina.eval v2a --set out-of-world --model none`: the generator (written apart: it imports
+    neither renderer) gives clips of several kinds and rates; its knock soundtrack meets its contacts, another
+    clip's does not, and the false-onset rate tells them apart."""
+    import ast
+    import inspect
+
+    import lumina.eval.outworld as outworld
+    from lumina.eval.v2a import main
+
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(outworld))) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and (m.startswith("lumina.world") or m.startswith("lumina.v2a")) for m in imported)
+    assert main(["--set", "out-of-world", "--model", "none", "--clips", "6", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "v2abench-out-of-world.json").read_text())
+    truth, shuffled = result["summary"]["ground truth (knocks)"], result["summary"]["ground truth, shuffled"]
+    assert truth["bounces"] >= 12 and truth["onset_within_frame"] >= 0.95 and truth["false_onsets_per_s"] <= 0.1
+    assert shuffled["onset_within_frame"] <= 0.4 and shuffled["false_onsets_per_s"] >= 0.3
+    assert truth["pitch_correct"] is None
+    clips = outworld.out_of_world_clips(6)
+    assert len({c["kind"] for c in clips}) >= 2 and len({c["fps"] for c in clips}) >= 2
+    assert all(outworld.countable(c["contacts"], len(c["frames"]) / c["fps"]) for c in clips)
+    assert "false onsets / s" in (tmp_path / "v2abench-out-of-world.md").read_text()
+
+
+def test_varied_scenes_vary_the_look_and_click_on_contacts():
+    """The varied training scenes: light and dark frames, several frame rates and sizes, and a soundtrack whose
+    onsets are the simulated contacts (walls and object-object), none where nothing touches."""
+    from lumina.v2a.audio import detect_onsets
+    from lumina.v2a.scenes import SCENE_FPS, render_scene, scene_examples
+
+    met, contacts, brightness, sizes = 0, 0, [], set()
+    for seed in range(10):
+        scene = render_scene(seed, 12, 4.0)
+        onsets = detect_onsets(scene["wave"])
+        met += sum(bool(len(onsets)) and float(np.min(np.abs(onsets - c))) <= 1 / 12 for c in scene["contacts"])
+        contacts += len(scene["contacts"])
+        if not scene["contacts"]:
+            assert len(onsets) == 0
+        assert len(scene["contacts"]) <= 10
+        brightness.append(scene["frames"].mean())
+        sizes.add(scene["size"])
+    assert contacts >= 20 and met / contacts >= 0.9
+    assert min(brightness) < 100 < max(brightness) and len(sizes) >= 3
+    for seed in range(3):  # clean scenes: only the look varies, the background stands still between frames
+        clean = render_scene(seed, 12, 2.0, clean=True)
+        assert (clean["frames"][1] == clean["frames"][0]).all(-1).mean() > 0.5
+    examples = list(scene_examples(4, enc_size=32))
+    assert {e["fps"] for e in examples} <= set(SCENE_FPS) and all(e["frames"].shape[1:] == (32, 32, 3) for e in examples)
+    assert all(len(e["wave"]) == int(round(e["seconds"] * SR)) for e in examples)

@@ -56,9 +56,11 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
             from lumina.models.components import load_text_encoder
 
             tokenizer, encoder = load_text_encoder(source)
-            pipe.register_modules(text_encoder=encoder, tokenizer=tokenizer)
         except Exception as err:  # noqa: BLE001 - video-only still works
             warnings.warn(f"V2A text encoder {source!r} unavailable ({err}); prompts are ignored")
+        else:
+            pipe.register_modules(text_encoder=encoder, tokenizer=tokenizer)
+            pipe.check_parts()
     pipe.set_progress_bar_config(disable=True)
     if str(device) != "cpu" or dtype != torch.float32:  # the attached text encoder follows too
         pipe = pipe.to(device=device, dtype=dtype)
@@ -67,12 +69,16 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
 
 def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int] = None,
                  guidance_scale: Optional[float] = None, seed: int = 0) -> Callable:
-    """The ``audio_fn(frames, fps, prompt) -> float32 waveform at 16 kHz`` that ``generate_video`` calls."""
+    """The ``audio_fn(frames, fps, prompt) -> float32 waveform at 16 kHz`` that ``generate_video`` calls
+    (a pipeline whose vocoder runs at another rate is resampled to 16 kHz)."""
+    from lumina.v2a.audio import SAMPLE_RATE
+    from lumina.v2a.data import resample_audio
 
     def audio_fn(frames, fps, prompt=None) -> np.ndarray:
         gen = torch.Generator("cpu").manual_seed(seed)
         out = pipeline(frames, fps, prompt=prompt, num_inference_steps=num_inference_steps,
                        guidance_scale=guidance_scale, generator=gen)
-        return out.audio
+        wave = resample_audio(out.audio, out.sample_rate, SAMPLE_RATE)
+        return wave[: int(round(len(frames) / float(fps) * SAMPLE_RATE))]
 
     return audio_fn

@@ -23,10 +23,10 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from lumina.errors import InvalidRequestError, NonFiniteLatentsError
+from lumina.errors import InvalidRequestError, ModelFilesError, NonFiniteLatentsError
 from lumina.sampling import SampleConfig, euler_step, guide, plan
 from lumina.v2a.audio import MelConfig, denormalize, fit_length, griffin_lim_vocoder, log_mel, normalize, pad_frames
-from lumina.v2a.encoders import as_float_frames, encode_sync, encode_visual, visual_frame_indices
+from lumina.v2a.encoders import as_float_frames, encode_sync, encode_visual, is_clip_vision, visual_frame_indices
 
 DEFAULT_MAX_SECONDS = 10.0
 
@@ -73,6 +73,8 @@ class LuminaV2APipeline(DiffusionPipeline):
         text_encoder_source: Optional[str] = None,
     ):
         super().__init__()
+        if vocoder is not None:  # the vocoder fixes the waveform's hop and rate: the mel must be made at its pace
+            hop_length, sample_rate = vocoder_hop(vocoder), int(vocoder.config.sampling_rate)
         self.register_modules(transformer=transformer, vae=vae, sync_encoder=sync_encoder, visual_encoder=visual_encoder,
                               vocoder=vocoder, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(
@@ -82,6 +84,14 @@ class LuminaV2APipeline(DiffusionPipeline):
             default_guidance=default_guidance, default_time_shift=default_time_shift,
             text_encoder_source=text_encoder_source,
         )
+        self.check_parts()
+
+    def check_parts(self) -> None:
+        """Refuse parts that do not fit together (before any work), naming what to change."""
+        problems = parts_mismatches(self.transformer, self.vae, self.sync_encoder, self.visual_encoder, self.vocoder,
+                                    self.text_encoder, int(self.config.n_mels))
+        if problems:
+            raise ModelFilesError("the V2A pipeline's parts do not fit together: " + "; ".join(problems))
 
     # -- geometry ---------------------------------------------------------------------------------
 
@@ -280,6 +290,49 @@ class LuminaV2APipeline(DiffusionPipeline):
         if not return_dict:
             return (audio,)
         return LuminaV2APipelineOutput(audio=audio, sample_rate=int(c.sample_rate), mel=mel, timings=timings)
+
+
+def vocoder_hop(vocoder) -> int:
+    """Waveform samples per mel frame of a HiFi-GAN vocoder (the product of its upsampling rates)."""
+    return int(np.prod(vocoder.config.upsample_rates))
+
+
+def parts_mismatches(transformer, vae, sync_encoder, visual_encoder, vocoder, text_encoder, n_mels: int) -> List[str]:
+    """What does not fit between the parts of a V2A pipeline, each with the change that fixes it ([] = all fit)."""
+    t = transformer.config
+    out: List[str] = []
+    v = vae.config
+    if v.in_channels != 1 or v.out_channels != 1:
+        out.append(f"the VAE has {v.in_channels} input / {v.out_channels} output channels; a mel VAE has 1 and 1")
+    if v.latent_channels != t.latent_channels:
+        out.append(f"the VAE has latent_channels={v.latent_channels} but the transformer latent_channels="
+                   f"{t.latent_channels}: build the transformer with latent_channels={v.latent_channels}")
+    down = 2 ** (len(v.block_out_channels) - 1)
+    if n_mels % down or n_mels // down != t.latent_freq:
+        out.append(f"n_mels={n_mels} through the VAE's {down}x downsampling gives {n_mels / down:g} latent bins but the "
+                   f"transformer has latent_freq={t.latent_freq}: use n_mels={t.latent_freq * down} or build the "
+                   f"transformer with latent_freq={n_mels // down}")
+    if vocoder is not None and int(vocoder.config.model_in_dim) != n_mels:
+        out.append(f"the vocoder takes model_in_dim={vocoder.config.model_in_dim} mel bins but the pipeline makes "
+                   f"n_mels={n_mels}: set n_mels={vocoder.config.model_in_dim} (and a VAE/transformer for it) or use a "
+                   f"vocoder with model_in_dim={n_mels}")
+    if is_clip_vision(visual_encoder):
+        width = int(visual_encoder.config.hidden_size)
+    else:
+        width = int(visual_encoder.config.out_dim)
+        if int(visual_encoder.config.grid) != t.visual_grid:
+            out.append(f"the frame encoder makes a {visual_encoder.config.grid}x{visual_encoder.config.grid} grid but "
+                       f"the transformer has visual_grid={t.visual_grid}")
+    if width != t.visual_dim:
+        out.append(f"the visual encoder makes {width}-dim features but the transformer has visual_dim={t.visual_dim}: "
+                   f"build it with visual_dim={width}")
+    if int(sync_encoder.config.out_dim) != t.sync_dim:
+        out.append(f"the sync encoder makes {sync_encoder.config.out_dim}-dim features but the transformer has "
+                   f"sync_dim={t.sync_dim}: build it with sync_dim={sync_encoder.config.out_dim}")
+    if text_encoder is not None and int(text_encoder.config.hidden_size) != t.cap_feat_dim:
+        out.append(f"the text encoder makes {text_encoder.config.hidden_size}-dim features but the transformer has "
+                   f"cap_feat_dim={t.cap_feat_dim}: build it with cap_feat_dim={text_encoder.config.hidden_size}")
+    return out
 
 
 def latent_times(n_latent: int, downsample: int, cfg: MelConfig) -> torch.Tensor:

@@ -1,7 +1,16 @@
 """Train the tiny Lumina-V2A member on CPU: world clips with their soundtrack, or a folder of videos with sound.
 
     python -m lumina.v2a.train --world 1600 --out assets/lumina-v2a-tiny --minutes 20
-    python -m lumina.v2a.train --videos DIR --out OUT [--world 0] [--vae-from DIR]
+    python -m lumina.v2a.train --videos DIR --out OUT [--world N] [--scenes N] [--vae-from DIR]
+    python -m lumina.v2a.train --videos DIR --out OUT --visual-encoder CLIP_DIR --vocoder HIFIGAN_DIR \
+        --dim 1024 --layers 16 --heads 16 --kv-heads 8 --vae-channels 128 256 512 --latent-channels 8   # real scale
+    python -m lumina.v2a.train --videos DIR --out OUT2 --init OUT       # fine-tune any saved V2A pipeline
+
+Real scale: ``--visual-encoder`` is a transformers CLIPVisionModel directory (frozen: its pooled patch
+features are computed once per example at its own input size and replace the tiny frame encoder),
+``--vocoder`` a SpeechT5HifiGan directory (the mel then follows its hop, its sample rate, which must be
+16 kHz, and its model_in_dim bins).  ``--init`` takes a saved pipeline's transformer, encoders, VAE,
+vocoder, mel geometry and text encoder and trains on.
 
 Stages (each time-boxed, all in one process; --minutes splits 12% VAE / 75% transformer, the rest is data):
 1. examples: clips rendered with ``render_sound`` (or cut from the videos), frames area-resized to 32x32;
@@ -13,7 +22,7 @@ Stages (each time-boxed, all in one process; --minutes splits 12% VAE / 75% tran
    t = 1 data, logit-normal t), video+text dropped together 10% (CFG), caption alone 70%, plus two
    auxiliary losses any video with sound provides: the sync encoder predicts the soundtrack's onset
    strength per frame, the frame encoder the mel spectrum heard around its frame; EMA weights are shipped;
-5. the pipeline (vocoder None -> Griffin-Lim; MiniLM attached at load time) is written in diffusers
+5. the pipeline (vocoder None -> Griffin-Lim unless --vocoder; MiniLM attached at load time) is written in diffusers
    layout with a training report (train_report.json).
 """
 
@@ -34,11 +43,11 @@ import torch.nn.functional as F
 
 from lumina.train.budget import budgeted_steps, ema_update
 from lumina.train.losses import interpolate, sample_t, vae_loss
-from lumina.v2a.audio import MelConfig, log_mel, normalize, pad_frames
+from lumina.v2a.audio import SAMPLE_RATE, MelConfig, log_mel, normalize, pad_frames
 from lumina.v2a.data import buckets, folder_examples, world_examples
-from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder, visual_frame_indices
+from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder, is_clip_vision, visual_frame_indices
 from lumina.v2a.model import LuminaV2ATransformer
-from lumina.v2a.pipeline import LuminaV2APipeline, latent_times
+from lumina.v2a.pipeline import LuminaV2APipeline, latent_times, vocoder_hop
 
 MINILM_SOURCE = "minilm"
 
@@ -46,6 +55,7 @@ MINILM_SOURCE = "minilm"
 @dataclass
 class V2ARecipe:
     world: int = 1600
+    scenes: int = 0                  # varied scenes (lumina.v2a.scenes): any look, contacts make the sound
     videos: Optional[str] = None
     video_window: float = 4.0
     seed: int = 0
@@ -53,6 +63,7 @@ class V2ARecipe:
     visual_fps: float = 8.0
     # mel + VAE
     n_mels: int = 128
+    hop_length: int = 256
     vae_channels: Tuple[int, ...] = (16, 32, 32)
     latent_channels: int = 8
     vae_steps: int = 600
@@ -85,7 +96,9 @@ class V2ARecipe:
     sample_steps: int = 32           # the shipped pipeline's defaults
     sample_guidance: float = 4.0
     vae_from: Optional[str] = None
-    init: Optional[str] = None       # a V2A pipeline directory whose transformer and encoders are fine-tuned
+    init: Optional[str] = None       # a V2A pipeline directory fine-tuned as a whole (VAE too, unless vae_from)
+    visual_encoder: Optional[str] = None  # a CLIPVisionModel directory (frozen) instead of the tiny frame encoder
+    vocoder: Optional[str] = None    # a SpeechT5HifiGan directory instead of Griffin-Lim
     ema: float = 0.995
     dit_minutes: float = 12.0
     threads: int = 1
@@ -100,16 +113,24 @@ def log(msg: str) -> None:
 # stage 1: examples
 
 
-def build_examples(recipe: V2ARecipe) -> List[Dict]:
+def build_examples(recipe: V2ARecipe, visual: Optional[Tuple[int, float]] = None) -> List[Dict]:
+    """Examples of the recipe's sources; ``visual=(size, fps)`` also keeps frames for a frozen CLIP."""
     examples: List[Dict] = []
     if recipe.videos:
-        examples += list(folder_examples(recipe.videos, recipe.video_window, enc_size=recipe.enc_size))
+        examples += list(folder_examples(recipe.videos, recipe.video_window, enc_size=recipe.enc_size, visual=visual))
         log(f"{len(examples)} windows from videos in {recipe.videos}")
     if recipe.world:
-        examples += list(world_examples(recipe.world, seed0=recipe.seed * 100_000, enc_size=recipe.enc_size))
+        examples += list(world_examples(recipe.world, seed0=recipe.seed * 100_000, enc_size=recipe.enc_size,
+                                        visual=visual))
         log(f"{recipe.world} world clips rendered")
+    if recipe.scenes:
+        from lumina.v2a.scenes import scene_examples
+
+        examples += list(scene_examples(recipe.scenes, seed0=3_000_000 + recipe.seed * 100_000, enc_size=recipe.enc_size,
+                                        visual=visual))
+        log(f"{recipe.scenes} varied scenes rendered")
     if not examples:
-        raise SystemExit("no training examples: give --world N and/or --videos DIR with sound")
+        raise SystemExit("no training examples: give --world N, --scenes N and/or --videos DIR with sound")
     return examples
 
 
@@ -178,18 +199,15 @@ def encode_latents(vae, mels: Sequence[torch.Tensor], cfg: MelConfig, down: int)
 
 
 @torch.no_grad()
-def caption_features(captions: Sequence[str], max_tokens: int = 77) -> Tuple[List[Optional[torch.Tensor]], object, object]:
-    from lumina.models.components import load_text_encoder
-
-    tokenizer, encoder = load_text_encoder(MINILM_SOURCE)
+def caption_features(captions: Sequence[str], tokenizer, encoder, max_tokens: int = 77) -> List[Optional[torch.Tensor]]:
     feats: List[Optional[torch.Tensor]] = []
     for text in captions:
         if not text:
             feats.append(None)
             continue
         tok = tokenizer([text], truncation=True, max_length=max_tokens, return_tensors="pt")
-        feats.append(encoder(**tok).last_hidden_state[0].clone())
-    return feats, tokenizer, encoder
+        feats.append(encoder(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state[0].clone())
+    return feats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,28 +215,35 @@ def caption_features(captions: Sequence[str], max_tokens: int = 77) -> Tuple[Lis
 
 
 class Trainable(torch.nn.Module):
+    """What training updates: the transformer, the sync encoder and the tiny frame encoder (None with a frozen CLIP)."""
+
     def __init__(self, transformer, frame_encoder, sync_encoder):
         super().__init__()
         self.transformer, self.frame_encoder, self.sync_encoder = transformer, frame_encoder, sync_encoder
 
 
-def make_models(recipe: V2ARecipe, latent_freq: int, cap_dim: int) -> Trainable:
+def make_models(recipe: V2ARecipe, latent_freq: int, cap_dim: int, clip=None) -> Trainable:
+    visual_dim = int(clip.config.hidden_size) if clip is not None else recipe.visual_dim
     transformer = LuminaV2ATransformer(
         dim=recipe.dim, n_layers=recipe.n_layers, n_heads=recipe.n_heads, n_kv_heads=recipe.n_kv_heads,
-        latent_channels=recipe.latent_channels, latent_freq=latent_freq, visual_dim=recipe.visual_dim,
+        latent_channels=recipe.latent_channels, latent_freq=latent_freq, visual_dim=visual_dim,
         visual_grid=recipe.visual_grid, sync_dim=recipe.sync_dim, cap_feat_dim=cap_dim,
     )
-    frame = V2AFrameEncoder(image_size=recipe.enc_size, width=recipe.frame_width, out_dim=recipe.visual_dim,
-                            grid=recipe.visual_grid, spectrum_bins=recipe.n_mels if recipe.spectrum_weight else 0)
+    frame = None
+    if clip is None:
+        frame = V2AFrameEncoder(image_size=recipe.enc_size, width=recipe.frame_width, out_dim=recipe.visual_dim,
+                                grid=recipe.visual_grid, spectrum_bins=recipe.n_mels if recipe.spectrum_weight else 0)
     sync = V2ASyncEncoder(image_size=recipe.enc_size, out_dim=recipe.sync_dim)
     return Trainable(transformer, frame, sync)
 
 
-def load_trainable(path: str) -> Trainable:
-    """The transformer and encoders of a saved V2A pipeline, to continue training them."""
-    return Trainable(LuminaV2ATransformer.from_pretrained(path, subfolder="transformer"),
-                     V2AFrameEncoder.from_pretrained(path, subfolder="visual_encoder"),
-                     V2ASyncEncoder.from_pretrained(path, subfolder="sync_encoder"))
+@torch.no_grad()
+def add_clip_features(examples: Sequence[Dict], clip, grid: int) -> None:
+    """Each example's visual_frames -> visual_feats (T_v, grid*grid, D) of the frozen CLIP (frames dropped)."""
+    from lumina.v2a.encoders import as_float_frames, encode_visual
+
+    for ex in examples:
+        ex["visual_feats"] = encode_visual(clip, as_float_frames(ex.pop("visual_frames")), grid)
 
 
 def frame_spectra(mel: torch.Tensor, times: np.ndarray, half_window: float, cfg: MelConfig) -> torch.Tensor:
@@ -261,6 +286,7 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
     spectra = None
     if mels is not None:
         spectra = torch.stack([frame_spectra(mels[i], vtimes, 0.5 / recipe.visual_fps, cfg) for i in idx])
+    visual = torch.stack([examples[i]["visual_feats"] for i in idx]) if "visual_feats" in ex0 else None
     frames = torch.from_numpy(np.stack([examples[i]["frames"] for i in idx])).float().div_(255.0)
     frames = frames.permute(0, 1, 4, 2, 3)                              # (B, T, 3, S, S)
     x1 = torch.stack([latents[i] for i in idx])
@@ -284,7 +310,7 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
                 cap_mask[j, : c.shape[0]] = True
         # items without a caption keep an all-False mask: the model puts its null caption there
     drop = torch.from_numpy(rng.random(b) < recipe.cond_dropout)
-    return dict(frames=frames, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
+    return dict(frames=frames, visual=visual, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
                 sync_times=torch.arange(n_frames, dtype=torch.float32) / fps,
                 audio_times=latent_times(x1.shape[2], down, cfg), x1=x1, onset=onset, cap_feats=cap_feats,
                 cap_mask=cap_mask, drop=drop, spectra=spectra,
@@ -294,12 +320,15 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
 def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARecipe) -> Tuple[torch.Tensor, Dict]:
     frames = batch["frames"]
     b, t = frames.shape[:2]
-    vis_frames = frames[:, batch["visual_idx"]]
-    visual = model.frame_encoder(vis_frames.flatten(0, 1)).view(b, vis_frames.shape[1], -1, recipe.visual_dim)
+    visual = batch.get("visual")
+    if visual is None:
+        vis_frames = frames[:, batch["visual_idx"]]
+        visual = model.frame_encoder(vis_frames.flatten(0, 1)).view(b, vis_frames.shape[1], -1, recipe.visual_dim)
     sync = model.sync_encoder(frames)
     onset_loss = F.binary_cross_entropy_with_logits(model.sync_encoder.onset_logits(sync), batch["onset"])
     spectrum_loss = torch.zeros(())
-    if batch.get("spectra") is not None and model.frame_encoder.spectrum_head is not None:
+    spectrum_head = getattr(model.frame_encoder, "spectrum_head", None)
+    if batch.get("spectra") is not None and spectrum_head is not None and batch.get("visual") is None:
         spectrum_loss = F.mse_loss(model.frame_encoder.predict_spectrum(visual), batch["spectra"])
     x1 = batch["x1"]
     x0 = torch.randn(x1.shape, generator=gen)
@@ -363,61 +392,110 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
 # ------------------------------------------------------------------------------------------------
 
 
+def mel_config(recipe: V2ARecipe, vocoder) -> MelConfig:
+    """The recipe's mel; with a vocoder its hop and bins (refused unless it runs at the data's 16 kHz)."""
+    if vocoder is None:
+        return MelConfig(n_mels=recipe.n_mels, hop_length=recipe.hop_length)
+    rate = int(vocoder.config.sampling_rate)
+    if rate != SAMPLE_RATE:
+        raise SystemExit(f"the vocoder runs at {rate} Hz; V2A training data is {SAMPLE_RATE} Hz: use a 16 kHz vocoder")
+    recipe.n_mels, recipe.hop_length = int(vocoder.config.model_in_dim), vocoder_hop(vocoder)
+    return MelConfig(n_mels=recipe.n_mels, hop_length=recipe.hop_length)
+
+
 def train(out: Path, recipe: V2ARecipe) -> Dict:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionModel, SpeechT5HifiGan
+
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     t_all = time.perf_counter()
     out = Path(out)
-    cfg = MelConfig(n_mels=recipe.n_mels)
-    examples = build_examples(recipe)
+    init = None
+    if recipe.init:  # a saved V2A pipeline of any scale: its parts and its mel geometry
+        from lumina.v2a import load_v2a
+
+        init = load_v2a(recipe.init, text=False)
+        vocoder = init.vocoder
+        clip = init.visual_encoder if is_clip_vision(init.visual_encoder) else None
+        cfg = init.mel_config
+        recipe.n_mels, recipe.hop_length = cfg.n_mels, cfg.hop_length
+        recipe.enc_size = int(init.sync_encoder.config.image_size)
+        recipe.visual_fps = float(init.config.visual_fps)
+        recipe.visual_grid = int(init.transformer.config.visual_grid)
+        log(f"parts and mel geometry from {recipe.init}")
+    else:
+        vocoder = SpeechT5HifiGan.from_pretrained(recipe.vocoder).eval() if recipe.vocoder else None
+        clip = CLIPVisionModel.from_pretrained(recipe.visual_encoder).eval() if recipe.visual_encoder else None
+        cfg = mel_config(recipe, vocoder)
+    if clip is not None:
+        clip.requires_grad_(False)
+    visual = (int(clip.config.image_size), recipe.visual_fps) if clip is not None else None
+    examples = build_examples(recipe, visual)
+    if clip is not None:
+        add_clip_features(examples, clip, recipe.visual_grid)
     mels = [normalize(log_mel(ex["wave"], cfg), cfg) for ex in examples]
     t_data = time.perf_counter() - t_all
     log(f"examples ready in {t_data:.0f}s")
 
+    keep_scale = False
     if recipe.vae_from:  # reuse a trained mel VAE (e.g. to retrain only the transformer on new data)
-        from diffusers import AutoencoderKL
-
-        vae = AutoencoderKL.from_pretrained(recipe.vae_from, subfolder="vae").eval()
-        recipe.vae_channels = tuple(vae.config.block_out_channels)
-        recipe.latent_channels = vae.config.latent_channels
+        vae = AutoencoderKL.from_pretrained(recipe.vae_from, subfolder="vae", torch_dtype=torch.float32).eval()
         vae_report = {"vae_from": recipe.vae_from}
+    elif init is not None:  # the transformer learned this VAE's latents at this scale: keep both
+        vae, keep_scale = init.vae.eval(), True
+        vae_report = {"vae_from": recipe.init}
     else:
         vae = make_vae(recipe)
         vae_report = train_vae(vae, mels, recipe)
+    recipe.vae_channels = tuple(vae.config.block_out_channels)
+    recipe.latent_channels = vae.config.latent_channels
     down = 2 ** (len(recipe.vae_channels) - 1)
     raw = encode_latents(vae, mels, cfg, down)
     std = float(torch.cat([z.flatten() for z in raw]).std())
+    if keep_scale:
+        std = 1.0 / float(vae.config.scaling_factor)
     vae.register_to_config(scaling_factor=1.0 / std)
     latents = [z / std for z in raw]
     log(f"latents encoded (std {std:.3f})")
 
     caps = tokenizer = text_encoder = None
-    cap_dim = 384
-    if recipe.text:
-        caps, tokenizer, text_encoder = caption_features([ex["caption"] for ex in examples])
-        cap_dim = text_encoder.config.hidden_size
-        log("caption features encoded")
+    source = None
+    if init is not None and init.text_encoder is not None:  # a pipeline that carries its own text encoder
+        tokenizer, text_encoder = init.tokenizer, init.text_encoder
+    elif recipe.text and (init is None or init.config.text_encoder_source == MINILM_SOURCE):
+        from lumina.models.components import load_text_encoder
 
-    model = make_models(recipe, recipe.n_mels // down, cap_dim)
-    if recipe.init:
-        model = load_trainable(recipe.init)
-        log(f"transformer and encoders initialised from {recipe.init}")
+        tokenizer, text_encoder = load_text_encoder(MINILM_SOURCE)
+        source = MINILM_SOURCE
+    if text_encoder is not None:
+        caps = caption_features([ex["caption"] for ex in examples], tokenizer, text_encoder)
+        log("caption features encoded")
+    cap_dim = int(text_encoder.config.hidden_size) if text_encoder is not None else 384
+
+    if init is not None:
+        model = Trainable(init.transformer, None if clip is not None else init.visual_encoder, init.sync_encoder)
+    else:
+        model = make_models(recipe, recipe.n_mels // down, cap_dim, clip)
     weights = None
     if recipe.loud_weight or recipe.onset_frame_weight:
         weights = [loss_weight_map(m, ex["wave"], down, cfg, recipe) for m, ex in zip(mels, examples)]
-    ema, dit_report = train_dit(model, examples, latents, caps, recipe, cfg, down, mels, weights)
+    spectra_from = mels if clip is None else None  # the frame encoder's spectrum target; a frozen CLIP has none
+    ema, dit_report = train_dit(model, examples, latents, caps, recipe, cfg, down, spectra_from, weights)
 
+    own_text = text_encoder is not None and source is None
     pipe = LuminaV2APipeline(
         transformer=ema.transformer.eval(), vae=vae, sync_encoder=ema.sync_encoder.eval(),
-        visual_encoder=ema.frame_encoder.eval(), vocoder=None, text_encoder=None, tokenizer=None,
-        n_mels=cfg.n_mels, mel_norm_mean=cfg.norm_mean, mel_norm_scale=cfg.norm_scale, visual_fps=recipe.visual_fps,
-        text_encoder_source=MINILM_SOURCE if recipe.text else None, default_steps=recipe.sample_steps,
+        visual_encoder=clip if clip is not None else ema.frame_encoder.eval(), vocoder=vocoder,
+        text_encoder=text_encoder if own_text else None, tokenizer=tokenizer if own_text else None,
+        n_mels=cfg.n_mels, hop_length=cfg.hop_length, mel_norm_mean=cfg.norm_mean, mel_norm_scale=cfg.norm_scale,
+        visual_fps=recipe.visual_fps, text_encoder_source=source, default_steps=recipe.sample_steps,
         default_guidance=recipe.sample_guidance,
     )
     out.mkdir(parents=True, exist_ok=True)
     pipe.to(dtype=torch.float16).save_pretrained(str(out))  # float16 storage: the assets' size budget
     report = {"recipe": asdict(recipe), "examples": len(examples), "data_seconds": t_data, **vae_report, **dit_report,
-              "latent_std": std, "text_encoder": MINILM_SOURCE if recipe.text else None,
+              "latent_std": std, "text_encoder": source or (type(text_encoder).__name__ if text_encoder else None),
               "total_minutes": (time.perf_counter() - t_all) / 60}
     (out / "train_report.json").write_text(json.dumps(report, indent=1))
     log(f"saved {out} ({report['total_minutes']:.1f} min)")
@@ -427,7 +505,9 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumina.v2a.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory (diffusers layout)")
-    p.add_argument("--world", type=int, default=V2ARecipe.world, help="number of procedural world clips (0 = none)")
+    p.add_argument("--world", type=int, help=f"number of procedural world clips (default {V2ARecipe.world}, "
+                   "0 when --videos is given)")
+    p.add_argument("--scenes", type=int, default=0, help="number of varied scenes (lumina.v2a.scenes)")
     p.add_argument("--videos", help="folder of video files with sound (VGGSound-style); FILE.txt = caption")
     p.add_argument("--minutes", type=float, help="total budget: split 1:3 between the VAE and the transformer")
     p.add_argument("--vae-minutes", type=float)
@@ -437,20 +517,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batch", type=int)
     p.add_argument("--no-text", action="store_true", help="train without MiniLM caption features")
     p.add_argument("--vae-from", help="a V2A pipeline directory whose mel VAE is reused (skips VAE training)")
-    p.add_argument("--init", help="a V2A pipeline directory whose transformer and encoders are fine-tuned "
-                   "(use with --vae-from the same directory)")
+    p.add_argument("--init", help="a saved V2A pipeline (any scale) fine-tuned as a whole: transformer, encoders, "
+                   "VAE (unless --vae-from), vocoder, mel geometry, text encoder")
+    p.add_argument("--visual-encoder", help="a transformers CLIPVisionModel directory (frozen) for the visual tokens")
+    p.add_argument("--vocoder", help="a transformers SpeechT5HifiGan directory (16 kHz); the mel follows its hop and bins")
+    p.add_argument("--dim", type=int, help=f"transformer width (default {V2ARecipe.dim})")
+    p.add_argument("--layers", type=int, dest="n_layers", help=f"transformer blocks (default {V2ARecipe.n_layers})")
+    p.add_argument("--heads", type=int, dest="n_heads", help=f"attention heads (default {V2ARecipe.n_heads})")
+    p.add_argument("--kv-heads", type=int, dest="n_kv_heads", help=f"key/value heads (default {V2ARecipe.n_kv_heads})")
+    p.add_argument("--n-mels", type=int, help=f"mel bins without a vocoder (default {V2ARecipe.n_mels})")
+    p.add_argument("--hop", type=int, dest="hop_length", help=f"mel hop without a vocoder (default {V2ARecipe.hop_length})")
+    p.add_argument("--vae-channels", type=int, nargs="+", help=f"mel VAE block widths (default {V2ARecipe.vae_channels})")
+    p.add_argument("--latent-channels", type=int, help=f"mel VAE latent channels (default {V2ARecipe.latent_channels})")
     p.add_argument("--lr", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    recipe = V2ARecipe(world=args.world, videos=args.videos, text=not args.no_text, threads=args.threads, seed=args.seed,
-                       vae_from=args.vae_from, init=args.init)
+    world = args.world if args.world is not None else (0 if args.videos else V2ARecipe.world)
+    recipe = V2ARecipe(world=world, scenes=args.scenes, videos=args.videos, text=not args.no_text, threads=args.threads,
+                       seed=args.seed, vae_from=args.vae_from, init=args.init, visual_encoder=args.visual_encoder,
+                       vocoder=args.vocoder)
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
-        recipe.dit_minutes = args.minutes * (0.85 if args.vae_from else 0.75)
-    for name in ("vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr"):
+        recipe.dit_minutes = args.minutes * (0.85 if args.vae_from or args.init else 0.75)
+    for name in ("vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers", "n_heads",
+                 "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
+    if args.vae_channels:
+        recipe.vae_channels = tuple(args.vae_channels)
     train(Path(args.out), recipe)
     return 0
 

@@ -3,6 +3,8 @@
 Each object hums a continuous tone: its pitch names its colour (one pitch class per
 colour, 220-880 Hz) and its timbre names its shape (harmonic recipe).  Every wall bounce
 adds a short percussive click (a ~30 ms decaying noise burst) at the bounce time.
+``soundtrack`` mixes the same tones and clicks for any list of objects and contact times
+(lumina.v2a.scenes uses it for its varied training scenes).
 """
 
 from __future__ import annotations
@@ -53,25 +55,38 @@ def render_sound(source: Clip | Truth, *, sample_rate: int = 16000, seconds: flo
     truth = source.truth if isinstance(source, Clip) else source
     if seconds is None:
         seconds = truth.seconds
+    tones = [(COLOR_PITCH_HZ[obj.color], obj.shape, None) for obj in truth.objects]
+    return soundtrack(tones, [time for time, _ in truth.bounces], seconds, truth.seed, sample_rate=sample_rate)
+
+
+def soundtrack(tones, hits, seconds: float, seed: int, *, sample_rate: int = 16000, hit_gains=None) -> np.ndarray:
+    """Tones plus a percussive click at each hit time: float32 mono, peak <= 0.9.
+
+    ``tones``: (frequency Hz, timbre shape, gain) per sounding object, gain None (always on) or an array of
+    per-sample gains (e.g. how much of the object is in view); ``hits``: contact times in seconds;
+    ``hit_gains``: one loudness factor per hit (default 1).
+    """
     n = int(round(seconds * sample_rate))
     t = np.arange(n) / sample_rate
     out = np.zeros(n)
-    for obj in truth.objects:
-        out += TONE_GAIN * _tone(COLOR_PITCH_HZ[obj.color], obj.shape, t, sample_rate)
+    for freq, shape, gain in tones:
+        tone = TONE_GAIN * _tone(freq, shape, t, sample_rate)
+        out += tone if gain is None else tone * np.asarray(gain, dtype=np.float64)[:n]
     fade = min(int(FADE_SECONDS * sample_rate), n // 2)
     if fade:
         ramp = np.linspace(0.0, 1.0, fade)
         out[:fade] *= ramp
         out[n - fade:] *= ramp[::-1]
-    rng = np.random.default_rng([truth.seed, 2])
+    rng = np.random.default_rng([seed, 2])
     hit_len = int(HIT_SECONDS * sample_rate)
     envelope = np.exp(-np.arange(hit_len) / (HIT_DECAY_SECONDS * sample_rate))
-    for time, _ in truth.bounces:
+    for k, time in enumerate(hits):
         start = int(round(time * sample_rate))
         if start >= n:
             continue
         stop = min(n, start + hit_len)
-        out[start:stop] += HIT_GAIN * envelope[:stop - start] * rng.uniform(-1.0, 1.0, stop - start)
+        gain = HIT_GAIN * (1.0 if hit_gains is None else float(hit_gains[k]))
+        out[start:stop] += gain * envelope[:stop - start] * rng.uniform(-1.0, 1.0, stop - start)
     peak = np.max(np.abs(out)) if n else 0.0
     if peak > PEAK:
         out *= PEAK / peak
