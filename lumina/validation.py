@@ -6,6 +6,7 @@ Each check raises InvalidRequestError naming the value and the allowed range (re
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from lumina.errors import InvalidRequestError
@@ -168,11 +169,10 @@ def parse_resolution(text: str) -> Tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def check_output_path(path, suffixes: Tuple[str, ...] = (".mp4",), option: str = "--out") -> "Path":
+def check_output_path(path, suffixes: Tuple[str, ...] = (".mp4",), option: str = "--out") -> Path:
     """Refuse an output the run could not write, before any model loads: wrong suffix, an existing folder of that
     name, a path under a file, or a folder where files cannot be created (probed by creating one there)."""
     import tempfile
-    from pathlib import Path
 
     p = Path(path).expanduser()
     _require(p.suffix.lower() in suffixes, f"{option} {str(path)!r}: the output must be a {' or '.join(suffixes)} file")

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
