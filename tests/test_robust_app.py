@@ -105,7 +105,8 @@ def test_per_client_queue_cap_and_api_errors(random_pipeline_dir, tmp_path):
         url = server.wait()
         # bad API types: a message, never "error": null
         for changes, words in ((dict(seed=float("nan")), "NaN"), (dict(custom_size=True, width=float("inf"), height=64),
-                                                                   "infinity"), (dict(steps="abc"), "'abc'")):
+                                                                   "infinity"), (dict(steps="abc"), "'abc'"),
+                               (dict(steps=500), "Steps: 500 is more than the maximum, 200")):
             message = _rest_error(url, _api_values(**changes))
             assert message not in ("null", "", None) and words in message, (changes, message)
         # one client: 2 jobs queued or running at most; the others are refused at once, saying why

@@ -51,6 +51,21 @@ COMPARE_INTRO = (
 )
 
 
+class Slider(gr.Slider):
+    """gr.Slider whose range error names the field: Gradio's own ("Value 500 is greater than maximum value 200.")
+    reaches an API caller without saying which of two dozen inputs it was."""
+
+    is_template = True  # the browser draws it as a plain slider
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            low, high = self.minimum, self.maximum
+            side = f"less than the minimum, {low:g}" if payload < low else f"more than the maximum, {high:g}"
+            raise gr.Error(f"{self.label}: {payload:g} is {side} (allowed {low:g} to {high:g})") from None
+
+
 def default_outputs_dir() -> Path:
     return Path(os.environ.get("LUMINA_OUTPUTS", "outputs"))
 
@@ -283,34 +298,34 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                         with gr.Accordion("Sampling", open=False):
                             negative_prompt = gr.Textbox(label="Negative prompt", lines=1,
                                                          info="what the video should not show")
-                            steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
+                            steps = Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
                                               info="more steps: finer results, slower (steps - 1 model calls)")
-                            time_shift = gr.Slider(0.1, 100, value=d["time_shift"], step=0.1, label="Time shift",
+                            time_shift = Slider(0.1, 100, value=d["time_shift"], step=0.1, label="Time shift",
                                                    info="higher spends more of the steps on the noisy start "
                                                         "(overall layout and motion), lower on fine detail")
-                            shared_noise = gr.Slider(*V.SHARED_NOISE_RANGE, value=d["shared_noise"], step=0.05,
+                            shared_noise = Slider(*V.SHARED_NOISE_RANGE, value=d["shared_noise"], step=0.05,
                                                      label="Shared noise",
                                                      info="share of the starting noise common to all frames "
                                                           "(0 = independent, the release's): steadier, "
                                                           "but small motion scores move less")
-                            guidance = gr.Slider(*V.GUIDANCE_RANGE, value=d["guidance"], step=0.5,
+                            guidance = Slider(*V.GUIDANCE_RANGE, value=d["guidance"], step=0.5,
                                                  label="Guidance (CFG)",
                                                  info="how strongly the prompt is followed (0 = not guided)")
-                            guidance_until = gr.Slider(0, 1, value=d["guidance_until"], step=0.01,
+                            guidance_until = Slider(0, 1, value=d["guidance_until"], step=0.01,
                                                        label="Guidance until t",
                                                        info="guidance stops at this flow time (1 = never)")
                         with gr.Accordion("Motion", open=False):
-                            motion = gr.Slider(*V.MOTION_RANGE, value=d["motion"], step=0.5, label="Motion score",
+                            motion = Slider(*V.MOTION_RANGE, value=d["motion"], step=0.5, label="Motion score",
                                                info="how much should move; -1 = no motion condition")
-                            neg_motion = gr.Slider(*V.MOTION_RANGE, value=d["neg_motion"], step=0.5,
+                            neg_motion = Slider(*V.MOTION_RANGE, value=d["neg_motion"], step=0.5,
                                                    label="Negative motion",
                                                    info="guidance pushes away from this score; "
                                                         "below the motion score = more motion")
-                            neg_motion_until = gr.Slider(0, 1, value=d["neg_motion_until"], step=0.01,
+                            neg_motion_until = Slider(0, 1, value=d["neg_motion_until"], step=0.01,
                                                          label="Switch at t",
                                                          info="the negative score holds until this flow time "
                                                               "(1 = throughout; release 0.05)")
-                            neg_motion_after = gr.Slider(*V.MOTION_RANGE, value=d["neg_motion_after"], step=0.5,
+                            neg_motion_after = Slider(*V.MOTION_RANGE, value=d["neg_motion_after"], step=0.5,
                                                          label="Negative after the switch",
                                                          info="release: 6; equal to the motion score, "
                                                               "the gap acts early only")
@@ -366,7 +381,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                     c_schedules = gr.CheckboxGroup(
                         [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",
                         value=[s for s in COMPARE_SCHEDULES if s in schedules], info="the patch schedules to render")
-                    c_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
+                    c_steps = Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
                                         elem_id="compare-steps", info="the same for every schedule")
                     c_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
                                                allow_custom_value=True, info="larger: bigger speed differences")
@@ -405,10 +420,10 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                        info=f"comma separated, up to {MAX_GRID_SIDE}")
                     m_neg = gr.Textbox(value=grid_negative, label="Negative scores",
                                        info=f"comma separated, up to {MAX_GRID_SIDE}")
-                    m_until = gr.Slider(0, 1, value=d["neg_motion_until"], step=0.01, label="Switch at t",
+                    m_until = Slider(0, 1, value=d["neg_motion_until"], step=0.01, label="Switch at t",
                                         info="then the negative score follows the positive one")
                 with gr.Row():
-                    m_steps = gr.Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="motion-steps",
+                    m_steps = Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="motion-steps",
                                         info="few steps: noisy videos, and noise reads as motion")
                     m_resolution = gr.Dropdown(sizes, value=d["resolution"], label="Resolution",
                                                allow_custom_value=True, info="smaller: a faster grid")
@@ -441,7 +456,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
                                            elem_id="sound-input", height=300)
                         s_prompt = gr.Textbox(label="Prompt (optional)", info="describe the sound or the scene")
                         with gr.Row():
-                            s_steps = gr.Slider(2, V.MAX_STEPS, value=studio.sound_default_steps(), step=1,
+                            s_steps = Slider(2, V.MAX_STEPS, value=studio.sound_default_steps(), step=1,
                                                 label="Steps", info="more steps: cleaner, slower")
                             s_seed = gr.Number(value=0, label="Seed", precision=0,
                                                info="the same seed gives the same sound")
