@@ -18,7 +18,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
-import av
 import numpy as np
 
 from lumina.errors import InvalidRequestError
@@ -117,6 +116,8 @@ def write_mp4(path, frames: np.ndarray, fps: int, audio: Optional[np.ndarray] = 
 
 
 def _encode_mp4(path: Path, frames: np.ndarray, fps: int, audio: Optional[np.ndarray], sample_rate: int) -> None:
+    import av  # here, not at the top: the atomic writers serve machines without PyAV (the GPU suite's)
+
     t, h, w, _ = frames.shape
     with av.open(str(path), mode="w", format="mp4") as container:
         vstream = container.add_stream("libx264", rate=int(fps))
@@ -150,6 +151,8 @@ def read_video(path, max_frames: Optional[int] = None, max_pixels: Optional[int]
     With `max_frames` / `max_pixels` (width x height) a longer or larger video is refused as soon as decoding
     reaches the cap, whatever its header claims, so memory stays bounded.
     """
+    import av
+
     frames = []
     try:
         with av.open(str(path)) as container:
@@ -172,6 +175,8 @@ def read_video(path, max_frames: Optional[int] = None, max_pixels: Optional[int]
 
 def read_audio(path) -> Tuple[np.ndarray, int]:
     """Decode the first audio stream to mono float32 and its sample rate."""
+    import av
+
     with av.open(str(path)) as container:
         if not container.streams.audio:
             raise ValueError(f"{path}: the file has no audio track")
