@@ -51,19 +51,23 @@ COMPARE_INTRO = (
 )
 
 
-class Slider(gr.Slider):
+def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 (stands in for gr.Slider)
     """gr.Slider whose range error names the field: Gradio's own ("Value 500 is greater than maximum value 200.")
-    reaches an API caller without saying which of two dozen inputs it was."""
+    reaches an API caller without saying which of two dozen inputs it was. (Wrapped, not subclassed: Gradio
+    writes a .pyi stub beside any module that subclasses a component.)"""
+    slider = gr.Slider(*args, **kwargs)
+    check = slider.preprocess
 
-    is_template = True  # the browser draws it as a plain slider
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return check(payload)
         except gr.Error:
-            low, high = self.minimum, self.maximum
+            low, high = slider.minimum, slider.maximum
             side = f"less than the minimum, {low:g}" if payload < low else f"more than the maximum, {high:g}"
-            raise gr.Error(f"{self.label}: {payload:g} is {side} (allowed {low:g} to {high:g})") from None
+            raise gr.Error(f"{slider.label}: {payload:g} is {side} (allowed {low:g} to {high:g})") from None
+
+    slider.preprocess = preprocess
+    return slider
 
 
 def default_outputs_dir() -> Path:
