@@ -15,11 +15,7 @@ from _util import device_name, report, sync
 
 from lumina.errors import LuminaError
 from lumina.pipelines.loading import load_pipeline
-
-GPU_MODES = ["none", "model-offload+vae-tiling", "model-offload+8bit+vae-tiling", "group-offload+vae-tiling",
-             "sequential-offload+vae-tiling"]
-CPU_MODES = ["none", "8bit", "none+vae-tiling"]
-
+from lumina.pipelines.memory import modes_for
 
 def run_mode(args, mode, w, h, frames):
     dtype = torch.bfloat16 if torch.device(args.device).type == "cuda" else torch.float32
@@ -44,7 +40,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     w, h, frames = (int(v) for v in args.size.split("x"))
-    modes = GPU_MODES if torch.device(args.device).type == "cuda" else CPU_MODES
+    modes = [m for m in modes_for(torch.device(args.device).type) if m != "auto"]  # the menu's modes, by name
     rows, reference = [], None
     for mode in modes:
         try:

@@ -7,8 +7,8 @@ Builds the 1.77 B `LuminaNextDiTVideo()`, a Gemma-2-2B-shaped `Gemma2Model` (wit
 `AutoencoderKLCogVideoX()` (the CogVideoX-2b configuration) once, in bf16, and keeps them in CPU memory; every
 measurement starts from a copy. Sections, each guarded so a failure is recorded and the rest still runs:
 
-- forward: one transformer forward per patch size at 1248x704x96 and 672x384x64, batch 1 and 2: seconds,
-  TFLOP/s (lumina.costs' FLOP count), peak GB;
+- forward: one transformer forward per patch size at 1248x704x96 and 672x384x64, batch 1 and 2, timed by
+  lumina.costs.forward_samples (as bench_forward.py and the app's cost fit): seconds, TFLOP/s, peak GB;
 - presets: the four presets' denoising time composed from those step times (guided steps run batch 2);
 - end_to_end: f16F64R512 and its MultiScale preset, prompt to video;
 - memory_modes: every mode of `modes_for(device)` at 1248x704x96 (2 steps at 1x2 with guidance): peak GB through
@@ -31,14 +31,14 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lumina.costs import forward_flops  # noqa: E402
+from lumina.costs import forward_samples  # noqa: E402
 from lumina.media import write_json, write_text  # noqa: E402
 from lumina.models.components import tiny_vae_config  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR  # noqa: E402
@@ -129,7 +129,7 @@ def fresh_pipeline(parts: Dict[str, torch.nn.Module], scale: Scale) -> LuminaVid
 
 
 class Meter:
-    """Wall seconds (synchronised) and peak allocated GB on CUDA; peak is None on a CPU."""
+    """Synchronised timing and peak allocated GB on CUDA; peak is None on a CPU."""
 
     def __init__(self, device: str):
         self.cuda = torch.device(device).type == "cuda"
@@ -147,42 +147,20 @@ class Meter:
     def peak_gb(self) -> Optional[float]:
         return round(torch.cuda.max_memory_allocated() / 1e9, 2) if self.cuda else None
 
-    def timed(self, fn: Callable, repeats: int = 1, warmup: int = 0) -> Tuple[float, object]:
-        """Fastest of `repeats` runs after `warmup` runs, and the last result."""
-        out = None
-        for _ in range(warmup):
-            out = fn()
-        best = float("inf")
-        for _ in range(repeats):
-            self.sync()
-            start = time.perf_counter()
-            out = fn()
-            self.sync()
-            best = min(best, time.perf_counter() - start)
-        return best, out
 
 
-def section_forward(parts, scale: Scale, device: str, dtype: torch.dtype, meter: Meter) -> dict:
+def section_forward(parts, scale: Scale, device: str, meter: Meter) -> dict:
     net = copy.deepcopy(parts["transformer"]).to(device)
-    config = net.config
     rows = []
     for size, (w, h, frames) in scale.sizes.items():
         latent = (max(frames // 4, 1), h // 8, w // 8)
         for patch in PATCHES:
-            tokens = net.num_tokens(latent, patch)
             for batch in (1, 2):
-                x = torch.randn(batch, config.in_channels, *latent, device=device, dtype=dtype)
-                caption = torch.randn(batch, scale.caption_tokens, config.cap_feat_dim, device=device, dtype=dtype)
-                mask = torch.ones(batch, scale.caption_tokens, dtype=torch.long, device=device)
-                t, motion = torch.full((batch,), 0.5, device=device), torch.full((batch,), 6.0, device=device)
                 meter.reset()
-                with torch.no_grad():
-                    seconds, out = meter.timed(lambda: net(x, t, caption, mask, motion, patch),
-                                               repeats=scale.repeats, warmup=1)
-                flops = forward_flops(config, tokens, scale.caption_tokens) * batch
+                [(_, tokens, flops, seconds)] = forward_samples(net, latent, scale.repeats, scale.caption_tokens,
+                                                                batch=batch, patches=[patch])
                 rows.append({"size": size, "patch": patch, "batch": batch, "tokens": tokens, "s": round(seconds, 4),
-                             "tflops": float(f"{flops / seconds / 1e12:.4g}"), "peak_gb": meter.peak_gb(),
-                             "finite": bool(torch.isfinite(out).all())})
+                             "tflops": float(f"{flops / seconds / 1e12:.4g}"), "peak_gb": meter.peak_gb()})
     return {"params": sum(p.numel() for p in parts["transformer"].parameters()), "rows": rows}
 
 
@@ -239,7 +217,10 @@ def run_mode(parts, scale: Scale, mode: str, device: str, meter: Meter, referenc
     latent = result.frames
     row.update(peak_denoise_gb=meter.peak_gb(), s_per_step=round(result.timings["denoise"] / (scale.mode_steps - 1), 3),
                encode_s=round(result.timings["encode"], 3), finite_latent=bool(torch.isfinite(latent).all()))
-    decode_s, video = meter.timed(lambda: pipe.decode_latents(latent))
+    start = time.perf_counter()
+    video = pipe.decode_latents(latent)
+    meter.sync()
+    decode_s = time.perf_counter() - start
     pipe.maybe_free_model_hooks()
     row.update(peak_decode_gb=meter.peak_gb(), decode_s=round(decode_s, 2), video_shape=list(video.shape),
                finite_video=bool(torch.isfinite(video).all()))
@@ -394,7 +375,7 @@ def main(argv=None) -> dict:
     results["build_s"] = round(time.perf_counter() - t0, 1)
     wanted = args.sections.split(",")
     runners = {
-        "forward": lambda: section_forward(parts, scale, device, dtype, meter),
+        "forward": lambda: section_forward(parts, scale, device, meter),
         "presets": lambda: section_presets(results["sections"]["forward"]),
         "end_to_end": lambda: section_end_to_end(parts, scale, device, meter),
         "memory_modes": lambda: section_memory_modes(parts, scale, device, meter, start + args.budget_s),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from lumina.sampling import SampleConfig, plan
 
@@ -70,10 +70,11 @@ def request_seconds(
     return total, tokens_by_scale
 
 
-def forward_samples(model, latent_shape: Tuple[int, int, int], repeats: int = 3,
-                    caption_tokens: int = 32) -> List[Tuple[str, int, float, float]]:
-    """(patch, tokens, FLOPs, median seconds) of one forward of `model` at each patch size it supports, on the
-    device and dtype it is on, with random inputs of `latent_shape` (frames, height, width)."""
+def forward_samples(model, latent_shape: Tuple[int, int, int], repeats: int = 3, caption_tokens: int = 32,
+                    batch: int = 1, patches: Optional[Sequence[str]] = None) -> List[Tuple[str, int, float, float]]:
+    """(patch, tokens an item, FLOPs of the batch, median seconds) of one forward of `model` at each patch size
+    (default: every one it supports), on the device and dtype it is on, with random inputs of `latent_shape`
+    (frames, height, width)."""
     import statistics
     import time
 
@@ -81,17 +82,17 @@ def forward_samples(model, latent_shape: Tuple[int, int, int], repeats: int = 3,
 
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    latent = torch.randn(1, model.config.in_channels, *latent_shape, device=device, dtype=dtype)
-    cap = torch.randn(1, caption_tokens, model.config.cap_feat_dim, device=device, dtype=dtype)
-    mask = torch.ones(1, caption_tokens, device=device, dtype=torch.long)
-    t, motion = torch.tensor([0.5], device=device), torch.tensor([6.0], device=device)
+    latent = torch.randn(batch, model.config.in_channels, *latent_shape, device=device, dtype=dtype)
+    cap = torch.randn(batch, caption_tokens, model.config.cap_feat_dim, device=device, dtype=dtype)
+    mask = torch.ones(batch, caption_tokens, device=device, dtype=torch.long)
+    t, motion = torch.full((batch,), 0.5, device=device), torch.full((batch,), 6.0, device=device)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     rows = []
-    for ps in [p.name for p in model.supported_patch_sizes()]:
+    for ps in patches or [p.name for p in model.supported_patch_sizes()]:
         times = []
         with torch.no_grad():
             for k in range(repeats + 1):  # the first run warms up
@@ -102,7 +103,7 @@ def forward_samples(model, latent_shape: Tuple[int, int, int], repeats: int = 3,
                 if k:
                     times.append(time.perf_counter() - start)
         tokens = model.num_tokens(tuple(latent_shape), ps)
-        rows.append((ps, tokens, forward_flops(model.config, tokens, caption_tokens), statistics.median(times)))
+        rows.append((ps, tokens, batch * forward_flops(model.config, tokens, caption_tokens), statistics.median(times)))
     return rows
 
 
