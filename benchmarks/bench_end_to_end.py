@@ -15,10 +15,9 @@ import torch
 from _util import device_name, report, sync
 
 from lumina.costs import load_fit, request_seconds
-from lumina.generation import GenerationRequest, sample_config_for
 from lumina.pipelines.loading import load_pipeline
 
-SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")  # "multiscale": the model's own (ModelDefaults.patch_shorthands)
+SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")  # "multiscale": the model's own (ModelDefaults.named_schedules)
 
 
 def main(argv=None):
@@ -38,13 +37,11 @@ def main(argv=None):
     rows, base = [], None
     fit = load_fit(torch.device(args.device).type)
     for label in SCHEDULES:
-        req = GenerationRequest(prompt="a red circle moving right on a blue background", steps=args.steps,
-                                schedule=label)
-        config = sample_config_for(req, defaults)
+        config = defaults.sample_config(patch=label, steps=args.steps)
         times = []
         for r in range(args.repeats + 1):
             gen = torch.Generator("cpu").manual_seed(0)
-            out = pipe(prompt=req.prompt, width=w, height=h, num_frames=frames, sample_config=config,
+            out = pipe(prompt="a red circle moving right on a blue background", width=w, height=h, num_frames=frames, sample_config=config,
                        generator=gen, output_type="latent")
             sync(args.device)
             if r:  # the first run warms up

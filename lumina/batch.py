@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import List
 
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest
+from lumina.pipelines.defaults import ModelDefaults
+from lumina.syntax import parse_setting
+
+SCHEDULE_FIELDS = {"schedule": "patch", "motion": "number", "neg_motion": "number", "cfg": "number"}
 
 
-def read_prompts(path) -> List[GenerationRequest]:
-    """A text file (one prompt a line) or JSON lines with GenerationRequest fields ("prompt" required)."""
+def read_prompts(path, defaults: ModelDefaults) -> List[GenerationRequest]:
+    """A text file (one prompt a line) or JSON lines with GenerationRequest fields ("prompt" required); schedule
+    fields may be text ("20, 0@0.2", "multiscale": the model's) or the JSON list form."""
     allowed = {f.name for f in fields(GenerationRequest)}
     requests = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
@@ -32,6 +37,12 @@ def read_prompts(path) -> List[GenerationRequest]:
             unknown = sorted(set(item) - allowed)
             if unknown or "prompt" not in item:
                 raise InvalidRequestError(f"{path}:{n}: needs 'prompt'; unknown keys {unknown}; allowed {sorted(allowed)}")
+            try:
+                for name, kind in SCHEDULE_FIELDS.items():
+                    if name in item:
+                        item[name] = parse_setting(item[name], kind, defaults.named_schedules(), name)
+            except ValueError as err:
+                raise InvalidRequestError(f"{path}:{n}: {err}") from None
             requests.append(GenerationRequest(**item))
         else:
             requests.append(GenerationRequest(prompt=line))
@@ -54,13 +65,11 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
     from lumina.validation import check_device, check_output_path
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    requests = read_prompts(prompts_file)
     defaults = read_defaults(model)
+    requests = read_prompts(prompts_file, defaults)
     for i, req in enumerate(requests):  # every line checked before the model loads
-        if req.seed is None:
-            req.seed = seed + i
         try:
-            requests[i] = resolve_request(req, defaults)
+            requests[i] = resolve_request(req if req.seed is not None else replace(req, seed=seed + i), defaults)
         except ValueError as err:
             raise InvalidRequestError(f"{prompts_file}: prompt {i + 1}: {err}") from None
     out_dir = Path(out_dir)
@@ -76,11 +85,11 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
             return written
         device = check_device(device or str(state.device))
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-        pipe, defaults = load_pipeline(model, dtype=dtype, device=device, memory=memory)
+        pipe, _ = load_pipeline(model, dtype=dtype, device=device, memory=memory)
         pipe.set_progress_bar_config(disable=True)
         for i, req in mine:
             path = out_dir / output_name(i, req.prompt)
-            generate_video(pipe, defaults, req, path)
+            generate_video(pipe, req, path)
             written.append(path)
             print(f"[process {state.process_index}] wrote {path}", flush=True)
     return written

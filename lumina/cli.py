@@ -43,64 +43,60 @@ def _add_generate(sub) -> None:
     p.add_argument("--out", required=True, help="FILE.mp4")
 
 
-def _number_or_text(value: Optional[str]):
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 def cmd_generate(args) -> int:
     """Everything the user gave is checked (values, output path, device, model defaults) before a model loads."""
     import torch
 
     from lumina.generation import GenerationRequest, generate_video, resolve_request
     from lumina.pipelines.loading import load_pipeline, read_defaults
-    from lumina.validation import check_device, check_output_path, parse_resolution
+    from lumina.syntax import parse_resolution, parse_setting
+    from lumina.validation import check_device, check_output_path
 
     width = height = None
     if args.resolution is not None:
         width, height = parse_resolution(args.resolution)
     check_output_path(args.out)
     check_device(args.device)
+    defaults = read_defaults(args.model)
     req = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
-        fps=args.fps, preset=args.preset, schedule=args.schedule, motion=_number_or_text(args.motion),
-        neg_motion=_number_or_text(args.neg_motion), cfg=_number_or_text(args.cfg), steps=args.steps,
-        time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise, seed=args.seed,
-        audio=args.audio,
+        fps=args.fps, preset=args.preset, schedule=parse_setting(args.schedule, "patch", defaults.named_schedules()),
+        motion=parse_setting(args.motion, name="motion"), neg_motion=parse_setting(args.neg_motion, name="neg-motion"),
+        cfg=parse_setting(args.cfg, name="cfg"),
+        steps=args.steps, time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise,
+        seed=args.seed, audio=args.audio,
     )
-    req = resolve_request(req, read_defaults(args.model))
-    pipe, defaults = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
+    job = resolve_request(req, defaults)
+    pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)
     audio_fn = None
     if args.audio:
         from lumina.v2a import audio_fn_for, load_v2a
 
         audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=args.device))
-    sidecar = generate_video(pipe, defaults, req, args.out, audio_fn=audio_fn)
+    sidecar = generate_video(pipe, job, args.out, audio_fn=audio_fn)
     print(json.dumps({"video": args.out, "seed": sidecar["request"]["seed"], "timings": sidecar["timings"]}))
     return 0
 
 
 def cmd_presets(args) -> int:
-    from lumina.pipelines.loading import TINY_DIR, ModelDefaults
-    from lumina.sampling import PRESETS, format_schedule
-    from lumina.sampling.schedule import PATCH_SHORTHANDS, __doc__ as syntax
+    from lumina import syntax
+    from lumina.pipelines.defaults import ModelDefaults
+    from lumina.pipelines.loading import read_defaults
+    from lumina.sampling import PRESETS
+    from lumina.syntax import format_schedule
 
     print("Release presets (step = grid points; step - 1 evaluations):")
     for name, cfg in PRESETS.items():
         print(f"  {name:24s} P={format_schedule(cfg.patch)!r} step={cfg.steps} ts={cfg.time_shift:g} "
               f"renorm={cfg.renorm:g} cfg={format_schedule(cfg.cfg)!r} motion={format_schedule(cfg.motion)!r} "
               f"negMotion={format_schedule(cfg.neg_motion)!r}")
-    print("Patch schedules:")
-    for name, value in PATCH_SHORTHANDS.items():
+    print("Patch schedules by name:")
+    for name, value in ModelDefaults().named_schedules().items():
         print(f"  {name:10s} = {format_schedule(value)}")
-    tiny = format_schedule(ModelDefaults.read(TINY_DIR).patch_shorthands()["multiscale"])
+    tiny = format_schedule(read_defaults("tiny").named_schedules()["multiscale"])
     print(f"  (a model's 'multiscale' is its multi-scale preset's schedule at its tuned switch times; tiny: {tiny})")
-    print(syntax.split("Schedule strings", 1)[1].strip().join(["Schedule strings ", ""]))
+    print(syntax.__doc__.split("Schedule strings", 1)[1].strip().join(["Schedule strings ", ""]))
     return 0
 
 

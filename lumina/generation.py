@@ -13,18 +13,18 @@ import torch
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
 from lumina.media import write_json, write_mp4
-from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.sampling import SampleConfig, coerce_setting, format_schedule
+from lumina.sampling.schedule import SampleConfig, TimeAware
+from lumina.syntax import format_schedule
 
-Setting = Union[None, float, str]
 
-
-@dataclass
+@dataclass(frozen=True)
 class GenerationRequest:
-    """What a user asks for; None means "the model's default" (from its preset and ModelDefaults).
+    """What a user asks for, in typed values (the edge has parsed any text); None means "the model's default".
 
-    `schedule`, `cfg` and `neg_motion` take schedule strings ("2x4, 1x2@0.1", "20, 0@0.2") or plain values.
+    `schedule` is a patch schedule (a patch size name, a name of the model's schedules such as "multiscale", or the
+    time-aware tuple form); `motion`, `neg_motion` and `cfg` are numbers or time-aware tuples.
     `steps` is the release's `step` (grid points): steps - 1 denoising evaluations.
     """
 
@@ -35,10 +35,10 @@ class GenerationRequest:
     frames: Optional[int] = None
     fps: Optional[int] = None
     preset: Optional[str] = None
-    schedule: Optional[str] = None
-    motion: Setting = None
-    neg_motion: Setting = None
-    cfg: Setting = None
+    schedule: Optional[TimeAware] = None
+    motion: Optional[TimeAware] = None
+    neg_motion: Optional[TimeAware] = None
+    cfg: Optional[TimeAware] = None
     steps: Optional[int] = None
     time_shift: Optional[float] = None
     renorm: Optional[float] = None
@@ -47,42 +47,49 @@ class GenerationRequest:
     audio: bool = False
 
 
-def sample_config_for(req: GenerationRequest, defaults: ModelDefaults) -> SampleConfig:
-    """The model's preset with the request's settings; SampleConfig checks each value (every stage of a schedule)."""
-    base = defaults.sample_config(req.preset)
-    return base.replace(
-        patch=coerce_setting(req.schedule, "patch", defaults.patch_shorthands()),
-        steps=req.steps,
-        cfg=coerce_setting(req.cfg, "cfg"),
-        motion=coerce_setting(req.motion, "motion"),
-        neg_motion=coerce_setting(req.neg_motion, "negMotion"),
-        time_shift=req.time_shift,
-        renorm=req.renorm,
-        shared_noise=req.shared_noise,
-    )
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every default filled in and every value checked: what the budget check, the model holder
+    and `generate_video` take as given."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    frames: int
+    fps: int
+    seed: int
+    audio: bool
+    config: SampleConfig
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The sidecar's "request" (the sampling settings are its "sample_config")."""
+        return {k: v for k, v in asdict(self).items() if k != "config"}
 
 
-def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> GenerationRequest:
+def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> ResolvedRequest:
     """Fill defaults (only where a value is None: a zero is a value, and is refused), draw a seed if none, and
-    validate everything, the sampling settings included, before any model work starts."""
-    V.check_prompt(req.prompt)
-    filled = GenerationRequest(**{**asdict(req)})
-    for name in ("width", "height", "frames", "fps", "preset"):
-        if getattr(req, name) is None:
-            setattr(filled, name, getattr(defaults, name))
-    filled.seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
-    V.check_seed(filled.seed)
-    V.check_fps(filled.fps)
-    V.check_size(filled.width, filled.height, defaults.max_resolution)
-    V.check_frames(filled.frames)
-    sample_config_for(filled, defaults)
-    return filled
+    check everything, the sampling settings included, before any model work starts. The one place a request's
+    values are validated: sizes, frames, fps and seed here, each sampling value (and every stage of a time-aware
+    one) in SampleConfig."""
+    prompt = V.check_prompt(req.prompt)
+    pick = lambda name: getattr(defaults, name) if getattr(req, name) is None else getattr(req, name)  # noqa: E731
+    width, height, frames, fps = pick("width"), pick("height"), pick("frames"), pick("fps")
+    seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
+    V.check_seed(seed)
+    V.check_fps(fps)
+    V.check_size(width, height, defaults.max_resolution)
+    V.check_frames(frames)
+    config = defaults.sample_config(
+        req.preset, patch=req.schedule, steps=req.steps, cfg=req.cfg, motion=req.motion, neg_motion=req.neg_motion,
+        time_shift=req.time_shift, renorm=req.renorm, shared_noise=req.shared_noise)
+    return ResolvedRequest(prompt, str(req.negative_prompt or ""), width, height, frames, fps, seed, bool(req.audio),
+                           config)
 
 
 def generate_video(
     pipe: LuminaVideoPipeline,
-    defaults: ModelDefaults,
-    req: GenerationRequest,
+    req: ResolvedRequest,
     out_path: Union[str, Path],
     callback_on_step_end: Optional[Callable] = None,
     audio_fn: Optional[Callable] = None,
@@ -92,8 +99,7 @@ def generate_video(
 
     `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
     t_start = time.perf_counter()
-    req = resolve_request(req, defaults)
-    config = sample_config_for(req, defaults)
+    config = req.config
     generator = torch.Generator("cpu").manual_seed(req.seed)
     out = pipe(
         prompt=req.prompt,
@@ -124,7 +130,7 @@ def generate_video(
     timings["total"] = time.perf_counter() - t_start
     sidecar = {
         "video": out_path.name,
-        "request": asdict(req),
+        "request": req.to_dict(),
         "sample_config": config.to_dict(),
         "patch_schedule": format_schedule(config.patch),
         "schedule": out.schedule,

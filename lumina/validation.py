@@ -23,6 +23,9 @@ SHARED_NOISE_RANGE = (0.0, 0.95)  # share of the starting noise common to all la
 TIME_SHIFT_RANGE = (0.1, 100.0)  # 1 = no shift; the release uses 8 and 24
 RENORM_RANGE = (-1.0, 100.0)  # > 0 caps the guided norm at renorm x |positive|; <= 0 turns it off (release: -1, 2)
 FPS_RANGE = (1, 60)
+# The range of each number of a SampleConfig, by the name its messages use (every stage of a time-aware one).
+RANGES = {"cfg": GUIDANCE_RANGE, "motion": MOTION_RANGE, "negative motion": MOTION_RANGE,
+          "time shift": TIME_SHIFT_RANGE, "renorm": RENORM_RANGE, "shared noise": SHARED_NOISE_RANGE}
 
 
 def _require(cond: bool, message: str) -> None:
@@ -32,6 +35,28 @@ def _require(cond: bool, message: str) -> None:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def as_float(name: str, value) -> float:
+    """The one number parser: an int, a float or its text -> a finite float; anything else refused by name."""
+    if isinstance(value, str):
+        text = value.strip()
+        hint = (" (schedule text is read at the edge: pass the typed form, e.g. (20.0, (0.2, 0.0)), or "
+                "lumina.syntax.parse_schedule)") if ("@" in text or "," in text) else ""
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidRequestError(f"{name}={text!r}: not a number{hint}") from None
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+             f"{name}={value!r}: must be a number")
+    return float(value)
+
+
+def as_int(name: str, value) -> int:
+    """A whole number (the app's number boxes send 16.0 for 16)."""
+    number = as_float(name, value)
+    _require(number == int(number), f"{name}={value!r}: must be a whole number")
+    return int(number)
 
 
 def check_size(width, height, max_resolution: int) -> None:
@@ -121,22 +146,6 @@ def check_seed(seed) -> None:
     _require(_is_int(seed) and 0 <= seed <= MAX_SEED, f"seed={seed!r}: must be an integer in 0..{MAX_SEED}")
 
 
-def check_number(name: str, value, lo: float, hi: float) -> None:
-    _require(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi,
-        f"{name}={value!r}: must be a number in {lo:g}..{hi:g}",
-    )
-
-
-def check_motion(name: str, value) -> None:
-    """Motion scores are optical-flow magnitudes (reference §5); negative means 'no motion condition'."""
-    check_number(name, value, *MOTION_RANGE)
-
-
-def check_guidance(value) -> None:
-    check_number("guidance", value, *GUIDANCE_RANGE)
-
-
 def check_stages(name: str, values, lo: float, hi: float) -> None:
     """The same range rule for every stage of a time-aware value (its constant, or each value of "20, 0@0.2")."""
     values = list(values)
@@ -146,27 +155,6 @@ def check_stages(name: str, values, lo: float, hi: float) -> None:
             f"{name}={value!r}" + (f" (a stage of {name} {values!r})" if len(values) > 1 else "")
             + f": must be a number in {lo:g}..{hi:g}",
         )
-
-
-def check_time_shift(value) -> None:
-    check_number("time shift", value, *TIME_SHIFT_RANGE)
-
-
-def check_renorm(value) -> None:
-    check_number("renorm", value, *RENORM_RANGE)
-
-
-def check_shared_noise(value) -> None:
-    """0 = independent noise per latent frame (the release's); near 1 every frame starts alike.
-    SampleConfig applies it, so the library, the CLI and the app share one rule."""
-    check_number("shared noise", value, *SHARED_NOISE_RANGE)
-
-
-def parse_resolution(text: str) -> Tuple[int, int]:
-    """'WxH' -> (W, H)."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    _require(len(parts) == 2 and all(p.isdigit() for p in parts), f"resolution {text!r}: write it as WxH, e.g. 256x128")
-    return int(parts[0]), int(parts[1])
 
 
 def check_output_path(path, suffixes: Tuple[str, ...] = (".mp4",), option: str = "--out") -> Path:

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from lumina import LuminaNextDiTVideo, LuminaVideoPipeline
 from lumina.models.components import minilm_dir, tiny_vae_config
-from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.defaults import ModelDefaults
 
 
 def random_transformer(cap_feat_dim: int = 32, seed: int = 0, dim: int = 64, n_layers: int = 2) -> LuminaNextDiTVideo:
@@ -40,7 +40,7 @@ def random_pipeline(seed: int = 0, vae_levels: int = 4, vae_temporal: int = 4) -
 
 
 def save_random_pipeline(folder: Path, seed: int = 0) -> Path:
-    random_pipeline(seed).save_pretrained(str(folder))
-    ModelDefaults(width=64, height=64, frames=8, fps=8, preset="f24F96R960-MultiScale", max_resolution=128,
-                  steps=4).write(folder)
+    pipe = random_pipeline(seed)
+    pipe.set_defaults(ModelDefaults(width=64, height=64, frames=8, fps=8, max_resolution=128, steps=4))
+    pipe.save_pretrained(str(folder))
     return folder

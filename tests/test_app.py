@@ -31,7 +31,8 @@ from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
 from lumina.app.ui import compare_outputs, motion_outputs, reuse_settings  # noqa: E402
 from lumina.errors import GenerationInterrupted, ModelFilesError  # noqa: E402
 from lumina.media import read_audio, read_video, write_mp4  # noqa: E402
-from lumina.pipelines.loading import TINY_DIR, ModelDefaults  # noqa: E402
+from lumina.pipelines.defaults import ModelDefaults  # noqa: E402
+from lumina.pipelines.loading import TINY_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a red circle moving right on a navy background"
@@ -110,7 +111,7 @@ def _message(excinfo) -> str:
     ({"prompt": "x", "schedule": "3x3"}, "choose one of"),
     ({"prompt": "x", "seed": 2 ** 32}, "0..4294967295"),
     ({"prompt": "x", "steps": 1}, "2..200"),
-    ({"prompt": "x", "guidance": 80}, "guidance=80.0"),
+    ({"prompt": "x", "guidance": 80}, "cfg=80.0 (a stage of cfg [80.0, 0.0]): must be a number in 0..50"),
     ({"prompt": "x", "fps": 0}, "fps=0"),
     ({"prompt": "x", "shared_noise": 1.0}, "shared noise=1.0: must be a number in 0..0.95"),
     ({"prompt": "x", "length_mode": "seconds", "duration": -1}, "must be > 0 s"),
@@ -130,15 +131,17 @@ def test_request_building_snaps_sizes_and_rounds_durations():
     defaults = ModelDefaults(width=64, height=64, frames=8, fps=8, max_resolution=128, steps=4)
     values = {**ui_defaults(defaults), "prompt": "x", "custom_size": True, "width": 70, "height": 50,
               "length_mode": "seconds", "duration": 1.3, "schedule": "custom", "custom_schedule": "2x4, 1x2@0.5"}
-    req, notices = build_request(values, defaults, ["1x2", "2x2", "2x4"])
+    req, notices = build_request(values, defaults)
     assert (req.width, req.height, req.frames) == (64, 64, 8)
     assert any("snapped to 64x64" in n for n in notices) and any("8 frames" in n for n in notices)
-    assert req.cfg == "20, 0@0.2" and req.neg_motion == "2, 6@0.05" and req.schedule == "2x4, 1x2@0.5"
-    assert cfg_schedule(7, 1) == "7" and cfg_schedule(7, 0) == "0" and neg_motion_schedule(6, 2, 1, 6) == "2"
+    assert req.config.cfg == (20.0, (0.2, 0.0)) and req.config.neg_motion == (2.0, (0.05, 6.0))
+    assert req.config.patch == ("2x4", (0.5, "1x2"))  # typed values, parsed once at the edge
+    assert cfg_schedule(7, 1) == 7 and cfg_schedule(7, 0) == 0.0 and neg_motion_schedule(2, 1, 6) == 2
     # a higher motion score keeps the preset's negative schedule (as the CLI does), unless told to follow it
-    assert build_request({**values, "motion": 12}, defaults)[0].neg_motion == "2, 6@0.05"
-    assert build_request({**values, "motion": 12, "neg_motion_after": 12}, defaults)[0].neg_motion == "2, 12@0.05"
-    assert neg_motion_schedule(12, 2, 0.05, 8) == "2, 8@0.05" and neg_motion_schedule(12, 2, 0, 8) == "8"
+    assert build_request({**values, "motion": 12}, defaults)[0].config.neg_motion == (2.0, (0.05, 6.0))
+    after = build_request({**values, "motion": 12, "neg_motion_after": 12}, defaults)[0]
+    assert after.config.neg_motion == (2.0, (0.05, 12.0))
+    assert neg_motion_schedule(2, 0.05, 8) == (2, (0.05, 8)) and neg_motion_schedule(2, 0, 8) == 8
     assert "1x3" in check_schedule_text("custom", "2x4, 1x3@0.5") and check_schedule_text("2x2").startswith("✓")
     assert "16 frames" in frames_notice("seconds", 2, None, 8)
     assert size_choices(defaults)[0][1] == "128x128" and ("64x64 (default)", "64x64") in size_choices(defaults)
@@ -200,7 +203,7 @@ def test_stop_reaches_a_forked_worker(studio):
     """ZeroGPU runs the job in a forked process: a stop asked for in the parent must still end it."""
     import multiprocessing
 
-    from lumina.generation import GenerationRequest
+    from lumina.generation import GenerationRequest, resolve_request
 
     ctx = multiprocessing.get_context("fork")
     answer = ctx.Queue()
@@ -211,8 +214,9 @@ def test_stop_reaches_a_forked_worker(studio):
 
         torch.set_num_threads(1)  # OpenMP's thread pool does not survive a fork
         try:
-            studio.holder.generate(None, GenerationRequest(prompt=PROMPT, steps=200, seed=0, schedule="2x4"),
-                                   str(studio.store.new_path()))
+            job = resolve_request(GenerationRequest(prompt=PROMPT, steps=200, seed=0, schedule="2x4"),
+                                  studio.model_defaults())
+            studio.holder.generate(None, job, str(studio.store.new_path()))
             answer.put(("finished", control.step))
         except GenerationInterrupted:
             answer.put(("stopped", control.step))
@@ -321,29 +325,29 @@ def test_outputs_are_unique_and_old_ones_removed(tmp_path):
 
 
 def test_zerogpu_duration_and_refusal(studio):
-    from lumina.generation import GenerationRequest
+    from lumina.generation import GenerationRequest, resolve_request
 
     import torch
 
     from lumina import LuminaNextDiTVideo, LuminaVideoPipeline
-    from lumina.pipelines.loading import ModelDefaults
+    from lumina.pipelines.defaults import ModelDefaults
 
     pipe, defaults = studio.holder.get()
-    small = GenerationRequest(prompt="x", width=64, height=64, frames=8, steps=4, seed=0)
-    assert zerogpu.duration_for(zerogpu.estimate_seconds(pipe.transformer.config, defaults, small)) <= zerogpu.ZEROGPU_MAX_SECONDS
-    zerogpu.check_budget(pipe, defaults, small, enforce=True)
+    small = resolve_request(GenerationRequest(prompt="x", width=64, height=64, frames=8, steps=4, seed=0), defaults)
+    assert zerogpu.duration_for(zerogpu.estimate_seconds(pipe.transformer.config, small)) <= zerogpu.ZEROGPU_MAX_SECONDS
+    zerogpu.check_budget(pipe, small, enforce=True)
     with torch.device("meta"):
         release = LuminaNextDiTVideo()  # the 2B configuration: the cost model needs only its sizes
     release_defaults = ModelDefaults()
-    single = GenerationRequest(prompt="x", schedule="1x2", seed=0)  # 1248x704x96, 70 steps
-    multi = GenerationRequest(prompt="x", seed=0)
-    t_single = zerogpu.estimate_seconds(release.config, release_defaults, single)
-    t_multi = zerogpu.estimate_seconds(release.config, release_defaults, multi)
+    single = resolve_request(GenerationRequest(prompt="x", schedule="1x2", seed=0), release_defaults)  # 1248x704x96
+    multi = resolve_request(GenerationRequest(prompt="x", seed=0), release_defaults)
+    t_single = zerogpu.estimate_seconds(release.config, single)
+    t_multi = zerogpu.estimate_seconds(release.config, multi)
     assert t_single > zerogpu.ZEROGPU_MAX_SECONDS and t_multi < 0.5 * t_single
-    shorter = GenerationRequest(prompt="x", seed=0, frames=32, width=832, height=480)
-    assert zerogpu.estimate_seconds(release.config, release_defaults, shorter) * zerogpu.SAFETY < zerogpu.ZEROGPU_MAX_SECONDS
+    shorter = resolve_request(GenerationRequest(prompt="x", seed=0, frames=32, width=832, height=480), release_defaults)
+    assert zerogpu.estimate_seconds(release.config, shorter) * zerogpu.SAFETY < zerogpu.ZEROGPU_MAX_SECONDS
     with pytest.raises(ValueError, match="ZeroGPU call may last at most 300 s"):
-        zerogpu.check_budget(LuminaVideoPipeline(transformer=release), release_defaults, single, enforce=True)
+        zerogpu.check_budget(LuminaVideoPipeline(transformer=release), single, enforce=True)
     assert zerogpu.duration_for(10 ** 6) == zerogpu.ZEROGPU_MAX_SECONDS
     assert zerogpu.run_generation.__name__ == "run_generation"  # locally spaces.GPU leaves it as it is
 

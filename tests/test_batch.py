@@ -9,16 +9,21 @@ import pytest
 
 from lumina.batch import output_name, read_prompts
 from lumina.errors import InvalidRequestError
+from lumina.pipelines.defaults import ModelDefaults
 
 
 def test_prompt_file_formats(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text('# comment\na red circle\n\n{"prompt": "a blue square", "seed": 4, "motion": 2}\n')
-    reqs = read_prompts(f)
+    reqs = read_prompts(f, ModelDefaults())
     assert [r.prompt for r in reqs] == ["a red circle", "a blue square"] and reqs[1].seed == 4
+    f.write_text('{"prompt": "x", "schedule": "multiscale", "cfg": "20, 0@0.2", "motion": [2, [0.5, 6]]}\n')
+    typed = read_prompts(f, ModelDefaults(preset="f16F64R512"))[0]  # parsed at the edge, with the model's names
+    assert (typed.schedule, typed.cfg, typed.motion) == (("2x4", (0.075, "2x2"), (0.3, "1x2")), (20.0, (0.2, 0.0)),
+                                                         [2, [0.5, 6]])
     f.write_text('{"prompt": "x", "colour": 1}\n')
     with pytest.raises(InvalidRequestError, match="unknown keys"):
-        read_prompts(f)
+        read_prompts(f, ModelDefaults())
     assert output_name(3, "A red Circle!") == "00003-a-red-circle.mp4"
 
 
@@ -31,14 +36,13 @@ def test_every_line_and_the_folder_checked_before_the_model_loads(tmp_path):
 
     model = tmp_path / "model"
     model.mkdir()
-    for name in ("model_index.json", "studio_defaults.json"):
-        shutil.copy(TINY_DIR / name, model / name)
+    shutil.copy(TINY_DIR / "model_index.json", model / "model_index.json")
     prompts = tmp_path / "p.txt"
     prompts.write_text('a red circle\n{"prompt": "a blue square", "frames": 0}\n')
     with pytest.raises(InvalidRequestError, match=r"p.txt: prompt 2: frames=0"):
         run_batch(prompts, tmp_path / "out", model=str(model), device="cpu")
     prompts.write_text('{"prompt": "a blue square", "cfg": "4, nan@0.5"}\n')
-    with pytest.raises(InvalidRequestError, match=r"prompt 1: cfg=nan"):
+    with pytest.raises(InvalidRequestError, match=r"p.txt:1: cfg=nan"):
         run_batch(prompts, tmp_path / "out", model=str(model), device="cpu")
     prompts.write_text("a red circle\n")
     (tmp_path / "taken").write_text("a file")

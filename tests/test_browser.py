@@ -24,7 +24,8 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
 from lumina.media import write_mp4  # noqa: E402
-from lumina.pipelines.loading import TINY_DIR, ModelDefaults  # noqa: E402
+from lumina.pipelines.defaults import ModelDefaults  # noqa: E402
+from lumina.pipelines.loading import TINY_DIR  # noqa: E402
 from tests.test_app import Server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -91,13 +91,20 @@ def test_not_a_checkpoint_directory(tmp_path):
         load_official_transformer(tmp_path)
 
 
+def write_defaults(folder, defaults) -> None:
+    """A pipeline config holding only `defaults` (what ModelDefaults.read needs; no weights)."""
+    config = {"_class_name": "LuminaVideoPipeline", "max_resolution": defaults.max_resolution,
+              "defaults": defaults.to_config()}
+    (folder / "model_index.json").write_text(json.dumps(config))
+
+
 def test_model_defaults_apply_tuned_sampling_to_their_own_preset_only(tmp_path):
-    from lumina.generation import GenerationRequest, sample_config_for
-    from lumina.pipelines.loading import ModelDefaults
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.pipelines.defaults import ModelDefaults
     from lumina.sampling import get_preset
 
     d = ModelDefaults(preset="f24F96R960-MultiScale", steps=30, sampling={"ts": 4.0, "cfg": 6.0, "motion": -1.0})
-    d.write(tmp_path)
+    write_defaults(tmp_path, d)
     d = ModelDefaults.read(tmp_path)  # survives the JSON round trip
     own = d.sample_config()
     release = get_preset("f24F96R960-MultiScale")
@@ -106,29 +113,32 @@ def test_model_defaults_apply_tuned_sampling_to_their_own_preset_only(tmp_path):
     other = d.sample_config("f16F64R512")
     assert other.replace(steps=70) == get_preset("f16F64R512") and other.steps == 30
     # a request's own values still win over the tuned ones
-    req = sample_config_for(GenerationRequest(prompt="x", cfg=2.0, motion=8.0), d)
+    req = resolve_request(GenerationRequest(prompt="x", cfg=2.0, motion=8.0), d).config
     assert (req.cfg, req.motion, req.time_shift) == (2.0, 8.0, 4.0)
 
 
 def test_multiscale_names_each_models_own_schedule(tmp_path):
     """"multiscale" is the model's multi-scale preset at its tuned switch times, wherever it is written."""
     from lumina.app.handlers import check_schedule_text, ui_defaults
-    from lumina.generation import GenerationRequest, sample_config_for
-    from lumina.pipelines.loading import ModelDefaults
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.pipelines.defaults import ModelDefaults
     from lumina.sampling import get_preset
+    from lumina.syntax import parse_schedule
 
     release_960 = get_preset("f24F96R960-MultiScale").patch
-    assert ModelDefaults().patch_shorthands()["multiscale"] == release_960
-    assert ModelDefaults(preset="f16F64R512").patch_shorthands()["multiscale"] == ("2x4", (0.075, "2x2"), (0.3, "1x2"))
+    assert ModelDefaults().named_schedules()["multiscale"] == release_960
+    assert ModelDefaults(preset="f16F64R512").named_schedules()["multiscale"] == ("2x4", (0.075, "2x2"), (0.3, "1x2"))
     tuned = ModelDefaults(preset="f24F96R960-MultiScale", sampling={"P": ["2x4", [0.05, "2x2"], [0.15, "1x2"]]})
-    tuned.write(tmp_path)
+    write_defaults(tmp_path, tuned)
     tuned = ModelDefaults.read(tmp_path)
     want = ("2x4", (0.05, "2x2"), (0.15, "1x2"))
-    assert tuned.patch_shorthands()["multiscale"] == want and tuned.sample_config().patch == want
-    assert sample_config_for(GenerationRequest(prompt="x", schedule="multiscale"), tuned).patch == want
-    assert sample_config_for(GenerationRequest(prompt="x", schedule="multiscale"), ModelDefaults()).patch == release_960
+    assert tuned.named_schedules()["multiscale"] == want and tuned.sample_config().patch == want
+    assert parse_schedule("multiscale", "patch", tuned.named_schedules()) == want  # the CLI's and batch files'
+    assert resolve_request(GenerationRequest(prompt="x", schedule="multiscale"), tuned).config.patch == want
+    assert resolve_request(GenerationRequest(prompt="x", schedule="multiscale"), ModelDefaults()).config.patch == release_960
+    assert tuned.sample_config(patch="multiscale").patch == want  # the pipeline's patch_schedule="multiscale"
     assert ui_defaults(tuned)["schedule"] == "multiscale"
-    assert "`2x4, 2x2@0.05, 1x2@0.15`" in check_schedule_text("multiscale", shorthands=tuned.patch_shorthands())
+    assert "`2x4, 2x2@0.05, 1x2@0.15`" in check_schedule_text("multiscale", named=tuned.named_schedules())
 
 
 def test_tiny_text_encoder_is_written_from_its_package_and_checked(tmp_path):

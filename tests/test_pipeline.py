@@ -61,8 +61,8 @@ def test_a_tiny_vae_compressing_otherwise_sizes_latents_tokens_and_gpu_time(pipe
     """A tiny VAE may compress less than the release's 4x time / 8x space: the pipeline sizes its latents, token
     counts and ZeroGPU estimate from its VAE, and the decoded video has the frames and size asked for."""
     from lumina.app import zerogpu
-    from lumina.generation import GenerationRequest
-    from lumina.pipelines.loading import ModelDefaults
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.pipelines.defaults import ModelDefaults
 
     other = random_pipeline(**vae)
     t, s = factors
@@ -76,8 +76,8 @@ def test_a_tiny_vae_compressing_otherwise_sizes_latents_tokens_and_gpu_time(pipe
     assert tokens[0] == (4 // t) * (8 // s) ** 2 * tokens[1]
     defaults = ModelDefaults(width=64, height=64, frames=8, fps=8, preset="f24F96R960-MultiScale",
                              max_resolution=128, steps=4)
-    req = GenerationRequest(prompt="a red circle", schedule="1x2")
-    seconds = [zerogpu.estimate_seconds(p.transformer.config, defaults, req, p.latent_size) for p in (other, pipe)]
+    req = resolve_request(GenerationRequest(prompt="a red circle", schedule="1x2"), defaults)
+    seconds = [zerogpu.estimate_seconds(p.transformer.config, req, p.latent_size) for p in (other, pipe)]
     assert seconds[0] > seconds[1]
 
 
@@ -122,7 +122,7 @@ def test_callback_sees_every_step_and_schedule_is_reported(pipe):
         seen.append((i, round(t, 4), tuple(kw["latents"].shape)))
         return kw
 
-    out = pipe("a red circle", callback_on_step_end=cb, patch_schedule="2x4, 1x2@0.5", time_shift=1.0,
+    out = pipe("a red circle", callback_on_step_end=cb, patch_schedule=("2x4", (0.5, "1x2")), time_shift=1.0,
                output_type="latent", **FAST)
     assert [s[0] for s in seen] == [0, 1]
     assert [row["patch"] for row in out.schedule] == ["2x4", "1x2"]
@@ -201,11 +201,18 @@ def test_a_half_specified_or_out_of_range_expert_is_refused(pipe, kwargs):
     (dict(height=32, width=256, num_frames=8), "aspect ratio"),
     (dict(height=512, width=512, num_frames=8), "budget"),
     (dict(height=64, width=64, num_frames=8, output_type="gif"), "allowed: np, pt, pil, latent"),
-    (dict(height=64, width=64, num_frames=8, patch_schedule="2x4, 3x3@0.5"), "not one of"),
+    (dict(height=64, width=64, num_frames=8, patch_schedule=("2x4", (0.5, "3x3"))), "not one of"),
+    (dict(height=64, width=64, num_frames=8, patch_schedule="2x4, 1x2@0.5"), "read at the edge"),
+    (dict(height=64, width=64, num_frames=8, guidance_scale="20, 0@0.2"), r"cfg='20, 0@0.2': not a number"),
+    (dict(height=64, width=64, num_frames=8, num_inference_steps=1), "steps=1: must be an integer in 2..200 "
+                                                                      r"\(grid points"),
+    (dict(height=64, width=64, num_frames=8, num_videos_per_prompt=0), "num_videos_per_prompt=0"),
+    (dict(height=64, width=64, num_frames=8, generator=[torch.Generator()] * 3), "3 generators for 1 videos"),
+    (dict(height=64, width=64, num_frames=8, negative_prompt=["a", "b"]), "2 negative prompts for 1 prompts"),
 ])
 def test_bad_requests_are_refused_with_the_rule(pipe, kwargs, message):
     with pytest.raises((InvalidRequestError, ValueError), match=message):
-        pipe("a red circle", num_inference_steps=3, **kwargs)
+        pipe("a red circle", **{"num_inference_steps": 3, **kwargs})
 
 
 def test_cli_generates_a_decodable_mp4_with_sidecar(random_pipeline_dir, tmp_path):
@@ -221,9 +228,9 @@ def test_cli_generates_a_decodable_mp4_with_sidecar(random_pipeline_dir, tmp_pat
     frames, fps = read_video(out)
     assert frames.shape == (16, 32, 64, 3) and fps == 8
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side["request"]["seed"] == 7 and side["request"]["motion"] == 8.0
+    assert side["request"]["seed"] == 7 and side["sample_config"]["motion"] == 8.0
     assert side["sample_config"]["P"] == ["2x4", [0.03, "2x2"], [0.125, "1x2"]]
-    assert side["sample_config"]["sharedNoise"] == 0.2 and side["request"]["shared_noise"] == 0.2
+    assert side["sample_config"]["sharedNoise"] == 0.2 and side["sample_config"]["cfg"] == [4.0, [0.5, 0.0]]
     assert len(side["schedule"]) == 3 and side["schedule"][0]["patch"] == "2x4"
     assert set(side["timings"]) >= {"encode", "denoise", "decode", "total"}
     assert [row["patch"] for row in side["schedule"]] == ["2x4", "2x4", "2x2"]  # t = 0, 0.02, 0.077 at ts 24

@@ -28,7 +28,7 @@ from gradio_client import Client  # noqa: E402
 from lumina.app.handlers import SETTING_NAMES, Studio, ui_defaults  # noqa: E402
 from lumina.app.state import OutputStore  # noqa: E402
 from lumina.media import partial_path, read_video, write_json, write_mp4  # noqa: E402
-from lumina.pipelines.loading import ModelDefaults  # noqa: E402
+from lumina.pipelines.defaults import ModelDefaults  # noqa: E402
 from tests.test_app import PROMPT, Server  # noqa: E402
 
 FAST = dict(resolution="64x64", length_mode="frames", frames=8, fps=8, steps=4)

@@ -100,8 +100,7 @@ def unloadable_model(tmp_path_factory) -> Path:
     """The tiny model's config and defaults, with weights that cannot load: a refusal that names a setting
     (not the weights) proves the request was checked before any model was loaded."""
     folder = tmp_path_factory.mktemp("unloadable")
-    for name in ("model_index.json", "studio_defaults.json"):
-        shutil.copy(TINY_DIR / name, folder / name)
+    shutil.copy(TINY_DIR / "model_index.json", folder / "model_index.json")
     return folder
 
 
@@ -150,14 +149,14 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
         data = (TINY_DIR / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
         (folder / "consolidated.00-of-01.safetensors").write_bytes(data[:5000])
         return folder
-    for name in ("model_index.json", "studio_defaults.json"):
-        shutil.copy(TINY_DIR / name, folder / name)
+    shutil.copy(TINY_DIR / "model_index.json", folder / "model_index.json")
     for sub in ("text_encoder", "tokenizer", "transformer", "vae"):
         (folder / sub).symlink_to(TINY_DIR / sub, target_is_directory=True)
     if case == "model-index":
         (folder / "model_index.json").write_text((TINY_DIR / "model_index.json").read_text()[:40])
     elif case == "defaults":
-        (folder / "studio_defaults.json").write_text('{"width": 128, "height": ')
+        index = json.loads((TINY_DIR / "model_index.json").read_text())
+        (folder / "model_index.json").write_text(json.dumps({**index, "defaults": {"preset": "f24"}}))
     elif case == "diffusers-truncated":
         (folder / "vae").unlink()
         (folder / "vae").mkdir()
@@ -168,8 +167,8 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
 
 
 @pytest.mark.parametrize("case, words", [
-    ("model-index", "model_index.json' is not a valid JSON"),
-    ("defaults", "studio_defaults.json: not a valid"),
+    ("model-index", "model_index.json: not a valid pipeline config"),
+    ("defaults", "unknown preset 'f24'"),
     ("diffusers-truncated", "vae/diffusion_pytorch_model.safetensors"),
     ("release-truncated", "SafetensorError"),
 ])

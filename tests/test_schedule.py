@@ -7,8 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lumina.sampling import (PRESETS, SampleConfig, format_schedule, guide, initial_noise, parse_schedule_string,
-                             plan, time_grid, value_at)
+from lumina.pipelines.defaults import ModelDefaults
+from lumina.sampling import PRESETS, SampleConfig, guide, initial_noise, plan, time_grid, value_at
+from lumina.syntax import format_schedule, parse_schedule
+
+RELEASE_NAMES = ModelDefaults().named_schedules()
+
+
+def parse_schedule_string(text, kind="patch"):
+    return parse_schedule(text, kind, RELEASE_NAMES if kind == "patch" else None)
 
 
 def test_presets_match_the_release_table():
@@ -32,7 +39,7 @@ def test_shared_noise_is_a_project_key_outside_the_release_presets():
     assert mixed.shared_noise == 0.3 and mixed.to_dict()["sharedNoise"] == 0.3
     assert SampleConfig.from_dict(json.loads(json.dumps(mixed.to_dict()))) == mixed
     for bad, message in ((1.0, "shared noise=1.0: must be a number in 0..0.95"), (-0.1, "shared noise=-0.1"),
-                         ("lots", "sharedNoise: 'lots' is not a number")):
+                         ("lots", "shared noise='lots': not a number")):
         with pytest.raises(ValueError, match=message):
             PRESETS["f24F96R960"].replace(shared_noise=bad)
 
@@ -102,9 +109,9 @@ def test_bad_patch_schedules_are_refused_clearly(text, message):
 
 
 def test_number_schedules_and_errors():
-    assert parse_schedule_string("20, 0@0.2", "cfg") == (20.0, (0.2, 0.0))
+    assert parse_schedule_string("20, 0@0.2", "number") == (20.0, (0.2, 0.0))
     with pytest.raises(ValueError, match="not a number"):
-        parse_schedule_string("abc", "cfg")
+        parse_schedule_string("abc", "number")
     with pytest.raises(ValueError, match="unknown sample_config keys"):
         SampleConfig.from_dict({"P": "1x2", "bogus": 1})
     with pytest.raises(ValueError, match=r"steps=1: must be an integer in 2\.\.200"):

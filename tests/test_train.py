@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lumina.patch import parse_patch_size
-from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import shift_time
 from lumina.train.budget import budgeted_steps

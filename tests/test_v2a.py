@@ -167,17 +167,16 @@ def test_muxed_mp4_has_both_streams_with_video_duration(real_pipe, saved_real_di
 
 
 def test_generate_video_with_v2a_audio_fn(real_pipe, tmp_path):
-    from lumina.generation import GenerationRequest, generate_video
-    from lumina.pipelines.loading import ModelDefaults
+    from lumina.generation import GenerationRequest, generate_video, resolve_request
+    from lumina.pipelines.defaults import ModelDefaults
     from lumina.v2a.cli import stream_durations
     from tests.builders import random_pipeline
 
     defaults = ModelDefaults(width=64, height=64, frames=8, fps=8, preset="f24F96R960-MultiScale", max_resolution=128,
                              steps=3)
     out = tmp_path / "t2v.mp4"
-    side = generate_video(random_pipeline(), defaults, GenerationRequest(prompt="a red ball", audio=True, seed=1,
-                                                                         schedule="1x2"), out,
-                          audio_fn=audio_fn_for(real_pipe, num_inference_steps=3))
+    job = resolve_request(GenerationRequest(prompt="a red ball", audio=True, seed=1, schedule="1x2"), defaults)
+    side = generate_video(random_pipeline(), job, out, audio_fn=audio_fn_for(real_pipe, num_inference_steps=3))
     assert "audio" in side["timings"]
     d = stream_durations(out)
     assert d["video"] == pytest.approx(1.0, abs=1e-3) and d["audio"] == pytest.approx(1.0, abs=0.01)

@@ -31,12 +31,13 @@ from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
 from lumina.app.state import ClientQuota, ModelHolder, OutputStore, say
-from lumina.generation import GenerationRequest
+from lumina.generation import GenerationRequest, ResolvedRequest, resolve_request
 from lumina.media import atomic_output, read_audio, read_video, write_mp4
-from lumina.pipelines.loading import TINY_DIR, ModelDefaults
+from lumina.pipelines.defaults import ModelDefaults
+from lumina.pipelines.loading import TINY_DIR
 from lumina.pipelines.memory import release_memory
-from lumina.sampling import format_schedule, parse_schedule_string
-from lumina.sampling.schedule import stages
+from lumina.sampling.schedule import TimeAware, stages
+from lumina.syntax import format_schedule, parse_numbers, parse_resolution, parse_schedule
 
 log = logging.getLogger("lumina.app")
 
@@ -212,72 +213,50 @@ def vocabulary_notice(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) 
 
 # ---------------------------------------------------------------- pure helpers (no model needed)
 
-def _as_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
-        raise InvalidRequestError(f"{name}={value!r}: must be a whole number")
-    return int(value)
-
-
-def _as_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequestError(f"{name}={value!r}: must be a number")
-    return float(value)
-
-
 def _g(v: float) -> str:
     return f"{v:g}"
 
 
-def cfg_schedule(guidance: float, until: float) -> str:
-    """Guidance `guidance` while t < until, none after: "20, 0@0.2" (until >= 1: always; <= 0: never)."""
-    V.check_guidance(guidance)
-    V.check_number("guidance until", until, 0.0, 1.0)
+def cfg_schedule(guidance: float, until: float) -> TimeAware:
+    """Guidance `guidance` while t < until, none after: (20.0, (0.2, 0.0)) (until >= 1: always; <= 0: never)."""
     if guidance == 0 or until <= 0:
-        return "0"
-    return _g(guidance) if until >= 1 else f"{_g(guidance)}, 0@{_g(until)}"
+        return 0.0
+    return guidance if until >= 1 else (guidance, (until, 0.0))
 
 
-def neg_motion_schedule(motion: float, neg_motion: float, until: float, after: float) -> str:
-    """Negative motion score while t < until, then ``after``: "2, 6@0.05".
+def neg_motion_schedule(neg_motion: float, until: float, after: float) -> TimeAware:
+    """Negative motion score while t < until, then ``after``: (2.0, (0.05, 6.0)).
 
     The Generate tab starts from the model's default negative score, as the CLI does (the release's "2, 6@0.05";
     the tiny model's constant 20); the motion explorer passes the positive score (the paper's "4 / 2 then 4"
     ablation: the gap acts early only)."""
-    V.check_motion("motion", motion)
-    V.check_motion("negative motion", neg_motion)
-    V.check_number("negative motion until", until, 0.0, 1.0)
-    V.check_motion("negative motion after", after)
     if until >= 1:
-        return _g(neg_motion)
-    if until <= 0:
-        return _g(after)
-    return f"{_g(neg_motion)}, {_g(after)}@{_g(until)}"
+        return neg_motion
+    return after if until <= 0 else (neg_motion, (until, after))
 
 
-def describe_schedule(text: str, supported: Optional[Iterable[str]] = None,
-                      shorthands: Optional[Dict[str, Any]] = None) -> str:
-    """Parse a patch schedule string and say what it does; ValueError with the parser's message if bad."""
-    parsed = parse_schedule_string(text, "patch", shorthands)
-    parts = stages(parsed)
-    if supported is not None:
-        missing = sorted({v for _, v in parts} - set(supported))
-        if missing:
-            raise InvalidRequestError(
-                f"patch sizes {missing} are not in this model; it supports {sorted(supported)}"
-            )
-    words = [f"{v} from t=0" if i == 0 else f"{v} from t={_g(t)}" for i, (t, v) in enumerate(parts)]
-    return " → ".join(words)
+def patch_schedule(schedule: str, custom_schedule: str, named: Dict[str, TimeAware]) -> TimeAware:
+    """The Generate tab's schedule choice (a name, or CUSTOM with its text) as a typed patch schedule."""
+    if schedule == CUSTOM:
+        return parse_schedule(custom_schedule or "", "patch", named)
+    if schedule not in named:
+        raise InvalidRequestError(f"schedule={schedule!r}: choose one of {list(named) + [CUSTOM]}")
+    return named[schedule]
 
 
-def check_schedule_text(schedule: str, custom_schedule: str = "", supported: Optional[Iterable[str]] = None,
-                        shorthands: Optional[Dict[str, Any]] = None) -> str:
-    """Markdown for the live check under the schedule box."""
-    text = custom_schedule if schedule == CUSTOM else schedule
+def check_schedule_text(schedule: str, custom_schedule: str = "", supported=None,
+                        named: Optional[Dict[str, TimeAware]] = None) -> str:
+    """Markdown for the live check under the schedule box: what the schedule does, or why it cannot run.
+    `supported`: the model's `check_patch_sizes`."""
     try:
-        parsed = format_schedule(parse_schedule_string(text, "patch", shorthands))
-        return f"✓ `{parsed}`: {describe_schedule(text, supported, shorthands)}"
+        parsed = patch_schedule(schedule, custom_schedule, named or ModelDefaults().named_schedules())
+        parts = stages(parsed)
+        if supported is not None:
+            supported([v for _, v in parts])
     except ValueError as err:
         return f"⚠ {err}"
+    words = [f"{v} from t=0" if i == 0 else f"{v} from t={_g(t)}" for i, (t, v) in enumerate(parts)]
+    return f"✓ `{format_schedule(parsed)}`: {' → '.join(words)}"
 
 
 def size_notice(custom_size: bool, width, height, max_resolution: Optional[int] = None) -> str:
@@ -285,7 +264,7 @@ def size_notice(custom_size: bool, width, height, max_resolution: Optional[int] 
     if not custom_size:
         return ""
     try:
-        w, h = int(round(_as_float("width", width))), int(round(_as_float("height", height)))
+        w, h = int(round(V.as_float("width", width))), int(round(V.as_float("height", height)))
     except InvalidRequestError as err:
         return f"⚠ {err}"
     sw, sh = V.snap_size(w), V.snap_size(h)
@@ -302,11 +281,11 @@ def size_notice(custom_size: bool, width, height, max_resolution: Optional[int] 
 
 def frames_notice(length_mode: str, duration, frames, fps) -> str:
     try:
-        fps = _as_int("fps", fps)
+        fps = V.as_int("fps", fps)
         if length_mode == "seconds":
-            n = V.frames_for(_as_float("duration", duration), fps)
+            n = V.frames_for(V.as_float("duration", duration), fps)
             return f"Note: {_g(duration)} s at {fps} fps → **{n} frames** ({n / fps:.2f} s; frames come in multiples of 8)"
-        n = _as_int("frames", frames)
+        n = V.as_int("frames", frames)
         V.check_frames(n)
         return f"✓ {n} frames = {n / fps:.2f} s at {fps} fps"
     except ValueError as err:
@@ -346,7 +325,7 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
     guidance_until = next((t for t, v in cfg[1:] if float(v) == 0.0), 1.0)
     neg = stages(preset.neg_motion)
     motion = float(stages(preset.motion)[0][1])
-    multiscale = defaults.patch_shorthands()["multiscale"]
+    multiscale = defaults.named_schedules()["multiscale"]
     if preset.patch == multiscale:
         schedule, custom = "multiscale", ""
     elif isinstance(preset.patch, str) and preset.patch in SCHEDULES:
@@ -367,63 +346,52 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
     }
 
 
-def build_request(values: Dict[str, Any], defaults: ModelDefaults, supported: Optional[Iterable[str]] = None,
-                  sound_available: bool = False) -> Tuple[GenerationRequest, List[str]]:
-    """Generate-tab values -> a validated GenerationRequest and notices (snapped size, rounded frames)."""
+def build_request(values: Dict[str, Any], defaults: ModelDefaults,
+                  sound_available: bool = False) -> Tuple[ResolvedRequest, List[str]]:
+    """Generate-tab values -> a typed request, resolved (and so checked) once, and notices (snapped size, rounded
+    frames). Only what the form adds is handled here (custom size, seconds, guidance until t, the schedule choice);
+    every value's rule is applied by `resolve_request`."""
     notices: List[str] = []
-    prompt = V.check_prompt(values.get("prompt"))
     if values["custom_size"]:
         if values.get("width") is None or values.get("height") is None:
             raise InvalidRequestError("custom size: give both width and height")
-        w = int(round(_as_float("width", values["width"])))
-        h = int(round(_as_float("height", values["height"])))
+        w = int(round(V.as_float("width", values["width"])))
+        h = int(round(V.as_float("height", values["height"])))
         width, height = V.snap_size(w), V.snap_size(h)
         if (width, height) != (w, h):
             notices.append(f"size {w}x{h} snapped to {width}x{height} (multiples of {V.SIZE_MULTIPLE})")
     else:
-        width, height = V.parse_resolution(str(values["resolution"]).split(" ")[0])
-    V.check_size(width, height, defaults.max_resolution)
-    fps = _as_int("fps", values["fps"])
-    V.check_fps(fps)
+        width, height = parse_resolution(str(values["resolution"]).split(" ")[0])
+    fps = V.as_int("fps", values["fps"])
     if values["length_mode"] == "seconds":
-        seconds = _as_float("duration", values["duration"])
+        seconds = V.as_float("duration", values["duration"])
         frames = V.frames_for(seconds, fps)
         if abs(frames / fps - seconds) > 1e-6:
             notices.append(f"{_g(seconds)} s at {fps} fps rounded to {frames} frames ({frames / fps:.2f} s)")
     elif values["length_mode"] == "frames":
-        frames = _as_int("frames", values["frames"])
+        frames = V.as_int("frames", values["frames"])
     else:
         raise InvalidRequestError(f"length_mode={values['length_mode']!r}: choose one of {list(LENGTH_MODES)}")
-    V.check_frames(frames)
-    steps = _as_int("steps", values["steps"])
-    V.check_steps(steps)
-    guidance = _as_float("guidance", values["guidance"])
-    cfg = cfg_schedule(guidance, _as_float("guidance until", values["guidance_until"]))
-    motion = _as_float("motion", values["motion"])
-    neg = neg_motion_schedule(motion, _as_float("negative motion", values["neg_motion"]),
-                              _as_float("negative motion until", values["neg_motion_until"]),
-                              _as_float("negative motion after", values["neg_motion_after"]))
-    time_shift = _as_float("time shift", values["time_shift"])
-    V.check_time_shift(time_shift)
-    shared_noise = _as_float("shared noise", values["shared_noise"])  # its range: SampleConfig's rule
-    schedule = values["schedule"]
-    if schedule not in SCHEDULES + (CUSTOM,):
-        raise InvalidRequestError(f"schedule={schedule!r}: choose one of {list(SCHEDULES) + [CUSTOM]}")
-    text = (values.get("custom_schedule") or "") if schedule == CUSTOM else schedule
-    describe_schedule(text, supported, defaults.patch_shorthands())
-    if values["randomize_seed"] or values.get("seed") is None or values.get("seed") == "":
-        seed = random.randint(0, V.MAX_SEED)
-    else:
-        seed = _as_int("seed", values["seed"])
-        V.check_seed(seed)
+    seed = values.get("seed")
+    if values["randomize_seed"] or seed is None or seed == "":
+        seed = None  # resolve_request draws one
     if values.get("add_sound") and not sound_available:
         raise InvalidRequestError(SOUND_NOTE)
+    number = lambda name, label: V.as_float(label, values[name])  # noqa: E731
     req = GenerationRequest(
-        prompt=prompt, negative_prompt=str(values.get("negative_prompt") or ""), width=width, height=height,
-        frames=frames, fps=fps, schedule=text, motion=motion, neg_motion=neg, cfg=cfg, steps=steps,
-        time_shift=time_shift, shared_noise=shared_noise, seed=seed, audio=bool(values.get("add_sound")),
+        prompt=values.get("prompt"), negative_prompt=str(values.get("negative_prompt") or ""), width=width,
+        height=height, frames=frames, fps=fps,
+        schedule=patch_schedule(values["schedule"], values.get("custom_schedule"), defaults.named_schedules()),
+        motion=number("motion", "motion"),
+        neg_motion=neg_motion_schedule(number("neg_motion", "negative motion"),
+                                       number("neg_motion_until", "negative motion until"),
+                                       number("neg_motion_after", "negative motion after")),
+        cfg=cfg_schedule(number("guidance", "guidance"), number("guidance_until", "guidance until")),
+        steps=V.as_int("steps", values["steps"]), time_shift=number("time_shift", "time shift"),
+        shared_noise=number("shared_noise", "shared noise"),
+        seed=None if seed is None else V.as_int("seed", seed), audio=bool(values.get("add_sound")),
     )
-    return req, notices
+    return resolve_request(req, defaults), notices
 
 
 def result_status(settings: Dict[str, Any]) -> str:
@@ -523,27 +491,6 @@ def motion_grid_defaults(defaults: ModelDefaults) -> Tuple[str, str]:
     negative = float(stages(preset.neg_motion)[0][1])
     positives = sorted({round(motion / 3, 1), motion, 2 * motion})
     return ", ".join(_g(v) for v in positives), _g(negative)
-
-
-def parse_scores(name: str, text) -> List[float]:
-    """'2, 6, 12' -> [2.0, 6.0, 12.0], each a valid motion score; 1..MAX_GRID_SIDE values."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        items: List[Any] = [text]
-    elif isinstance(text, (list, tuple)):
-        items = list(text)
-    else:
-        items = [p for p in str(text or "").replace(";", ",").split(",") if p.strip()]
-    values = []
-    for item in items:
-        try:
-            value = float(item)
-        except (TypeError, ValueError):
-            raise InvalidRequestError(f"{name}: {str(item).strip()!r} is not a number; write e.g. '2, 6, 12'") from None
-        V.check_motion(name, value)
-        values.append(value)
-    if not 1 <= len(values) <= MAX_GRID_SIDE:
-        raise InvalidRequestError(f"{name}: give 1 to {MAX_GRID_SIDE} comma-separated scores, got {len(values)}")
-    return values
 
 
 def measure_motion(video_path) -> Optional[float]:
@@ -661,7 +608,7 @@ class Studio:
 
     def schedule_choices(self, model: Optional[str] = None) -> List[str]:
         supported = set(self.supported_patches(model))
-        named = self.model_defaults(model).patch_shorthands()
+        named = self.model_defaults(model).named_schedules()
         ok = [s for s in SCHEDULES if {v for _, v in stages(named[s])} <= supported]
         return ok + [CUSTOM]
 
@@ -686,15 +633,14 @@ class Studio:
         tiles, settings, status}]. Later starts reuse the files."""
         folder = self.store.examples_cache(self.holder.default)
         folder.mkdir(parents=True, exist_ok=True)
-        pipe, defaults = self.holder.get()
-        supported = [p.name for p in pipe.transformer.supported_patch_sizes()]
+        defaults = self.model_defaults()
         shown = []
         for prompt, seed in examples:
             values = {**self.defaults_for_ui(), "prompt": prompt, "seed": int(seed)}
             video = folder / (hashlib.sha1(json.dumps([prompt, int(seed)]).encode()).hexdigest()[:16] + ".mp4")
             if not (video.exists() and video.with_suffix(".json").exists()):
                 log.info("rendering the example %r (seed %s) once for this model", prompt, seed)
-                req, _ = build_request(values, defaults, supported)
+                req, _ = build_request(values, defaults)
                 with self._job(None):
                     side = zerogpu.run_generation(self.holder.id, None, req, str(video))
                 side["measured_motion"] = measure_motion(video)
@@ -729,7 +675,7 @@ class Studio:
         admit.__annotations__ = {"request": gr.Request}
         return user_errors(admit)
 
-    def check_cost(self, model: Optional[str], requests: Sequence[GenerationRequest]) -> float:
+    def check_cost(self, model: Optional[str], requests: Sequence[ResolvedRequest]) -> float:
         """Refuse a job predicted to hold the worker beyond `max_job_seconds` (lumina.costs with this device's
         throughput); returns the prediction in seconds."""
         seconds = sum(self.holder.estimate_seconds(model, req) for req in requests)
@@ -753,9 +699,9 @@ class Studio:
                 self.store.cleanup()
                 release_memory()
 
-    def _run(self, model: Optional[str], req: GenerationRequest, progress=None, label: str = "") -> Dict[str, Any]:
-        pipe, defaults = self.holder.get(model)
-        zerogpu.check_budget(pipe, defaults, req)
+    def _run(self, model: Optional[str], req: ResolvedRequest, progress=None, label: str = "") -> Dict[str, Any]:
+        pipe, _ = self.holder.get(model)
+        zerogpu.check_budget(pipe, req)
         out = self.store.new_path()
         try:
             return zerogpu.run_generation(self.holder.id, model, req, str(out), progress=progress, label=label)
@@ -766,10 +712,11 @@ class Studio:
 
     def check_schedule(self, schedule: str, custom_schedule: str = "", model: Optional[str] = None) -> str:
         try:
-            supported = self.supported_patches(model)
+            pipe, defaults = self.holder.get(model)
         except (LuminaError, ValueError) as err:
             return f"⚠ {err}"
-        return check_schedule_text(schedule, custom_schedule, supported, self.model_defaults(model).patch_shorthands())
+        return check_schedule_text(schedule, custom_schedule, pipe.transformer.check_patch_sizes,
+                                   defaults.named_schedules())
 
     def size_note(self, custom_size: bool, width, height, model: Optional[str] = None) -> str:
         try:
@@ -804,9 +751,8 @@ class Studio:
         """
         given = {k: v for k, v in locals().items() if k in SETTING_NAMES}
         values = self._values(given)
-        pipe, defaults = self.holder.get(values["model"], values["memory_mode"])
-        supported = [p.name for p in pipe.transformer.supported_patch_sizes()]
-        req, notices = build_request(values, defaults, supported, self.sound_available)
+        _, defaults = self.holder.get(values["model"], values["memory_mode"])
+        req, notices = build_request(values, defaults, self.sound_available)
         self.check_cost(values["model"], [req])
         for note in notices:
             notify("info", note)
@@ -840,13 +786,11 @@ class Studio:
                                "length_mode": "frames", "randomize_seed": False, **extra})
         if seed is None:
             raise InvalidRequestError("give a seed: every video of a comparison uses the same one")
-        pipe, defaults = self.holder.get(values["model"])
-        supported = [p.name for p in pipe.transformer.supported_patch_sizes()]
-        return values, defaults, supported
+        return values, self.model_defaults(values["model"])
 
-    def _warm_up(self, model: Optional[str], req: GenerationRequest, progress) -> None:
+    def _warm_up(self, model: Optional[str], req: ResolvedRequest, progress) -> None:
         """One short untimed run, so that every compared schedule finds the model and the machine warm."""
-        side = self._run(model, dataclasses.replace(req, steps=2, audio=False), progress)
+        side = self._run(model, dataclasses.replace(req, config=req.config.replace(steps=2), audio=False), progress)
         for path in self.store.root.glob(Path(side["video"]).stem + ".*"):
             path.unlink(missing_ok=True)
 
@@ -895,11 +839,10 @@ class Studio:
         unknown = sorted(set(schedules or ()) - set(COMPARE_SCHEDULES))
         if unknown or not schedules:
             raise InvalidRequestError(f"choose schedules among {list(COMPARE_SCHEDULES)}")
-        values, defaults, supported = self._batch_request(prompt, seed, steps, resolution, frames, negative_prompt,
-                                                          model)
+        values, defaults = self._batch_request(prompt, seed, steps, resolution, frames, negative_prompt, model)
         requests = []
         for name in schedules:
-            req, _ = build_request({**values, "schedule": name}, defaults, supported)
+            req, _ = build_request({**values, "schedule": name}, defaults)
             requests.append((name, req))
         self.check_cost(values["model"], [req for _, req in requests])
         events: "queue.Queue" = queue.Queue()
@@ -940,15 +883,14 @@ class Studio:
                     model: Optional[str] = None, progress=gr.Progress(),
                     request: gr.Request = None) -> Tuple[List[GridCell], str]:
         """One prompt and seed over positive x negative motion scores: ([GridCell] row-major by negative, status)."""
-        pos = parse_scores("positive motion", positive)
-        neg = parse_scores("negative motion", negative)
-        values, defaults, supported = self._batch_request(prompt, seed, steps, resolution, frames, negative_prompt,
-                                                          model, neg_motion_until=neg_motion_until)
+        pos = parse_numbers("positive motion", positive, MAX_GRID_SIDE)
+        neg = parse_numbers("negative motion", negative, MAX_GRID_SIDE)
+        values, defaults = self._batch_request(prompt, seed, steps, resolution, frames, negative_prompt, model,
+                                               neg_motion_until=neg_motion_until)
         requests = []
         for n in neg:
             for p in pos:
-                req, _ = build_request({**values, "motion": p, "neg_motion": n, "neg_motion_after": p}, defaults,
-                                       supported)
+                req, _ = build_request({**values, "motion": p, "neg_motion": n, "neg_motion_after": p}, defaults)
                 requests.append((p, n, req))
         self.check_cost(values["model"], [req for _, _, req in requests])
         cells: List[GridCell] = []
@@ -987,9 +929,9 @@ class Studio:
         if not video:
             raise InvalidRequestError(f"upload a video first ({', '.join(V.VIDEO_SUFFIXES)}; up to "
                                       f"{V.MAX_V2A_SECONDS:g} s)")
-        steps = self.sound_default_steps() if steps is None else _as_int("steps", steps)
+        steps = self.sound_default_steps() if steps is None else V.as_int("steps", steps)
         V.check_steps(steps)
-        seed = _as_int("seed", 0 if seed is None else seed)
+        seed = V.as_int("seed", 0 if seed is None else seed)
         V.check_seed(seed)
         if Path(video).is_file() and Path(video).stat().st_size == 0:
             raise InvalidRequestError("the uploaded file is empty (0 bytes); upload a video")

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from lumina.errors import GenerationInterrupted, InvalidRequestError, ModelFilesError
-from lumina.generation import GenerationRequest, generate_video, resolve_request, sample_config_for
+from lumina.generation import ResolvedRequest, generate_video
 from lumina.media import sweep_partials
 import torch
 
 from lumina.costs import load_fit, measure_fit
-from lumina.pipelines.loading import TINY_DIR, ModelDefaults, load_pipeline
+from lumina.pipelines.defaults import ModelDefaults
+from lumina.pipelines.loading import TINY_DIR, load_pipeline
 from lumina.pipelines.memory import modes_for
 from lumina.sampling import plan
 
@@ -259,26 +260,25 @@ class ModelHolder:
             self._fits[model] = fit
         return self._fits[model]
 
-    def estimate_seconds(self, model: Optional[str], req: GenerationRequest) -> float:
+    def estimate_seconds(self, model: Optional[str], req: ResolvedRequest) -> float:
         """Predicted seconds of one video on this server (lumina.costs through the ZeroGPU estimate)."""
         from lumina.app.zerogpu import estimate_seconds
 
-        pipe, defaults = self.get(model)
-        return estimate_seconds(pipe.transformer.config, defaults, req, pipe.latent_size, self.fit(model))
+        pipe, _ = self.get(model)
+        return estimate_seconds(pipe.transformer.config, req, pipe.latent_size, self.fit(model))
 
-    def generate(self, model: Optional[str], req: GenerationRequest, out_path, progress=None, label: str = ""):
+    def generate(self, model: Optional[str], req: ResolvedRequest, out_path, progress=None, label: str = ""):
         """One video, with per-step progress naming the scale; GenerationInterrupted if stopped.
 
         The caller holds `run_lock` (Studio does, per job). It is not taken here because on ZeroGPU this
         runs in a process forked while the parent held it.
         """
-        pipe, defaults = self.get(model)
-        filled = resolve_request(req, defaults)
-        steps = plan(sample_config_for(filled, defaults))
+        pipe, _ = self.get(model)
+        steps = plan(req.config)
         reporter = StepReporter(self.control, steps, progress, label)
         self.control.attach(pipe, len(steps))
         try:
-            return generate_video(pipe, defaults, filled, out_path, callback_on_step_end=reporter,
+            return generate_video(pipe, req, out_path, callback_on_step_end=reporter,
                                   audio_fn=self.audio_fn, on_phase=reporter.phase)
         finally:
             self.control.pipe = None

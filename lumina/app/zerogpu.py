@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 
 from lumina.costs import latent_size as release_latent_size, load_fit, request_seconds
 from lumina.errors import InvalidRequestError
-from lumina.generation import GenerationRequest, resolve_request, sample_config_for
+from lumina.generation import ResolvedRequest
 
 # Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
 OVERHEAD_SECONDS = 20.0
@@ -47,16 +47,14 @@ ZEROGPU_MIN_SECONDS = 15
 SAFETY = 1.2
 
 
-def estimate_seconds(transformer_config, defaults, req: GenerationRequest,
+def estimate_seconds(transformer_config, req: ResolvedRequest,
                      latent_size: Callable[[int, int, int], tuple] = release_latent_size,
                      fit: Optional[Dict[str, float]] = None) -> float:
     """Estimated seconds for one video (before the safety factor and the cap), from lumina.costs;
     `latent_size`: (frames, height, width) -> latent size (the release VAE's; a pipeline says its own);
     `fit`: the throughput of the device that runs it (default: a CUDA GPU's)."""
-    filled = resolve_request(req, defaults)
-    config = sample_config_for(filled, defaults)
-    latent = latent_size(filled.frames, filled.height, filled.width)
-    denoise, _ = request_seconds(transformer_config, config, latent, fit or load_fit("cuda"))
+    latent = latent_size(req.frames, req.height, req.width)
+    denoise, _ = request_seconds(transformer_config, req.config, latent, fit or load_fit("cuda"))
     return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
 
 
@@ -65,12 +63,12 @@ def duration_for(seconds: float) -> int:
     return int(min(ZEROGPU_MAX_SECONDS, max(ZEROGPU_MIN_SECONDS, math.ceil(seconds * SAFETY))))
 
 
-def check_budget(pipe, defaults, req: GenerationRequest, enforce: Optional[bool] = None) -> float:
+def check_budget(pipe, req: ResolvedRequest, enforce: Optional[bool] = None) -> float:
     """Refuse a request that cannot finish within one ZeroGPU call; returns the estimate in seconds.
 
     Enforced only on ZeroGPU unless `enforce` says otherwise.
     """
-    seconds = estimate_seconds(pipe.transformer.config, defaults, req, pipe.latent_size)
+    seconds = estimate_seconds(pipe.transformer.config, req, pipe.latent_size)
     if (ON_ZEROGPU if enforce is None else enforce) and seconds * SAFETY > ZEROGPU_MAX_SECONDS:
         raise InvalidRequestError(
             f"this request needs about {seconds:.0f} s of GPU time but a ZeroGPU call may last at most "
@@ -79,17 +77,17 @@ def check_budget(pipe, defaults, req: GenerationRequest, enforce: Optional[bool]
     return seconds
 
 
-def gpu_duration(holder_id: int, model: Optional[str], req: GenerationRequest, out_path: str,
+def gpu_duration(holder_id: int, model: Optional[str], req: ResolvedRequest, out_path: str,
                  progress=None, label: str = "") -> int:
     """Dynamic duration for `spaces.GPU`: called with run_generation's arguments."""
     from lumina.app.state import ModelHolder
 
-    pipe, defaults = ModelHolder.registry[holder_id].get(model)
-    return duration_for(estimate_seconds(pipe.transformer.config, defaults, req, pipe.latent_size))
+    pipe, _ = ModelHolder.registry[holder_id].get(model)
+    return duration_for(estimate_seconds(pipe.transformer.config, req, pipe.latent_size))
 
 
 @_GPU(duration=gpu_duration)
-def run_generation(holder_id: int, model: Optional[str], req: GenerationRequest, out_path: str,
+def run_generation(holder_id: int, model: Optional[str], req: ResolvedRequest, out_path: str,
                    progress=None, label: str = "") -> Dict[str, Any]:
     """One video on the GPU (or CPU): progress per step with its scale, stoppable via the holder's control."""
     from lumina.app.state import ModelHolder

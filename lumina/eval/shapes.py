@@ -21,18 +21,18 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from lumina.generation import GenerationRequest, sample_config_for
+from lumina.generation import GenerationRequest, resolve_request
 from lumina.media import atomic_output, to_uint8, write_json, write_text
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
-from lumina.sampling import format_schedule
+from lumina.syntax import format_schedule
 from lumina.world.analyze import analyze
 from lumina.world.captions import prompt_for
 from lumina.train.data import encode_video_latents, frames_to_tensor
 from lumina.world.dataset import held_out_scenes, prompt_of
 from lumina.world.render import render_clip
 
-SCHEDULES = ["1x2", "2x2", "2x4", "multiscale"]  # "multiscale": the model's own (ModelDefaults.patch_shorthands)
+SCHEDULES = ["1x2", "2x2", "2x4", "multiscale"]  # "multiscale": the model's own (ModelDefaults.named_schedules)
 MOTION_LEVELS = [0.0, 4.0, 8.0, 16.0, 24.0]  # spans the world clips' labels (median 9, p90 23)
 STRAIGHT = ("left", "right", "up", "down")
 JUMP_FRAMES = (6, 8)  # a 16-frame clip's latent 1 -> 2 step (4 frames a latent): where generated movers jump
@@ -115,7 +115,7 @@ class Bench:
         """Prompt number `index` of the run, with its own noise (`noise_seed`)."""
         seed = noise_seed(self.seed, index)
         req = GenerationRequest(prompt=prompt, seed=seed, **settings)
-        config = sample_config_for(req, self.defaults)
+        config = resolve_request(req, self.defaults).config
         d = self.defaults
         out = self.pipe(prompt=prompt, width=d.width, height=d.height, num_frames=d.frames, sample_config=config,
                         generator=torch.Generator().manual_seed(seed), output_type="np")
@@ -237,7 +237,7 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
         "model": model, "seed": seed, "n_prompts": len(prompts),
         "device": f"CPU, {torch.get_num_threads()} threads",
         "defaults": bench.defaults.__dict__,
-        "multiscale": format_schedule(bench.defaults.patch_shorthands()["multiscale"]),
+        "multiscale": format_schedule(bench.defaults.named_schedules()["multiscale"]),
         "neg_motion": format_schedule(bench.defaults.sample_config().neg_motion),
         "table2": bench.table2(prompts),
         "motion": bench.motion_control(movers),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from lumina.errors import InvalidRequestError
 from lumina.patch import PatchSize, parse_patch_size
 
 try:  # optional fast path on CUDA; never required
@@ -318,12 +319,16 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
     def supported_patch_sizes(self) -> List[PatchSize]:
         return list(self.patch_sizes)
 
+    def check_patch_sizes(self, patch_sizes) -> None:
+        """Refuse patch sizes this model has no embedder for, naming the ones it has."""
+        missing = sorted({parse_patch_size(p).name for p in patch_sizes} - {p.name for p in self.patch_sizes})
+        if missing:
+            raise InvalidRequestError(f"patch sizes {missing} are not in this model; it supports "
+                                      f"{sorted(p.name for p in self.patch_sizes)}")
+
     def _resolve_patch(self, patch_size: Union[str, PatchSize, Tuple[int, int]]) -> PatchSize:
-        ps = parse_patch_size(patch_size)
-        if ps not in self.patch_sizes:
-            allowed = ", ".join(p.name for p in self.patch_sizes)
-            raise ValueError(f"patch size {ps.name} is not part of this model; it has {allowed}")
-        return ps
+        self.check_patch_sizes([patch_size])
+        return parse_patch_size(patch_size)
 
     def num_tokens(self, latent_shape: Tuple[int, int, int], patch_size) -> int:
         """Tokens per item for a latent (F, H, W): the cost unit of one forward pass."""

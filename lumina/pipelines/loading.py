@@ -7,69 +7,21 @@ MODEL is "tiny" (the bundled offline model in assets/), a diffusers-layout direc
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from lumina.errors import LuminaError, ModelFilesError
-from lumina.media import write_json
 from lumina.models.components import (RELEASE_TEXT_ENCODER, RELEASE_VAE, load_release_vae, load_text_encoder,
                                       materialize_packaged_weights)
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode, check_plan, int8_config, load_time_8bit, parse_memory_mode
+from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.sampling.schedule import PATCH_SHORTHANDS, PRESETS, SampleConfig, get_preset
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TINY_DIR = ASSETS / "lumina-video-tiny"
-DEFAULTS_FILE = "studio_defaults.json"
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """What a model was trained for: the UI and CLI start from these."""
-
-    width: int = 1248
-    height: int = 704
-    frames: int = 96
-    fps: int = 24
-    preset: str = "f24F96R960-MultiScale"
-    max_resolution: int = 960
-    steps: Optional[int] = None
-    sampling: Optional[Dict[str, Any]] = None  # release-format overrides of the preset (ts, cfg, motion, ...)
-
-    def sample_config(self, preset: Optional[str] = None) -> SampleConfig:
-        """The preset (default: this model's) with this model's step count, and on its own preset the
-        settings it was tuned for (``sampling``); another preset keeps the release's settings."""
-        name = preset or self.preset
-        base = get_preset(name)
-        if self.sampling and name == self.preset:
-            base = SampleConfig.from_dict({**base.to_dict(), **self.sampling})
-        return base.replace(steps=self.steps)
-
-    def patch_shorthands(self) -> Dict[str, Any]:
-        """Schedule names for this model. "multiscale" is its multi-scale preset's schedule, with the switch
-        times it was tuned for (the release tunes them per resolution: 960 and 512 differ)."""
-        name = self.preset if self.preset.endswith("-MultiScale") else f"{self.preset}-MultiScale"
-        multiscale = self.sample_config(name).patch if name in PRESETS else PATCH_SHORTHANDS["multiscale"]
-        return {**PATCH_SHORTHANDS, "multiscale": multiscale}
-
-    @classmethod
-    def read(cls, folder: Path) -> "ModelDefaults":
-        path = Path(folder) / DEFAULTS_FILE
-        if not path.exists():
-            return cls()
-        try:
-            defaults = cls(**json.loads(path.read_text()))
-            defaults.sample_config()
-        except (OSError, TypeError, ValueError) as err:
-            raise ModelFilesError(f"{path}: not a valid {DEFAULTS_FILE} ({err})") from None
-        return defaults
-
-    def write(self, folder: Path) -> None:
-        write_json(Path(folder) / DEFAULTS_FILE, asdict(self))
 
 
 def model_folder(model: str) -> Path:
@@ -85,8 +37,8 @@ def model_folder(model: str) -> Path:
 
 
 def read_defaults(model: str) -> ModelDefaults:
-    """MODEL's defaults without loading any weights (a diffusers folder's studio_defaults.json, else the
-    release's), so that a request can be checked before the model loads."""
+    """MODEL's defaults without loading any weights (a diffusers folder's model_index.json, else the release's),
+    so that a request can be checked before the model loads."""
     folder = model_folder(model)
     return ModelDefaults.read(folder) if (folder / "model_index.json").exists() else ModelDefaults()
 
@@ -138,7 +90,7 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str,
         present = [name for name, entry in index.items() if isinstance(entry, list) and entry[0] is not None]
         quantization = None if quantize_on is None else load_time_8bit(quantize_on, present)
         pipe = LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype, quantization_config=quantization)
-        return pipe, ModelDefaults.read(folder)
+        return pipe, pipe.defaults
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
         raise ModelFilesError(
             f"{folder} holds neither a diffusers pipeline (model_index.json) nor release weights ({', '.join(WEIGHT_FILES)})"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +15,15 @@ from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
 from lumina.costs import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
+from lumina.media import write_json
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.models.components import vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
+from lumina.pipelines.defaults import CONFIG_KEY, ModelDefaults
 from lumina.pipelines.memory import holds_8bit
 from lumina.pipelines.vae_decode import decode_latents
-from lumina.sampling import (SampleConfig, coerce_setting, euler_step, guide, initial_noise, plan,
-                             resolve_sample_config)
+from lumina.sampling import SampleConfig, euler_step, guide, initial_noise, plan
+from lumina.sampling.schedule import TimeAware
 from lumina.validation import check_latent_shape, check_size_and_frames
 
 SYSTEM_PROMPT = (
@@ -42,6 +46,14 @@ class LuminaVideoPipelineOutput(BaseOutput):
 
 
 SMALL_LATENT_CELLS = 8 * 32 * 32  # latent frames x height x width decoded in one chunk on the CPU
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+# The code a saved folder ships for diffusers' custom-code loading: module file -> the package module it re-exports.
+# A re-export, not a copy: the pipeline needs the package's sampling and memory code anyway, and a copy would drift.
+SHIPPED_CODE = {
+    "pipeline_lumina_video": ("lumina.pipelines.pipeline_lumina_video", "LuminaVideoPipeline"),
+    "transformer_nextdit": ("lumina.models.transformer_nextdit", "LuminaNextDiTVideo"),
+}
 
 
 class LuminaVideoPipeline(DiffusionPipeline):
@@ -61,7 +73,8 @@ class LuminaVideoPipeline(DiffusionPipeline):
     _optional_components = ["vae", "text_encoder", "tokenizer", "transformer_2"]
 
     def __init__(self, transformer, vae=None, text_encoder=None, tokenizer=None, transformer_2=None,
-                 max_resolution: int = 960, expert_from_t: Optional[float] = None):
+                 max_resolution: int = 960, expert_from_t: Optional[float] = None,
+                 defaults: Optional[Dict[str, Any]] = None):
         super().__init__()
         if (transformer_2 is None) != (expert_from_t is None):
             raise InvalidRequestError("a low-noise expert needs both transformer_2 and expert_from_t (0 < t < 1)")
@@ -69,10 +82,42 @@ class LuminaVideoPipeline(DiffusionPipeline):
             raise InvalidRequestError(f"expert_from_t={expert_from_t}; allowed: 0 < t < 1 (0 noise, 1 data)")
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               transformer_2=transformer_2)
-        self.register_to_config(max_resolution=max_resolution, expert_from_t=expert_from_t)
+        ModelDefaults.from_config(defaults, max_resolution)  # refuse bad defaults when the pipeline is made
+        self.register_to_config(max_resolution=max_resolution, expert_from_t=expert_from_t, defaults=defaults)
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_compression[1])
         self._interrupt = False
         self.batched_guidance = True  # both CFG branches in one forward; memory modes that offload turn it off
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """What this model was made for (size, frames, fps, sampling): the `defaults` entry of its config, else the
+        release's. `pipe(prompt)` and the CLI and the app start from these."""
+        return ModelDefaults.from_config(self.config.get(CONFIG_KEY), self.config.max_resolution)
+
+    def set_defaults(self, defaults: ModelDefaults) -> None:
+        """Record what this model was made for in its config, so that it is saved with it."""
+        defaults.sample_config()
+        self.register_to_config(max_resolution=defaults.max_resolution, defaults=defaults.to_config())
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """A saved folder names its shipped code files for `DiffusionPipeline.from_pretrained(dir,
+        trust_remote_code=True)`; this class is that code, so it maps them back to its own modules and never runs
+        the folder's files (no trust_remote_code needed)."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if isinstance(config.get("_class_name"), list):
+            config["_class_name"] = config["_class_name"][1]
+        for entry in config.values():
+            if isinstance(entry, list) and len(entry) == 2 and entry[0] in SHIPPED_CODE:
+                entry[0] = SHIPPED_CODE[entry[0]][0]
+        return out
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' save, plus the code files its custom-code loading expects: `pipeline_lumina_video.py` beside
+        model_index.json (named by its `_class_name`) and `transformer_nextdit.py` in each transformer's folder."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        ship_code(Path(save_directory))
 
     @property
     def vae_compression(self) -> tuple:
@@ -158,8 +203,13 @@ class LuminaVideoPipeline(DiffusionPipeline):
         return out.hidden_states[-2], mask, truncated
 
     def prepare_latents(self, batch, frames, height, width, dtype, device, generator, shared_noise: float = 0.0):
+        """Starting noise; with a list of generators each video's comes from its own (as diffusers' randn_tensor)."""
         shape = (batch, self.transformer.config.in_channels, *self.latent_size(frames, height, width))
-        return initial_noise(shape, generator, shared_noise).to(device=device, dtype=dtype)
+        if isinstance(generator, list):
+            noise = torch.cat([initial_noise((1, *shape[1:]), g, shared_noise) for g in generator])
+        else:
+            noise = initial_noise(shape, generator, shared_noise)
+        return noise.to(device=device, dtype=dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latent -> video in [-1, 1], (B, C, F, H, W), through `vae_decode.decode_latents`: diffusers' decode
@@ -177,6 +227,47 @@ class LuminaVideoPipeline(DiffusionPipeline):
     def enable_vae_tiling(self):
         self.vae.enable_tiling()
 
+    def check_inputs(self, prompt, negative_prompt, height, width, num_frames, config: SampleConfig,
+                     num_videos_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+                     negative_prompt_attention_mask, latents, generator, output_type,
+                     callback_on_step_end_tensor_inputs) -> int:
+        """Refuse what cannot run, before any work, saying what is allowed; returns the batch size (prompts x
+        num_videos_per_prompt)."""
+        if output_type not in OUTPUT_TYPES:
+            raise InvalidRequestError(f"output_type={output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
+        if output_type != "latent" and self.vae is None:
+            raise InvalidRequestError("this pipeline has no VAE: use output_type='latent'")
+        if (prompt is None) == (prompt_embeds is None):
+            raise InvalidRequestError("give either a prompt or prompt_embeds (with prompt_attention_mask), not both")
+        if prompt is not None and not (isinstance(prompt, str) or (
+                isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))):
+            raise InvalidRequestError(f"prompt must be a string or a non-empty list of strings, not {type(prompt).__name__}")
+        if prompt_embeds is not None and prompt_attention_mask is None:
+            raise InvalidRequestError("prompt_embeds needs prompt_attention_mask (1 = token, 0 = padding)")
+        if negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
+            raise InvalidRequestError("negative_prompt_embeds needs negative_prompt_attention_mask")
+        prompts = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
+        if isinstance(negative_prompt, list) and len(negative_prompt) != prompts:
+            raise InvalidRequestError(f"{len(negative_prompt)} negative prompts for {prompts} prompts; give one each "
+                                      f"or a single string")
+        if not (isinstance(num_videos_per_prompt, int) and not isinstance(num_videos_per_prompt, bool)
+                and num_videos_per_prompt >= 1):
+            raise InvalidRequestError(f"num_videos_per_prompt={num_videos_per_prompt!r}: must be a whole number >= 1")
+        batch = prompts * num_videos_per_prompt
+        if latents is None:
+            check_size_and_frames(width, height, num_frames, self.config.max_resolution)
+        else:
+            check_latent_shape(tuple(latents.shape), self.transformer.config.in_channels, batch)
+        if isinstance(generator, list) and len(generator) != batch:
+            raise InvalidRequestError(f"{len(generator)} generators for {batch} videos ({prompts} prompts x "
+                                      f"{num_videos_per_prompt} per prompt): give one generator, or one per video")
+        bad_inputs = set(callback_on_step_end_tensor_inputs or ()) - set(self._callback_tensor_inputs)
+        if bad_inputs:
+            raise InvalidRequestError(f"callback tensor inputs {sorted(bad_inputs)}; allowed: {self._callback_tensor_inputs}")
+        for net in self.denoisers.values():
+            net.check_patch_sizes(config.patch_sizes_used())
+        return batch
+
     @torch.no_grad()
     def __call__(
         self,
@@ -185,86 +276,81 @@ class LuminaVideoPipeline(DiffusionPipeline):
         height: Optional[int] = None,
         width: Optional[int] = None,
         num_frames: Optional[int] = None,
-        sample_config: Union[None, str, Dict[str, Any], SampleConfig] = None,
         num_inference_steps: Optional[int] = None,
-        patch_schedule=None,
-        guidance_scale=None,
-        motion_score=None,
-        negative_motion_score=None,
+        patch_schedule: Optional[TimeAware] = None,
+        guidance_scale: Optional[TimeAware] = None,
+        motion_score: Optional[TimeAware] = None,
+        negative_motion_score: Optional[TimeAware] = None,
         time_shift: Optional[float] = None,
         renorm: Optional[float] = None,
         shared_noise: Optional[float] = None,
+        sample_config: Union[None, str, Mapping[str, Any], SampleConfig] = None,
+        num_videos_per_prompt: int = 1,
         prompt_embeds: Optional[torch.Tensor] = None,
         prompt_attention_mask: Optional[torch.Tensor] = None,
         negative_prompt_embeds: Optional[torch.Tensor] = None,
         negative_prompt_attention_mask: Optional[torch.Tensor] = None,
         latents: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, List[torch.Generator]] = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Optional[Callable] = None,
         callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
     ):
-        """Generate videos.
+        """Generate videos. Unset values come from the model's own defaults (`pipe.defaults`: its size, frames and
+        tuned sampling), so `pipe(prompt, generator=torch.Generator().manual_seed(s))` gives the CLI's and the app's
+        video for seed s.
 
-        `sample_config` is a preset name, a release-format dict or a SampleConfig; the keyword settings
-        after it override its fields (`num_inference_steps` is the release's `step`: grid points, so one
-        fewer model evaluation per branch). Returns frames as np (B, F, H, W, 3) in [0, 1], pt
-        (B, F, 3, H, W), pil, or the final latent (B, 16, F', H', W') before the VAE scaling factor.
+        Values are typed: a time-aware value is a constant or `(v0, (t1, v1), ...)` (v1 from flow time t1 on; 0 =
+        noise, 1 = data); schedule text such as "20, 0@0.2" is read by `lumina.syntax.parse_schedule`.
+        `num_inference_steps` is the release's `step`: grid points of the flow ODE, so steps - 1 model evaluations
+        per guidance branch (2..200). `patch_schedule`: a patch size ("1x2"), a name of the model's schedules
+        ("multiscale": its tuned one) or a time-aware schedule of patch sizes. `sample_config` is the base the
+        keyword settings override: a preset name, a release-format dict or a SampleConfig (default: the model's).
+        `generator`: one for the whole batch, or a list with one per video (prompts x num_videos_per_prompt).
+
+        Returns frames as np (B, F, H, W, 3) in [0, 1], pt (B, F, 3, H, W), pil, or the final latent
+        (B, 16, F', H', W') before the VAE scaling factor.
         """
         t_start = time.perf_counter()
-        if output_type not in ("np", "pt", "pil", "latent"):
-            raise InvalidRequestError(f"output_type={output_type!r}; allowed: np, pt, pil, latent")
-        if output_type != "latent" and self.vae is None:
-            raise InvalidRequestError("this pipeline has no VAE: use output_type='latent'")
-        config = resolve_sample_config(sample_config).replace(
-            steps=num_inference_steps, patch=coerce_setting(patch_schedule, "patch"),
-            cfg=coerce_setting(guidance_scale, "cfg"), motion=coerce_setting(motion_score, "motion"),
-            neg_motion=coerce_setting(negative_motion_score, "negMotion"), time_shift=time_shift, renorm=renorm,
-            shared_noise=shared_noise,
-        )
+        defaults = self.defaults
+        if latents is None:
+            height = defaults.height if height is None else height
+            width = defaults.width if width is None else width
+            num_frames = defaults.frames if num_frames is None else num_frames
+        config = defaults.sample_config(
+            sample_config, patch=patch_schedule, steps=num_inference_steps, cfg=guidance_scale, motion=motion_score,
+            neg_motion=negative_motion_score, time_shift=time_shift, renorm=renorm, shared_noise=shared_noise)
+        batch = self.check_inputs(prompt, negative_prompt, height, width, num_frames, config, num_videos_per_prompt,
+                                  prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+                                  negative_prompt_attention_mask, latents, generator, output_type,
+                                  callback_on_step_end_tensor_inputs)
         steps = plan(config)
-        supported = {p.name for p in self.transformer.supported_patch_sizes()}
-        unknown = sorted({s.patch.name for s in steps} - supported)
-        if unknown:
-            raise InvalidRequestError(
-                f"patch sizes {unknown} are not in this model; it supports {sorted(supported)}"
-            )
         device = self._execution_device
         dtype = self.transformer.dtype
-        callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        bad_inputs = set(callback_inputs) - set(self._callback_tensor_inputs)
-        if bad_inputs:
-            raise InvalidRequestError(f"callback tensor inputs {sorted(bad_inputs)}; allowed: {self._callback_tensor_inputs}")
 
         t0 = time.perf_counter()
         truncated = False
         if prompt_embeds is None:
-            if prompt is None:
-                raise InvalidRequestError("give a prompt or prompt_embeds with prompt_attention_mask")
             prompt_embeds, prompt_attention_mask, truncated = self.encode_prompt(prompt, device)
-        elif prompt_attention_mask is None:
-            raise InvalidRequestError("prompt_embeds needs prompt_attention_mask (1 = token, 0 = padding)")
-        batch = prompt_embeds.shape[0]
         needs_negative = any(s.guided for s in steps)
         if needs_negative and negative_prompt_embeds is None:
             neg = negative_prompt if negative_prompt is not None else ""
-            neg = [neg] * batch if isinstance(neg, str) else neg
+            neg = [neg] * prompt_embeds.shape[0] if isinstance(neg, str) else neg
             negative_prompt_embeds, negative_prompt_attention_mask, _ = self.encode_prompt(neg, device)
-        elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
-            raise InvalidRequestError("negative_prompt_embeds needs negative_prompt_attention_mask")
         t_encode = time.perf_counter() - t0
 
         if latents is None:
-            check_size_and_frames(width, height, num_frames, self.config.max_resolution)
             latents = self.prepare_latents(batch, num_frames, height, width, dtype, device, generator,
                                            config.shared_noise)
         else:
-            check_latent_shape(tuple(latents.shape), self.transformer.config.in_channels, batch)
             latents = latents.to(device=device, dtype=torch.float32)
-        pos = (prompt_embeds.to(device, dtype), prompt_attention_mask.to(device))
+        each = num_videos_per_prompt  # every prompt's embeddings once per video
+        pos = (prompt_embeds.repeat_interleave(each, 0).to(device, dtype),
+               prompt_attention_mask.repeat_interleave(each, 0).to(device))
         neg = (
-            (negative_prompt_embeds.to(device, dtype), negative_prompt_attention_mask.to(device))
+            (negative_prompt_embeds.repeat_interleave(each, 0).to(device, dtype),
+             negative_prompt_attention_mask.repeat_interleave(each, 0).to(device))
             if needs_negative else None
         )
 
@@ -322,3 +408,27 @@ def check_finite(x: torch.Tensor, step: int, dtype: torch.dtype) -> None:
     if not torch.isfinite(x).all():
         hint = " fp16 overflows in video DiTs; use bfloat16 or float32." if dtype == torch.float16 else ""
         raise NonFiniteLatentsError(f"the latent became NaN/inf at step {step + 1}; no video was written.{hint}")
+
+
+def ship_code(folder: Path) -> None:
+    """Write the code files of SHIPPED_CODE into a saved pipeline folder and name them in its model_index.json, as
+    diffusers' custom-code loading (`trust_remote_code=True`) expects."""
+    index_file = folder / "model_index.json"
+    index = json.loads(index_file.read_text())
+    modules = {module: name for name, (module, _) in SHIPPED_CODE.items()}
+    for key, entry in list(index.items()):
+        if key == "_class_name":
+            index[key] = ["pipeline_lumina_video", entry if isinstance(entry, str) else entry[1]]
+            target = folder
+        elif isinstance(entry, list) and len(entry) == 2 and entry[0] in modules:
+            index[key] = [modules[entry[0]], entry[1]]
+            target = folder / key
+        else:
+            continue
+        name = index[key][0]
+        module, cls = SHIPPED_CODE[name]
+        (target / f"{name}.py").write_text(
+            f'"""{cls} for diffusers\' custom-code loading: the code is the installed lumina package\'s\n'
+            f'(pip install lumina-video-studio), so a saved model and the package never drift."""\n\n'
+            f"from {module} import {cls}  # noqa: F401\n")
+    write_json(index_file, index)

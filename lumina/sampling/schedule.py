@@ -1,28 +1,18 @@
-"""Time-aware settings, the release presets and the schedule string syntax (reference §3).
+"""Time-aware settings, the release presets and SampleConfig (reference §3).
 
 A *time-aware* setting is a constant or ``(v0, (t1, v1), (t2, v2), ...)``: v0 while t < t1, v1 from
 t1 on, and so on, with t the flow time (0 = noise, 1 = data). JSON lists are accepted like tuples.
-
-Schedule strings (used by the CLI and the app) write the same thing compactly::
-
-    VALUE[@T], VALUE@T, ...        e.g. "2x4, 2x2@0.03, 1x2@0.125"   or   "20, 0@0.2"
-
-Entries are comma separated; each after the first names the time T (0 < T < 1, strictly increasing)
-from which it applies. The names ``1x2``, ``2x2``, ``2x4`` and ``multiscale`` are shorthands for patch
-schedules; ``multiscale`` is the release's f24F96R960 multi-scale schedule, unless a model's defaults
-name their own (``ModelDefaults.patch_shorthands``).
+Text forms ("20, 0@0.2") are parsed at the edge, by lumina.syntax.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 from lumina.patch import RELEASE_PATCH_SIZES, PatchSize, parse_patch_size
 from lumina import validation as V
 
-Number = Union[int, float]
 TimeAware = Union[Any, Tuple]
 
 
@@ -72,87 +62,24 @@ def value_at(setting: TimeAware, t: float):
     return current
 
 
-def _as_float(what: str):
-    def convert(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise ValueError(f"{what}: {v!r} is not a number")
-        try:
-            return float(v)
-        except ValueError:
-            raise ValueError(f"{what}: {v!r} is not a number") from None
-
-    return convert
-
-
-def _as_patch_name(v) -> str:
+def as_patch_name(v) -> str:
     """Patch sizes of the model family (1x2, 2x2, 2x4); a model may still support fewer."""
+    if isinstance(v, str) and ("," in v or "@" in v):
+        raise ValueError(f"patch size {v!r}: schedule text is read at the edge; pass the typed form, e.g. "
+                         f"('2x4', (0.1, '1x2')), or lumina.syntax.parse_schedule")
     ps = parse_patch_size(v)
     if ps not in RELEASE_PATCH_SIZES:
         raise ValueError(f"patch size {ps.name} is not one of {', '.join(p.name for p in RELEASE_PATCH_SIZES)}")
     return ps.name
 
 
+def _as_number(what: str):
+    return lambda v: V.as_float(what, v)
+
+
+# The release's multi-scale schedules (reference §3): switch times tuned per resolution.
 _MULTI_960 = ("2x4", (0.03, "2x2"), (0.125, "1x2"))
 _MULTI_512 = ("2x4", (0.075, "2x2"), (0.3, "1x2"))
-
-PATCH_SHORTHANDS = {
-    "1x2": "1x2",
-    "2x2": "2x2",
-    "2x4": "2x4",
-    "multiscale": _MULTI_960,
-}
-
-
-def parse_schedule_string(text: str, kind: str = "patch",
-                          shorthands: Optional[Dict[str, TimeAware]] = None) -> TimeAware:
-    """Parse "v0, v1@t1, ..." into the tuple form; ``kind`` is "patch" or "number".
-
-    ``shorthands`` names patch schedules (default ``PATCH_SHORTHANDS``): a model with its own tuned
-    switch times passes its table, so that "multiscale" means that model's schedule."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"empty {kind} schedule; write e.g. " + ("'2x4, 2x2@0.03, 1x2@0.125'" if kind == "patch" else "'20, 0@0.2'"))
-    stripped = text.strip().lower()
-    table = PATCH_SHORTHANDS if shorthands is None else shorthands
-    if kind == "patch" and stripped in table:
-        return table[stripped]
-    entries = [e.strip() for e in stripped.split(",")]
-    convert = _as_patch_name if kind == "patch" else _as_float(f"{kind} schedule")
-    parsed: List[Any] = []
-    for i, entry in enumerate(entries):
-        if not entry:
-            raise ValueError(f"schedule {text!r}: entry {i + 1} is empty")
-        value, _, at = entry.partition("@")
-        if i == 0:
-            if at and float(_as_float("switch time")(at)) != 0.0:
-                raise ValueError(f"schedule {text!r}: the first entry applies from t=0; drop '@{at}'")
-            parsed.append(value.strip())
-        else:
-            if not at:
-                raise ValueError(f"schedule {text!r}: entry {entry!r} needs a switch time, e.g. '{value}@0.1'")
-            parsed.append((_as_float("switch time")(at), value.strip()))
-    try:
-        return normalize_time_aware(parsed, convert, what=f"schedule {text!r}")
-    except ValueError as err:
-        allowed = ", ".join(p.name for p in RELEASE_PATCH_SIZES) if kind == "patch" else "numbers"
-        raise ValueError(f"{err} (values: {allowed}; syntax: 'v0, v1@t1, v2@t2' with 0 < t1 < t2 < 1)") from None
-
-
-def coerce_setting(value: Any, kind: str, shorthands: Optional[Dict[str, TimeAware]] = None) -> TimeAware:
-    """Schedule strings are parsed; constants, tuples and JSON lists pass through (None = keep default)."""
-    if isinstance(value, str):
-        return parse_schedule_string(value, kind, shorthands)
-    return value
-
-
-def format_schedule(setting: TimeAware) -> str:
-    """Inverse of parse_schedule_string: the tuple form written as a schedule string."""
-    return ", ".join(_fmt(v) if i == 0 else f"{_fmt(v)}@{_fmt(t)}" for i, (t, v) in enumerate(stages(setting)))
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def to_json_form(setting: TimeAware):
@@ -183,24 +110,16 @@ class SampleConfig:
     shared_noise: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "patch", normalize_time_aware(self.patch, _as_patch_name, "patch schedule P"))
-        object.__setattr__(self, "cfg", normalize_time_aware(self.cfg, _as_float("cfg"), "cfg"))
-        object.__setattr__(self, "motion", normalize_time_aware(self.motion, _as_float("motion"), "motion"))
-        object.__setattr__(
-            self, "neg_motion", normalize_time_aware(self.neg_motion, _as_float("negMotion"), "negMotion")
-        )
+        object.__setattr__(self, "patch", normalize_time_aware(self.patch, as_patch_name, "patch schedule P"))
+        for name, what in (("cfg", "cfg"), ("motion", "motion"), ("neg_motion", "negative motion")):
+            value = normalize_time_aware(getattr(self, name), _as_number(what), what)
+            V.check_stages(what, [v for _, v in stages(value)], *V.RANGES[what])
+            object.__setattr__(self, name, value)
         V.check_steps(self.steps)
-        time_shift, renorm = _as_float("ts")(self.time_shift), _as_float("renorm")(self.renorm)
-        V.check_time_shift(time_shift)
-        V.check_renorm(renorm)
-        object.__setattr__(self, "time_shift", time_shift)
-        object.__setattr__(self, "renorm", renorm)
-        V.check_stages("cfg", [v for _, v in stages(self.cfg)], *V.GUIDANCE_RANGE)
-        V.check_stages("motion", [v for _, v in stages(self.motion)], *V.MOTION_RANGE)
-        V.check_stages("negative motion", [v for _, v in stages(self.neg_motion)], *V.MOTION_RANGE)
-        shared = _as_float("sharedNoise")(self.shared_noise)
-        V.check_shared_noise(shared)
-        object.__setattr__(self, "shared_noise", shared)
+        for name, what in (("time_shift", "time shift"), ("renorm", "renorm"), ("shared_noise", "shared noise")):
+            value = V.as_float(what, getattr(self, name))
+            V.check_stages(what, [value], *V.RANGES[what])
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SampleConfig":
@@ -241,18 +160,3 @@ def get_preset(name: str) -> SampleConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def resolve_sample_config(value: Union[None, str, Dict[str, Any], SampleConfig]) -> SampleConfig:
-    """A preset name, a release-format dict (or its JSON text) or a SampleConfig."""
-    if value is None:
-        return PRESETS["f24F96R960-MultiScale"]
-    if isinstance(value, SampleConfig):
-        return value
-    if isinstance(value, str):
-        if value.strip().startswith("{"):
-            return SampleConfig.from_dict(json.loads(value))
-        return get_preset(value)
-    if isinstance(value, dict):
-        return SampleConfig.from_dict(value)
-    raise ValueError(f"sample_config must be a preset name, a dict or a SampleConfig, not {type(value).__name__}")

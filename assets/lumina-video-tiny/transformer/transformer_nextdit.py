@@ -1,0 +1,4 @@
+"""LuminaNextDiTVideo for diffusers' custom-code loading: the code is the installed lumina package's
+(pip install lumina-video-studio), so a saved model and the package never drift."""
+
+from lumina.models.transformer_nextdit import LuminaNextDiTVideo  # noqa: F401

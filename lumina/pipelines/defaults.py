@@ -1,0 +1,83 @@
+"""What a model was made for (size, length, frame rate, sampling), kept in its pipeline config (model_index.json),
+so that `pipe(prompt)`, the CLI and the app start from the same settings and give the same video for a seed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+from lumina.errors import InvalidRequestError, ModelFilesError
+from lumina.sampling.schedule import SampleConfig, TimeAware, get_preset
+
+# Patch schedules every model may name; "multiscale" is filled per model (ModelDefaults.named_schedules).
+SINGLE_SCALES = ("1x2", "2x2", "2x4")
+CONFIG_KEY = "defaults"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """A model's defaults; the release's unless its config says otherwise. ``sampling`` holds release-format
+    overrides (ts, cfg, negMotion, P, ...) of its own preset, the settings a small model was tuned for."""
+
+    width: int = 1248
+    height: int = 704
+    frames: int = 96
+    fps: int = 24
+    preset: str = "f24F96R960-MultiScale"
+    max_resolution: int = 960
+    steps: Optional[int] = None
+    sampling: Optional[Dict[str, Any]] = None
+
+    def sample_config(self, preset: Union[None, str, Mapping[str, Any], SampleConfig] = None,
+                      **overrides) -> SampleConfig:
+        """The sampling of one run: `preset` (default: this model's own, with its tuning; another preset name keeps
+        the release's settings; a release-format dict or a SampleConfig as given), then `overrides` (SampleConfig
+        fields, typed; None keeps the preset's). A patch schedule may be one of `named_schedules()`."""
+        if isinstance(preset, SampleConfig):
+            base = preset
+        elif isinstance(preset, Mapping):
+            base = SampleConfig.from_dict(dict(preset))
+        else:
+            name = preset or self.preset
+            base = get_preset(name)
+            if self.sampling and name == self.preset:
+                base = SampleConfig.from_dict({**base.to_dict(), **self.sampling})
+            base = base.replace(steps=self.steps)
+        patch = overrides.get("patch")
+        if isinstance(patch, str) and patch.strip().lower() in self.named_schedules():
+            overrides["patch"] = self.named_schedules()[patch.strip().lower()]
+        return base.replace(**overrides)
+
+    def named_schedules(self) -> Dict[str, TimeAware]:
+        """Patch schedules by name: the single scales, and "multiscale", this model's multi-scale preset's
+        schedule at the switch times it was tuned for (the release tunes them per resolution: 960 and 512 differ)."""
+        name = self.preset if self.preset.endswith("-MultiScale") else f"{self.preset}-MultiScale"
+        return {**{s: s for s in SINGLE_SCALES}, "multiscale": self.sample_config(name).patch}
+
+    def to_config(self) -> Dict[str, Any]:
+        """The `defaults` entry of the pipeline config (max_resolution is a config entry of its own)."""
+        return {k: v for k, v in asdict(self).items() if k != "max_resolution"}
+
+    @classmethod
+    def from_config(cls, entry: Optional[Mapping[str, Any]], max_resolution: int) -> "ModelDefaults":
+        """From a pipeline config's entries; refused with the file's problem when they do not make a valid run."""
+        known = {f.name for f in fields(cls)} - {"max_resolution"}
+        entry = dict(entry or {})
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise InvalidRequestError(f"unknown model defaults {unknown}; allowed: {sorted(known)}")
+        defaults = cls(**entry, max_resolution=int(max_resolution))
+        defaults.sample_config()
+        return defaults
+
+    @classmethod
+    def read(cls, folder: Path) -> "ModelDefaults":
+        """A saved pipeline's defaults, from its model_index.json, without loading any weights."""
+        path = Path(folder) / "model_index.json"
+        try:
+            config = json.loads(path.read_text())
+            return cls.from_config(config.get(CONFIG_KEY), config.get("max_resolution", cls.max_resolution))
+        except (OSError, TypeError, ValueError) as err:
+            raise ModelFilesError(f"{path}: not a valid pipeline config ({err})") from None
