@@ -78,7 +78,7 @@ def model_folder(model: str) -> Path:
         if not (TINY_DIR / "model_index.json").exists():
             raise ModelFilesError(
                 f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
-                f"`python -m lumina.train all` or pass --model DIR"
+                f"`python -m lumina_research.train all` or pass --model DIR"
             )
         return TINY_DIR
     return Path(model)

@@ -46,7 +46,7 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
     """
     folder = _resolve(path)
     if not (folder / "model_index.json").exists():
-        hint = " (train it with `python -m lumina.v2a.train --world 1600 --out assets/lumina-v2a-tiny`)" \
+        hint = " (train it with `python -m lumina_research.train v2a --world 1600 --out assets/lumina-v2a-tiny`)" \
             if folder.resolve() == TINY_V2A_DIR.resolve() else ""
         raise ModelFilesError(f"no V2A model at {folder}: model_index.json is missing{hint}")
     pipe = LuminaV2APipeline.from_pretrained(str(folder), dtype=dtype)  # weights may be stored in float16
@@ -71,8 +71,7 @@ def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int]
                  guidance_scale: Optional[float] = None, seed: int = 0) -> Callable:
     """The ``audio_fn(frames, fps, prompt) -> float32 waveform at 16 kHz`` that ``generate_video`` calls
     (a pipeline whose vocoder runs at another rate is resampled to 16 kHz)."""
-    from lumina.v2a.audio import SAMPLE_RATE
-    from lumina.v2a.data import resample_audio
+    from lumina.v2a.audio import SAMPLE_RATE, resample_audio
 
     def audio_fn(frames, fps, prompt=None) -> np.ndarray:
         gen = torch.Generator("cpu").manual_seed(seed)

@@ -1,6 +1,6 @@
 """Out-of-world clips for the V2A sync bench: videos that the training renderers never made.
 
-Written apart from lumina.world.render and lumina.v2a.scenes (it shares no code with them) and kept out of
+Written apart from lumina_research.world.render and lumina_research.world.scenes (it shares no code with them) and kept out of
 any tuning: sprites they do not draw (shaded balls, rings, two-colour beach balls, framed boxes, ellipses),
 scenes they do not stage (gravity with a floor and decaying bounces, a billiard table of colliding balls,
 the plain bouncing ball of issue 33 on a flat background), frame sizes, speeds and rates of their own
