@@ -82,7 +82,7 @@ def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults)
 def write_vocabulary(out: Path) -> None:
     """vocabulary.json: the world's words the model was trained on, which the app lists and checks prompts
     against without importing the research code."""
-    from lumina_research.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES
+    from lumina_research.world.vocabulary import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
     vocab = {"colours": list(COLORS), "shapes": list(SHAPES), "backgrounds": list(BACKGROUNDS),
              "motions": list(MOTIONS)}

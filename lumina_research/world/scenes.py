@@ -27,7 +27,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from lumina_research.world.render import COLORS, SHAPES, draw_object
+from lumina_research.world.render import draw_object
+from lumina_research.world.vocabulary import COLORS, SHAPES
 from lumina_research.world.sound import COLOR_PITCH_HZ, soundtrack
 
 SCENE_FPS = (8, 10, 12, 15, 20, 24, 25, 30)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .render import COLORS, Clip, Truth
+from .render import Clip, Truth
+from .vocabulary import COLORS
 
 # Nine distinct pitch classes (A C E G B D F F# G#) spread over 220-880 Hz.
 COLOR_PITCH_HZ = {
