@@ -37,10 +37,11 @@ from lumina.pipelines.loading import TINY_DIR, ModelDefaults
 from lumina.pipelines.memory import release_memory
 from lumina.sampling import format_schedule, parse_schedule_string
 from lumina.sampling.schedule import stages
+from lumina.settings import SETTINGS
 
 log = logging.getLogger("lumina.app")
 
-EXAMPLES_FILE = Path(__file__).resolve().parents[2] / "examples" / "prompts.json"
+EXAMPLES_FILE = SETTINGS.examples_file
 SCHEDULES = ("multiscale", "1x2", "2x2", "2x4")
 CUSTOM = "custom"
 COMPARE_SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")

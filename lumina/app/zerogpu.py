@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
         return task if callable(task) else (lambda fn: fn)
 
 
-from lumina.costs import latent_size as release_latent_size, load_fit, request_seconds
+from lumina.costs import load_fit, request_seconds
+from lumina.models.components import latent_size as release_latent_size
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest, resolve_request, sample_config_for
 

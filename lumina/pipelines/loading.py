@@ -21,9 +21,9 @@ from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode, check_plan, int8_config, load_time_8bit, parse_memory_mode
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling.schedule import PATCH_SHORTHANDS, PRESETS, SampleConfig, get_preset
+from lumina.settings import SETTINGS
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-TINY_DIR = ASSETS / "lumina-video-tiny"
+TINY_DIR = SETTINGS.assets / "lumina-video-tiny"
 DEFAULTS_FILE = "studio_defaults.json"
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from lumina.errors import ModelFilesError
+from lumina.settings import SETTINGS
 from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder
 from lumina.v2a.model import LuminaV2ATransformer
 from lumina.v2a.pipeline import LuminaV2APipeline, LuminaV2APipelineOutput
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_V2A_DIR = REPO_ROOT / "assets" / "lumina-v2a-tiny"
+TINY_V2A_DIR = SETTINGS.assets / "lumina-v2a-tiny"
 
 __all__ = [
     "LuminaV2APipeline", "LuminaV2APipelineOutput", "LuminaV2ATransformer", "TINY_V2A_DIR", "V2AFrameEncoder",
@@ -30,9 +30,11 @@ __all__ = [
 
 
 def _resolve(path: Union[str, Path]) -> Path:
+    """A relative path missing here is taken from the folder that holds the assets (the checkout by default)."""
     p = Path(path)
-    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
-        p = REPO_ROOT / p
+    base = SETTINGS.assets.parent
+    if not p.is_absolute() and not p.exists() and (base / p).exists():
+        p = base / p
     return p
 
 
