@@ -36,9 +36,9 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 
 
 from lumina.costs import load_fit, request_seconds
-from lumina.models.components import latent_size as release_latent_size
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest, resolve_request, sample_config_for
+from lumina.models.components import latent_size as release_latent_size
 
 # Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
 OVERHEAD_SECONDS = 20.0

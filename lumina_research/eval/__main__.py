@@ -2,8 +2,8 @@
 
 import sys
 
-BENCHES = {"shapes": "lumina_research.eval.shapes", "v2a": "lumina_research.eval.v2a", "probe": "lumina_research.eval.probe",
-           "vae": "lumina_research.eval.vae_ceiling"}
+BENCHES = {"shapes": "lumina_research.eval.shapes", "v2a": "lumina_research.eval.v2a",
+           "probe": "lumina_research.eval.probe", "vae": "lumina_research.eval.vae_ceiling"}
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """V2A sync bench: do generated sounds hit when objects bounce, and sing the colour's pitch?
 
-    python -m lumina_research.eval v2a [--set in-world|out-of-world] [--model assets/lumina-v2a-tiny] [--clips 24] [--fps 24]
-                              [--out docs/v2abench]
+    python -m lumina_research.eval v2a [--set in-world|out-of-world] [--model assets/lumina-v2a-tiny] [--clips 24]
+                                       [--fps 24] [--out docs/v2abench]
 
 In-world (the default set): on held-out world clips with wall bounces (single bouncing object by default) the world's analyzer reads
 bounce times and the object's colour from the *pixels*; the audio is then scored:

@@ -256,8 +256,8 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
 
 def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32, visual: Optional[Tuple[int, float]] = None,
                    clean_share: float = CLEAN_SHARE) -> Iterator[Dict]:
-    """n varied training examples (lumina_research.train.v2a_data.make_example dicts, no caption); fps, length and (for clean_share
-    of them) a clean scene vary by seed."""
+    """n varied training examples (lumina_research.train.v2a_data.make_example dicts, no caption); fps, length
+    and (for clean_share of them) a clean scene vary by seed."""
     from lumina_research.train.v2a_data import make_example
 
     for i in range(n):
