@@ -18,7 +18,8 @@ import torch
 from _util import device_name, report
 
 from lumina import LuminaNextDiTVideo
-from lumina.costs import COST_FILE, fit_throughput, forward_samples, latent_size
+from lumina.costs import COST_FILE, fit_throughput, forward_samples
+from lumina.models.components import latent_size
 from lumina.pipelines.loading import TINY_DIR
 
 CONFIGS = {

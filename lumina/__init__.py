@@ -1,6 +1,6 @@
 """Lumina-Video Studio: Lumina-Video's multi-scale Next-DiT as a diffusers-style library, CLI and app.
 
-Exports load lazily, so `import lumina.world` or the motion scorer do not pay for torch and diffusers.
+Exports load lazily, so the motion scorer (`lumina.motion`) does not pay for torch and diffusers.
 """
 
 import importlib

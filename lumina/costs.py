@@ -8,21 +8,14 @@ ZeroGPU duration and the benchmarks' predictions both come from here.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from lumina.sampling import SampleConfig, plan
+from lumina.settings import SETTINGS
 
-COST_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cost_model.json"
+COST_FILE = SETTINGS.results / "cost_model.json"
 # Fallback for a CUDA GPU before any benchmark ran: H100-class bf16 at ~35% utilisation.
 DEFAULT_FIT = {"overhead_s": 0.01, "flops_per_second": 3.5e14}
-RELEASE_TEMPORAL, RELEASE_SPATIAL = 4, 8  # the release CogVideoX VAE: video frames a latent frame, pixels a cell
-
-
-def latent_size(frames: int, height: int, width: int, temporal: int = RELEASE_TEMPORAL,
-                spatial: int = RELEASE_SPATIAL) -> Tuple[int, int, int]:
-    """(latent frames, height, width) of a video through a VAE compressing time `temporal`x and space `spatial`x."""
-    return max(frames // temporal, 1), height // spatial, width // spatial
 
 
 def forward_flops(config, tokens: int, caption_tokens: int = 256) -> float:

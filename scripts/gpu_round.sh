@@ -14,7 +14,7 @@
 # A machine without diffusers installs it from wheels in .whl/ (git-ignored), fetched beforehand where pip works:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
-# Then, on a CPU: tar xzf OUT_DIR/A.tgz -C W/A; python -m lumina.train assemble --vae assets/lumina-video-tiny/vae
+# Then, on a CPU: tar xzf OUT_DIR/A.tgz -C W/A; python -m lumina_research.train assemble --vae assets/lumina-video-tiny/vae
 # --dit W/A --out PIPE (D: --vae data/vae_t2); evaluate PIPE (README: "Training on a GPU").
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ C=${CACHE:-/tmp/gpu_round_cache}; CT=$C/vae_t2; mkdir -p "$CT"; cp "$LABELS" "$C
 VAE=assets/lumina-video-tiny/vae; VAET=data/vae_t2
 LOG=$OUT/log.txt; W=${WORK:-/tmp/gpu_round}
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee -a "$LOG"
-dit() { python3 -m lumina.train dit --vae "$1" --cache "$2" --device "$DEV" "${@:3}"; }
+dit() { python3 -m lumina_research.train dit --vae "$1" --cache "$2" --device "$DEV" "${@:3}"; }
 echo "[$(el)s] smoke: 64 clips, 4 steps" | tee -a "$LOG"
 dit "$VAET" "$CT" --out "$W/smoke" --clips 64 --video-clips 64 --steps 4 --batch 8 --dim 192 --layers 5 --heads 6 --kv-heads 2 \
   --frame-diff-weight 1.0 --threads "$THREADS" >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 4; }

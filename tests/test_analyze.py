@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lumina.media import read_video, write_mp4
-from lumina.world import analyze, render_clip, sample_scene
-from lumina.world.analyze import turning_points
+from lumina_research.world import analyze, render_clip, sample_scene
+from lumina_research.world.analyze import turning_points
 
 SINGLE_SEEDS = range(3000, 3040)
 MULTI_SEEDS = range(4000, 4020)

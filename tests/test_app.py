@@ -294,7 +294,7 @@ def test_motion_explorer_starts_in_the_models_regime():
 
 
 def test_vocabulary_comes_from_the_world_and_unseen_words_are_named(random_pipeline_dir):
-    from lumina.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES
+    from lumina_research.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
     vocab = model_vocabulary("tiny")
     assert vocab == {"colours": tuple(COLORS), "shapes": SHAPES, "backgrounds": tuple(BACKGROUNDS),

@@ -274,7 +274,7 @@ def test_sound_tab(page, server, tmp_path):
     import av
 
     page.get_by_role("tab", name="Sound").click()
-    from lumina.world import render_clip, sample_scene
+    from lumina_research.world import render_clip, sample_scene
 
     scene = sample_scene(7, motion="bouncing", seconds=2.5)  # a shape-world clip, what the tiny V2A model knows
     clip = write_mp4(tmp_path / "upload.mp4", render_clip(scene, fps=10, seconds=2.5).frames, 10)  # 2.5 s

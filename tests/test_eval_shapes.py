@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from lumina.eval.shapes import MOTION_LEVELS, Bench, flicker_score, jump_share, motion_control_stats, read_back, run, summarize
-from lumina.world import render_clip, sample_scene
+from lumina_research.eval.shapes import MOTION_LEVELS, Bench, flicker_score, jump_share, motion_control_stats, read_back, run, summarize
+from lumina_research.world import render_clip, sample_scene
 
 
 def test_flicker_score_follows_vbench():

@@ -45,8 +45,8 @@ def test_flash_varlen_matches_sdpa():
 
 def test_one_chunk_cpu_decoding_reconstructs_as_well_as_frame_chunks():
     from lumina.pipelines.loading import load_pipeline
-    from lumina.train.data import ClipSpec, frames_to_tensor, render
-    from lumina.train.losses import psnr
+    from lumina_research.train.data import ClipSpec, frames_to_tensor, render
+    from lumina_research.train.losses import psnr
 
     pipe, _ = load_pipeline("tiny")
     vae = pipe.vae

@@ -9,7 +9,7 @@ import pytest
 from lumina import motion
 from lumina.media import write_mp4
 from lumina.motion import main, motion_score, motion_score_file
-from lumina.world import render_clip, sample_scene
+from lumina_research.world import render_clip, sample_scene
 
 SCENES = [("black", "circle", "red", "right"), ("gray", "star", "blue", "down"),
           ("brown", "triangle", "yellow", "diagonal"), ("navy", "square", "white", "left")]

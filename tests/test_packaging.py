@@ -1,4 +1,5 @@
-"""The package declares what it imports, and `pip install -e .` gives a `lumina` command."""
+"""The package declares what it imports (the library and the research code), and `pip install -e .` gives a
+`lumina` command."""
 
 import ast
 import importlib
@@ -10,17 +11,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = {"flash_attn"}  # used when installed (CUDA attention kernel), never required
+PACKAGES = ("lumina", "lumina_research")  # both are installed (setuptools' include = ["lumina*"])
 
 
 def third_party_imports():
     found = {}
-    for path in sorted((ROOT / "lumina").rglob("*.py")):
+    for path in sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
             for name in names:
                 top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top != "lumina":
+                if top not in sys.stdlib_module_names and top not in PACKAGES:
                     found.setdefault(top, path.relative_to(ROOT))
     return found
 

@@ -11,7 +11,7 @@ import torch
 from lumina.media import to_uint8
 from lumina.pipelines.loading import TINY_DIR, load_pipeline
 from lumina.sampling.schedule import normalize_time_aware
-from lumina.train.assemble import DEFAULT_SAMPLING, DEFAULT_STEPS
+from lumina_research.train.assemble import DEFAULT_SAMPLING, DEFAULT_STEPS
 
 PROMPT = "a red circle moving right on a blue background"
 
@@ -78,7 +78,7 @@ def test_background_follows_the_prompt(sample):
 
 
 def test_world_analyzer_agrees(sample):
-    analyze = pytest.importorskip("lumina.world.analyze").analyze
+    analyze = pytest.importorskip("lumina_research.world.analyze").analyze
     facts = analyze(sample, 8).facts()
     assert facts["background"] == "navy", facts  # the world's blue background
     # the soft blob's edges blend red with the light core, so the analyzer may call it pink or orange
@@ -109,8 +109,8 @@ def test_measured_motion_follows_the_requested_score_at_the_defaults(tiny):
 
 
 def test_probe_caption_edits_change_only_their_fact():
-    from lumina.eval.probe import OPPOSITE, SWAPPED_SHAPE, _scenes, mirrored_caption, shape_swapped_caption
-    from lumina.world.captions import parse_prompt
+    from lumina_research.eval.probe import OPPOSITE, SWAPPED_SHAPE, _scenes, mirrored_caption, shape_swapped_caption
+    from lumina_research.world.captions import parse_prompt
 
     for scene, clip in _scenes(20000, 6, True):
         true = parse_prompt(clip.caption)
@@ -124,7 +124,7 @@ def test_probe_caption_edits_change_only_their_fact():
 def test_probe_word_stakes_a_shape_moves_the_latents_less_than_a_direction(tiny):
     """The world's facts differ in how much of the latent they decide: another shape changes a few cells'
     values, the other direction the object's place in every frame (the bundled VAE: ~0.015 vs ~0.2)."""
-    from lumina.eval.probe import _scenes, clip_latents, word_stakes
+    from lumina_research.eval.probe import _scenes, clip_latents, word_stakes
 
     scenes, clips = zip(*_scenes(20000, 6, True))
     stakes = word_stakes(tiny[0], scenes, clips, clip_latents(tiny[0], clips))
@@ -134,7 +134,7 @@ def test_probe_word_stakes_a_shape_moves_the_latents_less_than_a_direction(tiny)
 def test_probe_the_shipped_model_uses_the_direction_words(tiny):
     """Flow loss at t = 0.05 on unseen single straight movers: the true caption beats the mirrored one,
     which beats no caption (the shipped model: ~0.11 / 0.15 / 0.18 over 96 clips)."""
-    from lumina.eval.probe import _scenes, encode_clips, flow_losses, mirrored_caption
+    from lumina_research.eval.probe import _scenes, encode_clips, flow_losses, mirrored_caption
 
     scenes, clips = zip(*_scenes(20000, 8, True))
     data = encode_clips(tiny[0], clips)
@@ -147,8 +147,8 @@ def test_probe_the_shipped_model_uses_the_direction_words(tiny):
 def test_vae_ceiling_keeps_background_colour_and_an_even_glide(tiny):
     """World clips through the bundled VAE alone: the facts a DiT could show at best. Background and colour
     survive, and straight movers still glide (jump ~0.13-0.2, where generated clips jump ~0.3)."""
-    from lumina.eval.shapes import vae_ceiling
-    from lumina.world import held_out_scenes
+    from lumina_research.eval.shapes import vae_ceiling
+    from lumina_research.world import held_out_scenes
 
     single = [s for s in held_out_scenes(16, 1) if len(s.objects) == 1]
     ceiling = vae_ceiling(*tiny, single)
@@ -157,11 +157,11 @@ def test_vae_ceiling_keeps_background_colour_and_an_even_glide(tiny):
 
 
 def test_data_vae_t2_keeps_the_shapes_of_fast_movers_that_the_shipped_vae_smears(capsys):
-    """`python -m lumina.eval vae` on the first 8 single-object scenes of evaluation set 1 that move at least 0.3
+    """`python -m lumina_research.eval vae` on the first 8 single-object scenes of evaluation set 1 that move at least 0.3
     frame widths a second: the shipped VAE (4 frames a latent) keeps every shape at rest and loses most in motion;
     data/vae_t2 (2 frames a latent, what the GPU round's variant D trains on) keeps them in motion."""
-    from lumina.eval.__main__ import main
-    from lumina.eval.vae_ceiling import ceiling
+    from lumina_research.eval.__main__ import main
+    from lumina_research.eval.vae_ceiling import ceiling
 
     vae_t2 = TINY_DIR.parents[1] / "data" / "vae_t2"
     assert json.loads((vae_t2 / "config.json").read_text())["temporal_compression_ratio"] == 2

@@ -14,13 +14,13 @@ from lumina.patch import parse_patch_size
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling import shift_time
-from lumina.train.budget import budgeted_steps
-from lumina.train.data import (ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache, pad_features,
+from lumina_research.train.budget import budgeted_steps
+from lumina_research.train.data import (ClipSpec, TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache, pad_features,
                                render)
-from lumina.train.dit import DiTRecipe, load_init, make_transformer, train_dit
-from lumina.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t, stakes_from_t, vae_loss
-from lumina.train.vae import VAERecipe, train_vae
-from lumina.world.dataset import eval_seed
+from lumina_research.train.dit import DiTRecipe, load_init, make_transformer, train_dit
+from lumina_research.train.losses import flow_loss, foreground_mask, interpolate, mask_weights, sample_t, stakes_from_t, vae_loss
+from lumina_research.train.vae import VAERecipe, train_vae
+from lumina_research.world.dataset import eval_seed
 
 SPEC = ClipSpec(width=32, height=32, frames=8, fps=4)
 
@@ -132,8 +132,8 @@ def test_time_sampling_follows_the_patch_shift():
 
 
 def test_training_captions_come_from_the_scene_and_the_shipped_minilm_copy_gives_the_same_features():
-    from lumina.train.data import encode_captions, load_minilm_for_training, shipped_minilm, training_caption
-    from lumina.world.render import sample_scene
+    from lumina_research.train.data import encode_captions, load_minilm_for_training, shipped_minilm, training_caption
+    from lumina_research.world.render import sample_scene
 
     scenes = [sample_scene(s, seconds=SPEC.seconds) for s in range(0, 40, 2)]
     captions = [training_caption(s) for s in scenes]
@@ -147,8 +147,8 @@ def test_training_captions_come_from_the_scene_and_the_shipped_minilm_copy_gives
 
 
 def test_the_committed_motion_labels_are_what_the_scorer_measures():
-    from lumina.train.data import ClipSpec, motion_scores
-    from lumina.world.dataset import train_seed
+    from lumina_research.train.data import ClipSpec, motion_scores
+    from lumina_research.world.dataset import train_seed
 
     path = max(Path(__file__).parents[1].glob("data/motion/motion_0_*.pt"), key=lambda p: int(p.stem.split("_")[2]))
     labels = torch.load(path, weights_only=True)
@@ -172,7 +172,7 @@ def test_caption_features_are_padded_to_multiples_of_eight():
 
 
 def test_a_three_block_vae_compresses_4x_and_other_depths_are_refused():
-    from lumina.train.vae import make_vae
+    from lumina_research.train.vae import make_vae
 
     vae = make_vae(VAERecipe(block_out_channels=(8, 8, 8), norm_num_groups=4))
     with torch.no_grad():
@@ -184,7 +184,7 @@ def test_a_three_block_vae_compresses_4x_and_other_depths_are_refused():
 
 
 def test_a_2x_temporal_vae_keeps_twice_the_latent_frames_and_other_ratios_are_refused():
-    from lumina.train.vae import make_vae
+    from lumina_research.train.vae import make_vae
 
     vae = make_vae(VAERecipe(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, temporal_compression=2))
     with torch.no_grad():
@@ -234,7 +234,7 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path, capsys):
         assert grown[key].shape == fresh[key].shape and torch.allclose(grown[key].float(), fresh[key].float(), atol=2e-3)
     assert build_meta_cache(tmp_path / "meta_5.pt", 5, seed0=0, spec=SPEC, log=logs.append)["seeds"] == meta["seeds"][:5]
     data = TrainingSet(meta, latents)
-    from lumina.train.vae import DecoderRecipe, finetune_decoder
+    from lumina_research.train.vae import DecoderRecipe, finetune_decoder
 
     scale = vae.config.scaling_factor
     vae = finetune_decoder(vae, latents["videos"], meta["seeds"][:4], tmp_path / "vae_dec",
@@ -257,14 +257,14 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path, capsys):
     assert (motion_img == -1).all() and objects_img.shape == (3, 1, 1, 4, 4) and stakes is None
     # shape twins: the first frame's latent minus the same frame with the shapes swapped, per pairing
     twins = build_twin_cache(tmp_path / "twins.pt", vae, meta, latents, 4, spec=SPEC, batch=3, log=lambda m: None)
-    from lumina.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
+    from lumina_research.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
 
     scene = sample_scene(meta["seeds"][2], seconds=SPEC.seconds)
     frame = lambda s: torch.from_numpy(render_clip(s, width=32, height=32, fps=SPEC.fps, seconds=1 / SPEC.fps).frames)  # noqa: E731
     twin = frame(edited(scene, "shape", SHAPE_SWAPS[1]))
     assert twin.shape == (1, 32, 32, 3) and not torch.equal(twin, frame(scene))
     assert (twin != frame(scene)).any(-1).float().mean() < 0.2   # only where the shapes differ
-    from lumina.train.data import encode_video_latents, frames_to_tensor
+    from lumina_research.train.data import encode_video_latents, frames_to_tensor
 
     want = latents["images"][2].float() - encode_video_latents(vae, frames_to_tensor(twin.numpy())[None])[0]
     assert twins["directions"].shape == (4, 2, 16, 1, 4, 4)
@@ -326,10 +326,10 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path, capsys):
     assert after < before, (before, after)
 
     # the assembled folder loads through diffusers and generates
-    from lumina.train.assemble import save_pipeline, tiny_defaults
+    from lumina_research.train.assemble import save_pipeline, tiny_defaults
 
     pipe = LuminaVideoPipeline(transformer=model, vae=vae, text_encoder=None, tokenizer=None, max_resolution=64)
-    from lumina.train.data import load_minilm_for_training
+    from lumina_research.train.data import load_minilm_for_training
 
     tokenizer, encoder = load_minilm_for_training()
     pipe.register_modules(text_encoder=encoder.half(), tokenizer=tokenizer)
@@ -346,7 +346,7 @@ def test_training_smoke_loss_drops_and_folder_loads(tmp_path, capsys):
 
     # the command line's DiT stage: caches of real world clips, a couple of steps, and the data record the
     # model card quotes (amounts and the motion labels' statistics)
-    from lumina.train.__main__ import main
+    from lumina_research.train.__main__ import main
 
     assert main(["dit", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "cli_dit"), "--cache",
                  str(tmp_path / "cache"), "--clips", "3", "--video-clips", "2", "--steps", "2", "--threads", "1",
@@ -438,7 +438,7 @@ def test_model_card_of_a_vae_only_fine_tuned_here_lists_its_decoder_rounds(tmp_p
     """The shipped vae/ carries no training report; a decoder fine-tuned from it has only its decoder rounds."""
     import shutil
 
-    from lumina.train.assemble import write_model_card
+    from lumina_research.train.assemble import write_model_card
 
     tiny = Path(__file__).resolve().parents[1] / "assets" / "lumina-video-tiny"
     for part in ("vae", "transformer"):

@@ -183,7 +183,7 @@ def test_generate_video_with_v2a_audio_fn(real_pipe, tmp_path):
 
 
 def test_sync_metric_validated_on_ground_truth_and_shuffled():
-    from lumina.eval.v2a import evaluate, markdown, world_eval_clips
+    from lumina_research.eval.v2a import evaluate, markdown, world_eval_clips
 
     clips = world_eval_clips(5, fps=24, seconds=4, size=96)
     assert len(clips) == 5 and all(c["bounces"] for c in clips)
@@ -197,7 +197,7 @@ def test_sync_metric_validated_on_ground_truth_and_shuffled():
 
 def test_tiny_model_makes_audio_of_the_video_length():
     from lumina.v2a import load_v2a
-    from lumina.v2a.data import world_clip
+    from lumina_research.train.v2a_data import world_clip
 
     pipe = load_v2a(TINY_V2A_DIR)
     clip, _ = world_clip(123, 10, 2.5, 64, motion="bouncing")
@@ -212,7 +212,7 @@ def test_tiny_model_makes_audio_of_the_video_length():
 def test_shipped_tiny_model_hits_on_bounces_and_sings_the_colour():
     """Regression test of the shipped member on 4 held-out clips: sync comes from the video (the same audio
     scored against another clip's bounces falls apart) and the pitch follows the object's colour."""
-    from lumina.eval.v2a import evaluate, world_eval_clips
+    from lumina_research.eval.v2a import evaluate, world_eval_clips
     from lumina.v2a import load_v2a
 
     pipe = load_v2a(TINY_V2A_DIR)
@@ -226,12 +226,12 @@ def test_shipped_tiny_model_hits_on_bounces_and_sings_the_colour():
 
 
 def test_train_v2a_on_a_folder_of_videos_with_sound(tmp_path):
-    """`python -m lumina.train v2a --videos DIR`: a few steps on real mp4 files with AAC sound (plus a silent
+    """`python -m lumina_research.train v2a --videos DIR`: a few steps on real mp4 files with AAC sound (plus a silent
     video, which is skipped), then the saved pipeline loads and makes audio of the right length."""
     from lumina.media import write_mp4
-    from lumina.train.__main__ import main
+    from lumina_research.train.__main__ import main
     from lumina.v2a import load_v2a
-    from lumina.v2a.data import world_clip
+    from lumina_research.train.v2a_data import world_clip
 
     videos = tmp_path / "videos"
     for i in range(2):
@@ -251,7 +251,7 @@ def test_train_v2a_on_a_folder_of_videos_with_sound(tmp_path):
 
 def _videos_with_sound(folder, n: int = 2):
     from lumina.media import write_mp4
-    from lumina.v2a.data import world_clip
+    from lumina_research.train.v2a_data import world_clip
 
     for i in range(n):
         clip, wave = world_clip(600 + i, 12, 2.0, 64, motion="bouncing")
@@ -265,7 +265,7 @@ def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
     `--init` from it fine-tunes the whole pipeline (VAE, vocoder and mel geometry kept)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from lumina.train.__main__ import main
+    from lumina_research.train.__main__ import main
     from lumina.v2a import load_v2a
 
     torch.manual_seed(0)
@@ -299,17 +299,17 @@ def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
 
 
 def test_out_of_world_bench_validated_on_its_knocks_and_shuffled(tmp_path):
-    """`python -m lumina.eval v2a --set out-of-world --model none`: the generator (written apart: it imports
+    """`python -m lumina_research.eval v2a --set out-of-world --model none`: the generator (written apart: it imports
     neither renderer) gives clips of several kinds and rates; its knock soundtrack meets its contacts, another
     clip's does not, and the false-onset rate tells them apart."""
     import ast
     import inspect
 
-    import lumina.eval.outworld as outworld
-    from lumina.eval.v2a import main
+    import lumina_research.eval.outworld as outworld
+    from lumina_research.eval.v2a import main
 
     imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(outworld))) if isinstance(n, ast.ImportFrom)}
-    assert not any(m and (m.startswith("lumina.world") or m.startswith("lumina.v2a")) for m in imported)
+    assert not any(m and (m.startswith("lumina_research.world") or m.startswith("lumina.v2a")) for m in imported)
     assert main(["--set", "out-of-world", "--model", "none", "--clips", "6", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "v2abench-out-of-world.json").read_text())
     truth, shuffled = result["summary"]["ground truth (knocks)"], result["summary"]["ground truth, shuffled"]
@@ -326,7 +326,7 @@ def test_varied_scenes_vary_the_look_and_click_on_contacts():
     """The varied training scenes: light and dark frames, several frame rates and sizes, and a soundtrack whose
     onsets are the simulated contacts (walls and object-object), none where nothing touches."""
     from lumina.v2a.audio import detect_onsets
-    from lumina.v2a.scenes import SCENE_FPS, render_scene, scene_examples
+    from lumina_research.world.scenes import SCENE_FPS, render_scene, scene_examples
 
     met, contacts, brightness, sizes = 0, 0, [], set()
     for seed in range(10):

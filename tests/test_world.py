@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lumina.world import (
+from lumina_research.world import (
     BACKGROUNDS,
     COLOR_PITCH_HZ,
     COLORS,

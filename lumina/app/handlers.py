@@ -38,10 +38,11 @@ from lumina.pipelines.loading import TINY_DIR
 from lumina.pipelines.memory import release_memory
 from lumina.sampling.schedule import TimeAware, stages
 from lumina.syntax import format_schedule, parse_numbers, parse_resolution, parse_schedule
+from lumina.settings import SETTINGS
 
 log = logging.getLogger("lumina.app")
 
-EXAMPLES_FILE = Path(__file__).resolve().parents[2] / "examples" / "prompts.json"
+EXAMPLES_FILE = SETTINGS.examples_file
 SCHEDULES = ("multiscale", "1x2", "2x2", "2x4")
 CUSTOM = "custom"
 COMPARE_SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")
@@ -144,7 +145,7 @@ def load_examples(path: Path = EXAMPLES_FILE) -> List[List[Any]]:
 # ---------------------------------------------------------------- the shape world's vocabulary
 
 # Words a prompt may use for a colour, a shape or a motion in general English; what the model knows comes
-# from lumina.world, these only find the words it does not know.
+# from its vocabulary.json, these only find the words it does not know.
 COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink", "black", "gray",
                 "grey", "navy", "maroon", "brown", "magenta", "violet", "gold", "golden", "silver", "beige", "teal",
                 "lime", "olive", "indigo", "turquoise", "lavender", "crimson", "cream", "ivory", "khaki")
@@ -158,16 +159,13 @@ TONE_WORDS = ("dark", "light", "bright", "pale")
 
 
 def model_vocabulary(model: str) -> Optional[Dict[str, Tuple[str, ...]]]:
-    """What a model trained on the shape world (lumina.train, e.g. the bundled tiny model) knows: its
-    colours, shapes, backgrounds and motions. Such a model keeps its train report next to its weights;
-    other models (the release) have no such list: None."""
-    folder = TINY_DIR if model == "tiny" else Path(model)
-    if not (folder / "train_report_transformer.json").exists():
+    """What a model trained on the shape world (lumina_research.train, e.g. the bundled tiny model) knows: its
+    colours, shapes, backgrounds and motions, from the vocabulary.json training writes next to its weights
+    (the app never imports the research code); other models (the release) have no such list: None."""
+    path = (TINY_DIR if model == "tiny" else Path(model)) / "vocabulary.json"
+    if not path.exists():
         return None
-    from lumina.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES
-
-    return {"colours": tuple(COLORS), "shapes": tuple(SHAPES), "backgrounds": tuple(BACKGROUNDS),
-            "motions": tuple(MOTIONS)}
+    return {kind: tuple(words) for kind, words in json.loads(path.read_text()).items()}
 
 
 def vocabulary_text(vocab: Optional[Dict[str, Tuple[str, ...]]]) -> str:

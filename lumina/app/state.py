@@ -30,7 +30,7 @@ log = logging.getLogger("lumina.app")
 
 HOW_TO_GET_A_MODEL = (
     "no model to serve: the bundled tiny model is missing from {tiny}. Train it with "
-    "`python -m lumina.train all`, or start the app with --model DIR (a diffusers-layout pipeline folder "
+    "`python -m lumina_research.train all`, or start the app with --model DIR (a diffusers-layout pipeline folder "
     "with model_index.json, or a release checkpoint folder), or set LUMINA_MODEL=DIR."
 )
 

@@ -35,9 +35,10 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
         return task if callable(task) else (lambda fn: fn)
 
 
-from lumina.costs import latent_size as release_latent_size, load_fit, request_seconds
+from lumina.costs import load_fit, request_seconds
 from lumina.errors import InvalidRequestError
 from lumina.generation import ResolvedRequest
+from lumina.models.components import latent_size as release_latent_size
 
 # Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
 OVERHEAD_SECONDS = 20.0

@@ -62,6 +62,15 @@ def load_release_vae(source: str = RELEASE_VAE, dtype: torch.dtype = torch.bfloa
         ) from None
 
 
+RELEASE_TEMPORAL, RELEASE_SPATIAL = 4, 8  # the release CogVideoX VAE: video frames a latent frame, pixels a cell
+
+
+def latent_size(frames: int, height: int, width: int, temporal: int = RELEASE_TEMPORAL,
+                spatial: int = RELEASE_SPATIAL) -> Tuple[int, int, int]:
+    """(latent frames, height, width) of a video through a VAE compressing time `temporal`x and space `spatial`x."""
+    return max(frames // temporal, 1), height // spatial, width // spatial
+
+
 def vae_compression(config) -> Tuple[int, int]:
     """(video frames a latent frame, pixels a latent cell per axis) of a CogVideoX VAE config: the release's (4, 8);
     every block but the last halves height and width, so a three-block tiny VAE keeps 4 pixels a cell."""

@@ -19,9 +19,9 @@ from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode, check_plan, int8_config, load_time_8bit, parse_memory_mode
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
+from lumina.settings import SETTINGS
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-TINY_DIR = ASSETS / "lumina-video-tiny"
+TINY_DIR = SETTINGS.assets / "lumina-video-tiny"
 
 
 def model_folder(model: str) -> Path:
@@ -30,7 +30,7 @@ def model_folder(model: str) -> Path:
         if not (TINY_DIR / "model_index.json").exists():
             raise ModelFilesError(
                 f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
-                f"`python -m lumina.train all` or pass --model DIR"
+                f"`python -m lumina_research.train all` or pass --model DIR"
             )
         return TINY_DIR
     return Path(model)

@@ -14,8 +14,8 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
-from lumina.costs import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.media import write_json
+from lumina.models.components import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
 from lumina.models.components import vae_compression
 from lumina.models.transformer_nextdit import CaptionCache

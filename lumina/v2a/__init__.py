@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from lumina.errors import ModelFilesError
+from lumina.settings import SETTINGS
 from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder
 from lumina.v2a.model import LuminaV2ATransformer
 from lumina.v2a.pipeline import LuminaV2APipeline, LuminaV2APipelineOutput
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_V2A_DIR = REPO_ROOT / "assets" / "lumina-v2a-tiny"
+TINY_V2A_DIR = SETTINGS.assets / "lumina-v2a-tiny"
 
 __all__ = [
     "LuminaV2APipeline", "LuminaV2APipelineOutput", "LuminaV2ATransformer", "TINY_V2A_DIR", "V2AFrameEncoder",
@@ -30,9 +30,11 @@ __all__ = [
 
 
 def _resolve(path: Union[str, Path]) -> Path:
+    """A relative path missing here is taken from the folder that holds the assets (the checkout by default)."""
     p = Path(path)
-    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
-        p = REPO_ROOT / p
+    base = SETTINGS.assets.parent
+    if not p.is_absolute() and not p.exists() and (base / p).exists():
+        p = base / p
     return p
 
 
@@ -46,7 +48,7 @@ def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "c
     """
     folder = _resolve(path)
     if not (folder / "model_index.json").exists():
-        hint = " (train it with `python -m lumina.v2a.train --world 1600 --out assets/lumina-v2a-tiny`)" \
+        hint = " (train it with `python -m lumina_research.train v2a --world 1600 --out assets/lumina-v2a-tiny`)" \
             if folder.resolve() == TINY_V2A_DIR.resolve() else ""
         raise ModelFilesError(f"no V2A model at {folder}: model_index.json is missing{hint}")
     pipe = LuminaV2APipeline.from_pretrained(str(folder), dtype=dtype)  # weights may be stored in float16
@@ -71,8 +73,7 @@ def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int]
                  guidance_scale: Optional[float] = None, seed: int = 0) -> Callable:
     """The ``audio_fn(frames, fps, prompt) -> float32 waveform at 16 kHz`` that ``generate_video`` calls
     (a pipeline whose vocoder runs at another rate is resampled to 16 kHz)."""
-    from lumina.v2a.audio import SAMPLE_RATE
-    from lumina.v2a.data import resample_audio
+    from lumina.v2a.audio import SAMPLE_RATE, resample_audio
 
     def audio_fn(frames, fps, prompt=None) -> np.ndarray:
         gen = torch.Generator("cpu").manual_seed(seed)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
-from scipy.signal import find_peaks
+from scipy.signal import find_peaks, resample_poly
 
 SAMPLE_RATE = 16000
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -153,8 +154,16 @@ def griffin_lim_vocoder(logmel: torch.Tensor, cfg: MelConfig, num_samples: int, 
     return wave * (0.95 / peak) if peak > 0.95 else wave
 
 
+def resample_audio(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Waveform at `rate` -> float32 at `target` (polyphase): a vocoder's or a video's rate to the models' 16 kHz."""
+    if rate == target:
+        return wave.astype(np.float32)
+    frac = Fraction(target, int(rate)).limit_denominator(1000)
+    return resample_poly(wave, frac.numerator, frac.denominator).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------------
-# onsets and pitch (numpy, used by the sync encoder's target and by lumina.eval.v2a)
+# onsets and pitch (numpy, used by the sync encoder's target and by lumina_research.eval.v2a)
 
 ONSET_HOP = 128  # 8 ms at 16 kHz
 

@@ -4,14 +4,15 @@ Each object hums a continuous tone: its pitch names its colour (one pitch class 
 colour, 220-880 Hz) and its timbre names its shape (harmonic recipe).  Every wall bounce
 adds a short percussive click (a ~30 ms decaying noise burst) at the bounce time.
 ``soundtrack`` mixes the same tones and clicks for any list of objects and contact times
-(lumina.v2a.scenes uses it for its varied training scenes).
+(lumina_research.world.scenes uses it for its varied training scenes).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .render import COLORS, Clip, Truth
+from .render import Clip, Truth
+from .vocabulary import COLORS
 
 # Nine distinct pitch classes (A C E G B D F F# G#) spread over 220-880 Hz.
 COLOR_PITCH_HZ = {

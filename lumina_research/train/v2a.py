@@ -1,10 +1,10 @@
 """Train the tiny Lumina-V2A member on CPU: world clips with their soundtrack, or a folder of videos with sound.
 
-    python -m lumina.v2a.train --world 1600 --out assets/lumina-v2a-tiny --minutes 20
-    python -m lumina.v2a.train --videos DIR --out OUT [--world N] [--scenes N] [--vae-from DIR]
-    python -m lumina.v2a.train --videos DIR --out OUT --visual-encoder CLIP_DIR --vocoder HIFIGAN_DIR \
+    python -m lumina_research.train v2a --world 1600 --out assets/lumina-v2a-tiny --minutes 20
+    python -m lumina_research.train v2a --videos DIR --out OUT [--world N] [--scenes N] [--vae-from DIR]
+    python -m lumina_research.train v2a --videos DIR --out OUT --visual-encoder CLIP_DIR --vocoder HIFIGAN_DIR \
         --dim 1024 --layers 16 --heads 16 --kv-heads 8 --vae-channels 128 256 512 --latent-channels 8   # real scale
-    python -m lumina.v2a.train --videos DIR --out OUT2 --init OUT       # fine-tune any saved V2A pipeline
+    python -m lumina_research.train v2a --videos DIR --out OUT2 --init OUT       # fine-tune any saved V2A pipeline
 
 Real scale: ``--visual-encoder`` is a transformers CLIPVisionModel directory (frozen: its pooled patch
 features are computed once per example at its own input size and replace the tiny frame encoder),
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lumina.train.budget import budgeted_steps, ema_update
-from lumina.train.losses import interpolate, sample_t, vae_loss
+from lumina_research.train.budget import budgeted_steps, ema_update
+from lumina_research.train.losses import interpolate, sample_t, vae_loss
 from lumina.v2a.audio import SAMPLE_RATE, MelConfig, log_mel, normalize, pad_frames
-from lumina.v2a.data import buckets, folder_examples, world_examples
+from lumina_research.train.v2a_data import buckets, folder_examples, world_examples
 from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder, is_clip_vision, visual_frame_indices
 from lumina.v2a.model import LuminaV2ATransformer
 from lumina.v2a.pipeline import LuminaV2APipeline, latent_times, vocoder_hop
@@ -55,7 +55,7 @@ MINILM_SOURCE = "minilm"
 @dataclass
 class V2ARecipe:
     world: int = 1600
-    scenes: int = 0                  # varied scenes (lumina.v2a.scenes): any look, contacts make the sound
+    scenes: int = 0                  # varied scenes (lumina_research.world.scenes): any look, contacts make the sound
     videos: Optional[str] = None
     video_window: float = 4.0
     seed: int = 0
@@ -124,7 +124,7 @@ def build_examples(recipe: V2ARecipe, visual: Optional[Tuple[int, float]] = None
                                         visual=visual))
         log(f"{recipe.world} world clips rendered")
     if recipe.scenes:
-        from lumina.v2a.scenes import scene_examples
+        from lumina_research.world.scenes import scene_examples
 
         examples += list(scene_examples(recipe.scenes, seed0=3_000_000 + recipe.seed * 100_000, enc_size=recipe.enc_size,
                                         visual=visual))
@@ -263,7 +263,7 @@ def loss_weight_map(mel: torch.Tensor, wave: np.ndarray, down: int, cfg: MelConf
     spend more of a small model's capacity where the sound is: tonal lines and the hits that carry timing.
     """
     from lumina.v2a.audio import onset_envelope
-    from lumina.v2a.data import FLUX_REF
+    from lumina_research.train.v2a_data import FLUX_REF
 
     x = pad_frames(mel, down, cfg)[None, None]
     loud = F.avg_pool2d(x, down)[0, 0]                                    # (T', F')
@@ -503,11 +503,11 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lumina.v2a.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lumina_research.train v2a", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory (diffusers layout)")
     p.add_argument("--world", type=int, help=f"number of procedural world clips (default {V2ARecipe.world}, "
                    "0 when --videos is given)")
-    p.add_argument("--scenes", type=int, default=0, help="number of varied scenes (lumina.v2a.scenes)")
+    p.add_argument("--scenes", type=int, default=0, help="number of varied scenes (lumina_research.world.scenes)")
     p.add_argument("--videos", help="folder of video files with sound (VGGSound-style); FILE.txt = caption")
     p.add_argument("--minutes", type=float, help="total budget: split 1:3 between the VAE and the transformer")
     p.add_argument("--vae-minutes", type=float)

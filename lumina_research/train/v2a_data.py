@@ -11,13 +11,12 @@ An example is a dict with
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lumina.v2a.audio import SAMPLE_RATE, onset_envelope
+from lumina.v2a.audio import SAMPLE_RATE, onset_envelope, resample_audio
 from lumina.v2a.encoders import as_float_frames, resize_frames, visual_frame_indices
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -60,9 +59,9 @@ def make_example(frames: np.ndarray, fps: float, wave: np.ndarray, caption: str 
 
 def world_clip(seed: int, fps: float, seconds: float, size: int = 128, *, n_objects: Optional[int] = None,
                motion: Optional[str] = None):
-    """A world clip (lumina.world.render.Clip) and its soundtrack (render_sound)."""
-    from lumina.world.render import render_clip, sample_scene
-    from lumina.world.sound import render_sound
+    """A world clip (lumina_research.world.render.Clip) and its soundtrack (render_sound)."""
+    from lumina_research.world.render import render_clip, sample_scene
+    from lumina_research.world.sound import render_sound
 
     scene = sample_scene(int(seed), n_objects=n_objects, motion=motion, seconds=seconds)
     clip = render_clip(scene, width=size, height=size, fps=fps, seconds=seconds)
@@ -81,15 +80,6 @@ def world_examples(n: int, seed0: int = 0, enc_size: int = 32, bounce_share: flo
         motion = "bouncing" if rng.random() < bounce_share else None
         clip, wave = world_clip(seed, fps, seconds, size, motion=motion)
         yield make_example(clip.frames, fps, wave, clip.caption, enc_size, visual, seed=seed)
-
-
-def resample_audio(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    if rate == target:
-        return wave.astype(np.float32)
-    from scipy.signal import resample_poly
-
-    frac = Fraction(target, int(rate)).limit_denominator(1000)
-    return resample_poly(wave, frac.numerator, frac.denominator).astype(np.float32)
 
 
 def folder_examples(folder, window: float = 4.0, max_seconds: float = 10.0, enc_size: int = 32,

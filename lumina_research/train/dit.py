@@ -26,9 +26,9 @@ import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
 from lumina.sampling import initial_noise
-from lumina.train.budget import budgeted_steps, ema_update
-from lumina.train.data import TrainingSet
-from lumina.train.losses import flow_loss, interpolate, mask_weights, sample_t, stakes_from_t
+from lumina_research.train.budget import budgeted_steps, ema_update
+from lumina_research.train.data import TrainingSet
+from lumina_research.train.losses import flow_loss, interpolate, mask_weights, sample_t, stakes_from_t
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Varied training scenes for V2A: everything that should not matter varies, contacts make the sound.
 
-The procedural world (lumina.world) always shows 1-3 flat shapes of two sizes moving at 0.1-0.6 frame
+The procedural world (lumina_research.world) always shows 1-3 flat shapes of two sizes moving at 0.1-0.6 frame
 widths per second on a dark plain background.  A model trained only on it learns those looks, not "a hit
 when something strikes a wall or another object".  These scenes vary what should not matter:
 
@@ -11,7 +11,7 @@ when something strikes a wall or another object".  These scenes vary what should
   objects leave (or enter) the frame without a sound;
 * video: 8-30 fps, frame sizes and aspects, Gaussian blur, pixel noise, JPEG compression, small camera shake.
 
-The soundtrack (lumina.world.sound.soundtrack) keeps the world's rules where they apply: an object of a
+The soundtrack (lumina_research.world.sound.soundtrack) keeps the world's rules where they apply: an object of a
 palette colour hums its colour's pitch with its shape's timbre (fading as it leaves the frame), other
 colours are silent, and every contact (wall or object-object, above a minimum impact speed) is a click whose
 loudness grows with the impact speed.  Contact times come from the simulation (4 ms steps), not the pixels.
@@ -27,8 +27,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from lumina.world.render import COLORS, SHAPES, draw_object
-from lumina.world.sound import COLOR_PITCH_HZ, soundtrack
+from lumina_research.world.render import draw_object
+from lumina_research.world.vocabulary import COLORS, SHAPES
+from lumina_research.world.sound import COLOR_PITCH_HZ, soundtrack
 
 SCENE_FPS = (8, 10, 12, 15, 20, 24, 25, 30)
 SCENE_SECONDS = (2.0, 4.0)
@@ -255,9 +256,9 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
 
 def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32, visual: Optional[Tuple[int, float]] = None,
                    clean_share: float = CLEAN_SHARE) -> Iterator[Dict]:
-    """n varied training examples (lumina.v2a.data.make_example dicts, no caption); fps, length and (for clean_share
-    of them) a clean scene vary by seed."""
-    from lumina.v2a.data import make_example
+    """n varied training examples (lumina_research.train.v2a_data.make_example dicts, no caption); fps, length
+    and (for clean_share of them) a clean scene vary by seed."""
+    from lumina_research.train.v2a_data import make_example
 
     for i in range(n):
         seed = seed0 + i

@@ -1,6 +1,6 @@
 """ShapesBench: measure prompt adherence, motion control, the patch-size trade-off and flicker.
 
-    python -m lumina.eval shapes [--model tiny] [--prompts 20] [--out docs/shapesbench]
+    python -m lumina_research.eval shapes [--model tiny] [--prompts 20] [--out docs/shapesbench]
 
 (a) adherence on held-out prompts, read back by the world's analyzer; (b) motion control: requested
 versus measured motion score (the release's unit, lumina.motion) over several levels, Spearman
@@ -26,11 +26,11 @@ from lumina.media import atomic_output, to_uint8, write_json, write_text
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
 from lumina.syntax import format_schedule
-from lumina.world.analyze import analyze
-from lumina.world.captions import prompt_for
-from lumina.train.data import encode_video_latents, frames_to_tensor
-from lumina.world.dataset import held_out_scenes, prompt_of
-from lumina.world.render import render_clip
+from lumina_research.world.analyze import analyze
+from lumina_research.world.captions import prompt_for
+from lumina_research.train.data import encode_video_latents, frames_to_tensor
+from lumina_research.world.dataset import held_out_scenes, prompt_of
+from lumina_research.world.render import render_clip
 
 SCHEDULES = ["1x2", "2x2", "2x4", "multiscale"]  # "multiscale": the model's own (ModelDefaults.named_schedules)
 MOTION_LEVELS = [0.0, 4.0, 8.0, 16.0, 24.0]  # spans the world clips' labels (median 9, p90 23)
@@ -254,7 +254,7 @@ def run(model: str = "tiny", n_prompts: int = 20, n_motion: int = 4, seed: int =
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lumina.eval shapes", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_research.eval shapes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny")
     p.add_argument("--prompts", type=int, default=20, help="held-out prompts (single-object ones are used)")

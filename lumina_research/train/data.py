@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from lumina.pipelines.pipeline_lumina_video import MAX_PROMPT_TOKENS, SYSTEM_PROMPT
-from lumina.train.losses import foreground_mask
-from lumina.world.dataset import train_seed
+from lumina_research.train.losses import foreground_mask
+from lumina_research.world.dataset import train_seed
 
 WIDTH, HEIGHT, FRAMES, FPS = 128, 128, 16, 8
 STILL_LABEL = 0.05  # motion scores below this: nothing moves (still clips measure ~1e-7, moving ones > 1)
@@ -53,8 +53,8 @@ class ClipSpec:
 
 
 def render(seed: int, spec: ClipSpec = ClipSpec()):
-    """The world clip of `seed`: a ``lumina.world.render.Clip`` (frames uint8 (T, H, W, 3))."""
-    from lumina.world.render import render_clip, sample_scene
+    """The world clip of `seed`: a ``lumina_research.world.render.Clip`` (frames uint8 (T, H, W, 3))."""
+    from lumina_research.world.render import render_clip, sample_scene
 
     scene = sample_scene(int(seed), seconds=spec.seconds)
     clip = render_clip(scene, width=spec.width, height=spec.height, fps=spec.fps, seconds=spec.seconds)
@@ -67,7 +67,7 @@ def training_caption(scene) -> str:
     """The world's caption of `scene`, with "navy" sometimes written as "blue" / "dark blue".
 
     Read off the scene, not a rendered clip: captions for tens of thousands of clips cost no rendering."""
-    from lumina.world.captions import scene_caption
+    from lumina_research.world.captions import scene_caption
 
     caption = scene_caption(scene)
     if "navy" in caption:
@@ -234,7 +234,7 @@ def build_meta_cache(path: Path, n_clips: int, seed0: int = 0, spec: ClipSpec = 
                      device: str = "cpu", log: Callable[[str], None] = print) -> Dict:
     """Captions, caption features, empty-prompt features and motion scores of the first n training
     scenes of dataset seed0 (``train_seed``: even scene seeds, so never a ShapesBench scene)."""
-    from lumina.world.render import sample_scene
+    from lumina_research.world.render import sample_scene
 
     path = Path(path)
     seeds = [train_seed(seed0, i) for i in range(n_clips)]
@@ -334,8 +334,8 @@ def build_twin_cache(path: Path, vae, meta: Dict, latents: Dict, n_clips: int, s
     only the twins are rendered and encoded.
 
     The plain flow loss hardly rewards the shape word: a swapped shape moves the latents ~15x less than a
-    mirrored direction (``python -m lumina.eval probe``). These directions let the loss weigh exactly that part."""
-    from lumina.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
+    mirrored direction (``python -m lumina_research.eval probe``). These directions let the loss weigh exactly that part."""
+    from lumina_research.world.render import SHAPE_SWAPS, edited, render_clip, sample_scene
 
     path = Path(path)
     own = latents["videos" if video else "images"]

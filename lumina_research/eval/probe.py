@@ -1,6 +1,6 @@
 """Flow-loss probes of a trained transformer: where does a text-to-video gap lie?
 
-    python -m lumina.eval probe [--model tiny] [--clips 96] [--out DIR]
+    python -m lumina_research.eval probe [--model tiny] [--clips 96] [--out DIR]
 
 (a) generalisation: the flow loss on the first training scenes against training-distribution scenes past
     every cache (``--unseen-from``), never trained on. Equal losses mean the model does not overfit, so
@@ -27,11 +27,11 @@ import torch
 from lumina.media import write_json, write_text
 from lumina.motion import motion_score
 from lumina.pipelines.loading import load_pipeline
-from lumina.train.data import ClipSpec, encode_video_latents, frames_to_tensor, training_caption
-from lumina.train.losses import flow_loss, interpolate
-from lumina.world.captions import scene_caption
-from lumina.world.dataset import train_seed
-from lumina.world.render import SHAPE_SWAPS, Scene, edited, render_clip, sample_scene
+from lumina_research.train.data import ClipSpec, encode_video_latents, frames_to_tensor, training_caption
+from lumina_research.train.losses import flow_loss, interpolate
+from lumina_research.world.captions import scene_caption
+from lumina_research.world.dataset import train_seed
+from lumina_research.world.render import SHAPE_SWAPS, Scene, edited, render_clip, sample_scene
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 SWAPPED_SHAPE = SHAPE_SWAPS[0]
@@ -145,7 +145,7 @@ def markdown(r: Dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lumina.eval probe", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_research.eval probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny")
     p.add_argument("--clips", type=int, default=96)

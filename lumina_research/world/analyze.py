@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .render import BACKGROUNDS, COLORS, SIZES
+from .render import SIZES
+from .vocabulary import BACKGROUNDS, COLORS
 
 FOREGROUND_DISTANCE = 60.0   # RGB distance from the background that counts as an object
 MIN_AREA_128 = 20            # smallest object in pixels at 128x128, scaled with frame area

@@ -1,6 +1,6 @@
 """A VAE's ceiling: held-out world scenes through the VAE alone (no transformer), read back by the analyzer.
 
-    python -m lumina.eval vae --vae data/vae_t2 [--scenes 80] [--set 1] [--min-speed 0.3] [--still]
+    python -m lumina_research.eval vae --vae data/vae_t2 [--scenes 80] [--set 1] [--min-speed 0.3] [--still]
 
 What no transformer sampling in that VAE's latents can beat, for any VAE folder (ShapesBench reports the loaded
 model's own VAE on its scenes). Single-object scenes, as ShapesBench scores the main object. --still renders the
@@ -15,12 +15,12 @@ import json
 
 import torch
 
-from lumina.eval.shapes import vae_ceiling
+from lumina_research.eval.shapes import vae_ceiling
 from lumina.models.components import load_release_vae
 from lumina.pipelines.loading import load_pipeline
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.world.dataset import held_out_scenes
-from lumina.world.render import Scene
+from lumina_research.world.dataset import held_out_scenes
+from lumina_research.world.render import Scene
 
 
 def at_rest(scene: Scene) -> Scene:
@@ -43,11 +43,11 @@ def ceiling(vae_dir: str, n_scenes: int, eval_set: int, min_speed: float = 0.0, 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lumina.eval vae", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_research.eval vae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vae", required=True, help="an AutoencoderKLCogVideoX folder")
     p.add_argument("--scenes", type=int, default=80, help="single-object scenes")
-    p.add_argument("--set", type=int, default=1, help="evaluation set (lumina.world.dataset.eval_seed)")
+    p.add_argument("--set", type=int, default=1, help="evaluation set (lumina_research.world.dataset.eval_seed)")
     p.add_argument("--min-speed", type=float, default=0.0,
                    help="only scenes whose object moves at least this many frame widths a second")
     p.add_argument("--still", action="store_true", help="render the scenes with every object at rest")

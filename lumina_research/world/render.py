@@ -14,36 +14,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle", "star")
-
-# Bright, mutually distant object colours; every one is at least ~37 grey levels away
-# from every background so that motion stays visible to grayscale optical flow.
-COLORS = {
-    "red": (240, 50, 50),
-    "green": (50, 210, 70),
-    "blue": (50, 110, 250),
-    "yellow": (250, 230, 40),
-    "purple": (170, 80, 230),
-    "orange": (255, 140, 20),
-    "white": (250, 250, 250),
-    "cyan": (40, 220, 230),
-    "pink": (255, 130, 190),
-}
-
-# Dark backgrounds, disjoint from the object palette (RGB distance >= 138 to any object).
-BACKGROUNDS = {
-    "black": (0, 0, 0),
-    "gray": (70, 70, 70),
-    "navy": (10, 20, 90),
-    "dark green": (10, 75, 30),
-    "maroon": (110, 10, 25),
-    "brown": (95, 60, 20),
-}
+from .captions import scene_caption
+from .vocabulary import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
 # Object diameter (or side) as a fraction of the frame's shorter side.
 SIZES = {"small": 0.18, "large": 0.3}
-
-MOTIONS = ("left", "right", "up", "down", "diagonal", "bouncing", "still")
 
 # Two pairings of the shapes; between them every shape meets two of the other three.  A scene re-rendered
 # with one of them is its shape twin: same pixels everywhere except where the shapes differ.
@@ -335,8 +310,6 @@ def draw_object(img: np.ndarray, shape: str, color: tuple[int, int, int], cx: fl
 def render_clip(scene: Scene, *, width: int = 128, height: int = 128, fps: float = 8,
                 seconds: float = 2.0) -> Clip:
     """Render ``round(seconds * fps)`` frames (frame i at t = i / fps) plus caption and truth."""
-    from .captions import scene_caption  # captions imports this module's vocabulary
-
     if width < 8 or height < 8 or fps <= 0 or seconds <= 0:
         raise ValueError("width/height must be >= 8 and fps/seconds positive")
     n_frames = max(1, int(round(seconds * fps)))

