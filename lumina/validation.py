@@ -138,7 +138,8 @@ def check_fps(fps) -> None:
 def check_steps(steps) -> None:
     _require(
         _is_int(steps) and 2 <= steps <= MAX_STEPS,
-        f"steps={steps!r}: must be an integer in 2..{MAX_STEPS} (grid points; steps - 1 denoising evaluations)",
+        f"steps={steps!r}: must be an integer in 2..{MAX_STEPS} (num_inference_steps, --steps and the release's "
+        f"`step` count grid points of the flow ODE: steps - 1 denoising evaluations)",
     )
 
 

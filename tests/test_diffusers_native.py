@@ -97,3 +97,19 @@ def test_library_cli_and_app_give_the_same_video_for_a_seed(cli_video, tmp_path)
     assert np.abs(read_video(app_mp4)[0] - cli).max() == 0
     other = pipe(PROMPT, generator=seeded(SEED + 1)).frames[0]
     assert np.abs(other - frames[0]).mean() > 0.01  # another seed is another video: the check can fail
+
+
+@pytest.mark.parametrize("doc, section", [("README.md", "## Python"), ("docs/usage.md", "## Python")])
+def test_the_documented_python_runs(doc, section):
+    """The Python a newcomer copies from the README and docs/usage.md runs as written, with the shapes it claims."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / doc).read_text()
+    code = text.split(section, 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, f"{doc} {section}", "exec"), scope)
+    if "videos" in scope:
+        assert scope["videos"].shape == (4, 16, 128, 128, 3)
+        assert scope["same"].defaults == scope["pipe"].defaults
+    else:
+        assert scope["video"].shape == (16, 128, 128, 3)
