@@ -45,6 +45,9 @@ class ModelDefaults:
             if self.sampling and name == self.preset:
                 base = SampleConfig.from_dict({**base.to_dict(), **self.sampling})
             base = base.replace(steps=self.steps)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
+            return base  # a resolved config passes through as it is, not checked again
         patch = overrides.get("patch")
         if isinstance(patch, str) and patch.strip().lower() in self.named_schedules():
             overrides["patch"] = self.named_schedules()[patch.strip().lower()]
