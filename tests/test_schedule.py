@@ -14,7 +14,7 @@ from lumina.syntax import format_schedule, parse_schedule
 RELEASE_NAMES = ModelDefaults().named_schedules()
 
 
-def parse_schedule_string(text, kind="patch"):
+def parse_text(text, kind="patch"):
     return parse_schedule(text, kind, RELEASE_NAMES if kind == "patch" else None)
 
 
@@ -91,7 +91,7 @@ def test_guide_cfg_zero_skips_negative_and_renorm_caps_norm():
     ("2x4@0, 1x2@0.5", ("2x4", (0.5, "1x2"))),
 ])
 def test_patch_schedule_strings(text, expected):
-    assert parse_schedule_string(text) == expected
+    assert parse_text(text) == expected
 
 
 @pytest.mark.parametrize("text,message", [
@@ -105,13 +105,13 @@ def test_patch_schedule_strings(text, expected):
 ])
 def test_bad_patch_schedules_are_refused_clearly(text, message):
     with pytest.raises(ValueError, match=message):
-        parse_schedule_string(text)
+        parse_text(text)
 
 
 def test_number_schedules_and_errors():
-    assert parse_schedule_string("20, 0@0.2", "number") == (20.0, (0.2, 0.0))
+    assert parse_text("20, 0@0.2", "number") == (20.0, (0.2, 0.0))
     with pytest.raises(ValueError, match="not a number"):
-        parse_schedule_string("abc", "number")
+        parse_text("abc", "number")
     with pytest.raises(ValueError, match="unknown sample_config keys"):
         SampleConfig.from_dict({"P": "1x2", "bogus": 1})
     with pytest.raises(ValueError, match=r"steps=1: must be an integer in 2\.\.200"):
@@ -127,14 +127,14 @@ def test_schedule_strings_round_trip(first, rest):
     times = sorted({round(t, 4) for t, _ in rest})
     setting = (first, *[(t, p) for t, (_, p) in zip(times, rest)]) if times else first
     text = format_schedule(setting)
-    assert parse_schedule_string(text) == setting
-    assert format_schedule(parse_schedule_string(text)) == text
+    assert parse_text(text) == setting
+    assert format_schedule(parse_text(text)) == text
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=40))
 def test_parser_never_crashes_with_anything_but_value_error(text):
     try:
-        parse_schedule_string(text)
+        parse_text(text)
     except ValueError as err:
         assert str(err)
