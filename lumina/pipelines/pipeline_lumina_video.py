@@ -14,10 +14,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.video_processor import VideoProcessor
 
-from lumina.media import write_json
-from lumina.models.components import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size
 from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteLatentsError
-from lumina.models.components import vae_compression
+from lumina.media import write_json
+from lumina.models.components import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size, vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
 from lumina.pipelines.defaults import CONFIG_KEY, ModelDefaults
 from lumina.pipelines.memory import holds_8bit
@@ -227,6 +226,34 @@ class LuminaVideoPipeline(DiffusionPipeline):
     def enable_vae_tiling(self):
         self.vae.enable_tiling()
 
+    def denoise(self, x: torch.Tensor, steps, pos, neg, callback_on_step_end: Optional[Callable] = None):
+        """Euler steps of the flow ODE from noise `x` along the planned `steps` (each with its patch size, guidance
+        and motion scores); returns the final latent and the log of what ran at each step."""
+        dtype = self.transformer.dtype
+        both = pad_and_stack(pos, neg) if neg is not None and self.batched_guidance else None
+        captions = {id(net): CaptionCache() for net in self.denoisers.values()}
+        self._interrupt = False
+        schedule_log = []
+        with self.progress_bar(total=len(steps)) as progress:
+            for step in steps:
+                if self._interrupt:
+                    raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
+                net = self.transformer_at(step.t)
+                v_pos, v_neg = self._velocities(net, x.to(dtype), step, pos, neg, both, captions[id(net)])
+                x = euler_step(x, guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm), step.dt)
+                if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
+                    check_finite(x, step.index, dtype)
+                schedule_log.append(
+                    {"step": step.index, "t": round(step.t, 6), "patch": step.patch.name,
+                     "expert": net is not self.transformer, "cfg": step.cfg,
+                     "motion": step.motion, "neg_motion": step.neg_motion if step.guided else None}
+                )
+                if callback_on_step_end is not None:
+                    cb_out = callback_on_step_end(self, step.index, step.t, {"latents": x})
+                    x = (cb_out or {}).get("latents", x)
+                progress.update()
+        return x, schedule_log
+
     def check_inputs(self, prompt, negative_prompt, height, width, num_frames, config: SampleConfig,
                      num_videos_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
                      negative_prompt_attention_mask, latents, generator, output_type,
@@ -354,31 +381,8 @@ class LuminaVideoPipeline(DiffusionPipeline):
             if needs_negative else None
         )
 
-        both = pad_and_stack(pos, neg) if needs_negative and self.batched_guidance else None
-        captions = {id(net): CaptionCache() for net in self.denoisers.values()}
-
-        self._interrupt = False
         t0 = time.perf_counter()
-        x = latents.float()
-        schedule_log = []
-        with self.progress_bar(total=len(steps)) as progress:
-            for step in steps:
-                if self._interrupt:
-                    raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
-                net = self.transformer_at(step.t)
-                v_pos, v_neg = self._velocities(net, x.to(dtype), step, pos, neg, both, captions[id(net)])
-                x = euler_step(x, guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm), step.dt)
-                if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
-                    check_finite(x, step.index, dtype)
-                schedule_log.append(
-                    {"step": step.index, "t": round(step.t, 6), "patch": step.patch.name,
-                     "expert": net is not self.transformer, "cfg": step.cfg,
-                     "motion": step.motion, "neg_motion": step.neg_motion if step.guided else None}
-                )
-                if callback_on_step_end is not None:
-                    cb_out = callback_on_step_end(self, step.index, step.t, {"latents": x})
-                    x = (cb_out or {}).get("latents", x)
-                progress.update()
+        x, schedule_log = self.denoise(latents.float(), steps, pos, neg, callback_on_step_end)
         t_denoise = time.perf_counter() - t0
 
         t0 = time.perf_counter()
