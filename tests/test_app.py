@@ -22,13 +22,16 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from lumina.app import zerogpu  # noqa: E402
-from lumina.app.handlers import (  # noqa: E402
-    COMPARE_SCHEDULES, Studio, build_request, check_schedule_text, cfg_schedule, frames_notice, model_vocabulary,
-    motion_grid_defaults, neg_motion_schedule, SETTING_NAMES, size_choices, ui_defaults, unseen_words,
-    vocabulary_notice,
+from lumina.app.endpoints import Studio  # noqa: E402
+from lumina.app.form import (  # noqa: E402
+    COMPARE_SCHEDULES, GENERATE_SETTINGS, build_request, check_schedule_text, cfg_schedule, frames_notice,
+    motion_grid_defaults, neg_motion_schedule, size_choices, ui_defaults,
 )
 from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
-from lumina.app.ui import compare_outputs, motion_outputs, reuse_settings  # noqa: E402
+from lumina.app.ui.compare import compare_outputs  # noqa: E402
+from lumina.app.ui.generate import reuse_settings  # noqa: E402
+from lumina.app.ui.motion import motion_outputs  # noqa: E402
+from lumina.app.vocabulary import model_vocabulary, unseen_words, vocabulary_notice  # noqa: E402
 from lumina.errors import GenerationInterrupted, ModelFilesError  # noqa: E402
 from lumina.media import read_audio, read_video, write_mp4  # noqa: E402
 from lumina.pipelines.defaults import ModelDefaults  # noqa: E402
@@ -159,12 +162,12 @@ def test_generate_and_reuse(studio):
     saved = json.loads(Path(sidecar).read_text())
     assert saved["request"]["seed"] == 42 and saved["sample_config"]["sharedNoise"] == 0.4
     entry = {"settings": settings}
-    reused = dict(zip(SETTING_NAMES, reuse_settings(entry)))
+    reused = dict(zip(GENERATE_SETTINGS, reuse_settings(entry)))
     assert reused["prompt"] == PROMPT and settings["ui"]["randomize_seed"] is False
     assert reused["neg_motion_after"] == settings["ui"]["neg_motion_after"] == 6.0 and reused["shared_noise"] == 0.4
     older = {"settings": {"ui": {k: v for k, v in settings["ui"].items()
                                  if k not in ("neg_motion_after", "shared_noise")}}}
-    reused = dict(zip(SETTING_NAMES, reuse_settings(older)))  # made before those settings: positive, independent
+    reused = dict(zip(GENERATE_SETTINGS, reuse_settings(older)))  # made before those settings: positive, independent
     assert reused["neg_motion_after"] == reused["motion"] and reused["seed"] == 42 and reused["shared_noise"] == 0.0
 
 
