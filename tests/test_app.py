@@ -6,8 +6,10 @@ Uses the random tiny pipeline (64x64, 8 frames), so everything runs in seconds o
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from lumina.app.form import (  # noqa: E402
 )
 from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
 from lumina.app.ui.compare import compare_outputs  # noqa: E402
-from lumina.app.ui.generate import reuse_settings  # noqa: E402
+from lumina.app.ui.generate import FIELDS, reuse_settings  # noqa: E402
 from lumina.app.ui.motion import motion_outputs  # noqa: E402
 from lumina.app.vocabulary import model_vocabulary, unseen_words, vocabulary_notice  # noqa: E402
 from lumina.errors import GenerationInterrupted, ModelFilesError  # noqa: E402
@@ -150,6 +152,20 @@ def test_request_building_snaps_sizes_and_rounds_durations():
     assert size_choices(defaults)[0][1] == "128x128" and ("64x64 (default)", "64x64") in size_choices(defaults)
     drawn = {build_request({**values, "randomize_seed": True, "seed": 5}, defaults)[0].seed for _ in range(3)}
     assert len(drawn) > 1 and all(0 <= d <= 2 ** 32 - 1 for d in drawn)
+
+
+def test_one_map_drives_the_generate_form_its_api_and_its_docs():
+    """GENERATE_SETTINGS alone says what /generate takes: Studio.generate's parameters, the tab's components (one
+    factory each), the form's starting values and the lists in README.md and docs/app.md, all in its order."""
+    names = list(GENERATE_SETTINGS)
+    assert list(inspect.signature(Studio.generate).parameters) == ["self", *names, "progress", "request"]
+    assert list(FIELDS) == names and list(ui_defaults(ModelDefaults())) == names
+    readme = (ROOT / "README.md").read_text().split("\n## The app\n", 1)[1].split("\n## ", 1)[0]
+    listed = readme.split("`/generate` takes:", 1)[1].split("\n\n", 1)[0]
+    row = next(line for line in (ROOT / "docs" / "app.md").read_text().splitlines()
+               if line.startswith("| `/generate` |"))
+    for text in (listed, row.split("|")[2]):  # the names, not those inside a remark in parentheses
+        assert re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", text)) == names
 
 
 def test_generate_and_reuse(studio):
@@ -369,7 +385,7 @@ def test_generate_through_gradio_client(server):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/generate", "/compare", "/motion_grid", "/stop", "/v2a"} <= set(api)
     params = [p["parameter_name"] for p in api["/generate"]["parameters"]]
-    assert params[0] == "prompt" and "seed" in params and "randomize_seed" in params
+    assert params == list(GENERATE_SETTINGS)
     labels = {name: [r["label"] for r in e["returns"]] for name, e in api.items()}
     assert labels["/generate"] == ["Result", "Settings JSON (sidecar)", "Used seed", "Settings", "Status"]
     assert labels["/v2a"] == ["Video with sound", "Waveform", "Used settings", "Status"]
