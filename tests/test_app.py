@@ -6,8 +6,10 @@ Uses the random tiny pipeline (64x64, 8 frames), so everything runs in seconds o
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,13 +24,16 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from lumina.app import zerogpu  # noqa: E402
-from lumina.app.handlers import (  # noqa: E402
-    COMPARE_SCHEDULES, Studio, build_request, check_schedule_text, cfg_schedule, frames_notice, model_vocabulary,
-    motion_grid_defaults, neg_motion_schedule, SETTING_NAMES, size_choices, ui_defaults, unseen_words,
-    vocabulary_notice,
+from lumina.app.endpoints import Studio  # noqa: E402
+from lumina.app.form import (  # noqa: E402
+    COMPARE_SCHEDULES, GENERATE_SETTINGS, build_request, check_schedule_text, cfg_schedule, frames_notice,
+    motion_grid_defaults, neg_motion_schedule, size_choices, ui_defaults,
 )
 from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
-from lumina.app.ui import compare_outputs, motion_outputs, reuse_settings  # noqa: E402
+from lumina.app.ui.compare import compare_outputs  # noqa: E402
+from lumina.app.ui.generate import FIELDS, reuse_settings  # noqa: E402
+from lumina.app.ui.motion import motion_outputs  # noqa: E402
+from lumina.app.vocabulary import model_vocabulary, unseen_words, vocabulary_notice  # noqa: E402
 from lumina.errors import GenerationInterrupted, ModelFilesError  # noqa: E402
 from lumina.media import read_audio, read_video, write_mp4  # noqa: E402
 from lumina.pipelines.defaults import ModelDefaults  # noqa: E402
@@ -149,6 +154,20 @@ def test_request_building_snaps_sizes_and_rounds_durations():
     assert len(drawn) > 1 and all(0 <= d <= 2 ** 32 - 1 for d in drawn)
 
 
+def test_one_map_drives_the_generate_form_its_api_and_its_docs():
+    """GENERATE_SETTINGS alone says what /generate takes: Studio.generate's parameters, the tab's components (one
+    factory each), the form's starting values and the lists in README.md and docs/app.md, all in its order."""
+    names = list(GENERATE_SETTINGS)
+    assert list(inspect.signature(Studio.generate).parameters) == ["self", *names, "progress", "request"]
+    assert list(FIELDS) == names and list(ui_defaults(ModelDefaults())) == names
+    readme = (ROOT / "README.md").read_text().split("\n## The app\n", 1)[1].split("\n## ", 1)[0]
+    listed = readme.split("`/generate` takes:", 1)[1].split("\n\n", 1)[0]
+    row = next(line for line in (ROOT / "docs" / "app.md").read_text().splitlines()
+               if line.startswith("| `/generate` |"))
+    for text in (listed, row.split("|")[2]):  # the names, not those inside a remark in parentheses
+        assert re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", text)) == names
+
+
 def test_generate_and_reuse(studio):
     video, sidecar, seed, settings, status = studio.generate(prompt=PROMPT, seed=42, randomize_seed=False,
                                                              shared_noise=0.4)
@@ -159,12 +178,12 @@ def test_generate_and_reuse(studio):
     saved = json.loads(Path(sidecar).read_text())
     assert saved["request"]["seed"] == 42 and saved["sample_config"]["sharedNoise"] == 0.4
     entry = {"settings": settings}
-    reused = dict(zip(SETTING_NAMES, reuse_settings(entry)))
+    reused = dict(zip(GENERATE_SETTINGS, reuse_settings(entry)))
     assert reused["prompt"] == PROMPT and settings["ui"]["randomize_seed"] is False
     assert reused["neg_motion_after"] == settings["ui"]["neg_motion_after"] == 6.0 and reused["shared_noise"] == 0.4
     older = {"settings": {"ui": {k: v for k, v in settings["ui"].items()
                                  if k not in ("neg_motion_after", "shared_noise")}}}
-    reused = dict(zip(SETTING_NAMES, reuse_settings(older)))  # made before those settings: positive, independent
+    reused = dict(zip(GENERATE_SETTINGS, reuse_settings(older)))  # made before those settings: positive, independent
     assert reused["neg_motion_after"] == reused["motion"] and reused["seed"] == 42 and reused["shared_noise"] == 0.0
 
 
@@ -366,7 +385,7 @@ def test_generate_through_gradio_client(server):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/generate", "/compare", "/motion_grid", "/stop", "/v2a"} <= set(api)
     params = [p["parameter_name"] for p in api["/generate"]["parameters"]]
-    assert params[0] == "prompt" and "seed" in params and "randomize_seed" in params
+    assert params == list(GENERATE_SETTINGS)
     labels = {name: [r["label"] for r in e["returns"]] for name, e in api.items()}
     assert labels["/generate"] == ["Result", "Settings JSON (sidecar)", "Used seed", "Settings", "Status"]
     assert labels["/v2a"] == ["Video with sound", "Waveform", "Used settings", "Status"]

@@ -72,7 +72,7 @@ def cli_video(tmp_path_factory):
 def test_library_cli_and_app_give_the_same_video_for_a_seed(cli_video, tmp_path):
     """`pipe(prompt)` takes the tiny model's tuned sampling from its saved config, so both diffusers loaders, the
     CLI and the app's Generate defaults make one video per seed (compared after the same mp4 encoding)."""
-    from lumina.app.handlers import build_request, ui_defaults
+    from lumina.app.form import build_request, ui_defaults
     from lumina.generation import generate_video
     from lumina.pipelines.loading import load_pipeline
 

@@ -119,7 +119,7 @@ def test_model_defaults_apply_tuned_sampling_to_their_own_preset_only(tmp_path):
 
 def test_multiscale_names_each_models_own_schedule(tmp_path):
     """"multiscale" is the model's multi-scale preset at its tuned switch times, wherever it is written."""
-    from lumina.app.handlers import check_schedule_text, ui_defaults
+    from lumina.app.form import check_schedule_text, ui_defaults
     from lumina.generation import GenerationRequest, resolve_request
     from lumina.pipelines.defaults import ModelDefaults
     from lumina.sampling import get_preset

@@ -10,7 +10,7 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from lumina.app.handlers import Studio  # noqa: E402
+from lumina.app.endpoints import Studio  # noqa: E402
 from lumina.media import read_video  # noqa: E402
 from tests.test_app import PROMPT, Server  # noqa: E402
 

@@ -25,7 +25,8 @@ gr = pytest.importorskip("gradio")
 
 from gradio_client import Client  # noqa: E402
 
-from lumina.app.handlers import SETTING_NAMES, Studio, ui_defaults  # noqa: E402
+from lumina.app.endpoints import Studio  # noqa: E402
+from lumina.app.form import GENERATE_SETTINGS, ui_defaults  # noqa: E402
 from lumina.app.state import OutputStore  # noqa: E402
 from lumina.media import partial_path, read_video, write_json, write_mp4  # noqa: E402
 from lumina.pipelines.defaults import ModelDefaults  # noqa: E402
@@ -80,7 +81,7 @@ def test_cost_limit_holds_on_cpu(random_pipeline_dir, tmp_path):
 def _api_values(**changes):
     values = ui_defaults(ModelDefaults(width=64, height=64, frames=8, fps=8, max_resolution=128, steps=4))
     values.update({"prompt": PROMPT, "model": None, **FAST, **changes})
-    return [values[name] for name in SETTING_NAMES]
+    return [values[name] for name in GENERATE_SETTINGS]
 
 
 def _rest_error(url: str, data) -> str:

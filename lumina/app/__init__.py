@@ -4,7 +4,7 @@
 """
 
 from lumina.app import zerogpu  # noqa: F401  (must stay first: imports `spaces`)
-from lumina.app.handlers import Studio
+from lumina.app.endpoints import Studio
 from lumina.app.ui import build_demo, launch_options
 
 __all__ = ["Studio", "build_demo", "launch_options", "zerogpu"]

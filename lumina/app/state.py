@@ -260,13 +260,6 @@ class ModelHolder:
             self._fits[model] = fit
         return self._fits[model]
 
-    def estimate_seconds(self, model: Optional[str], req: ResolvedRequest) -> float:
-        """Predicted seconds of one video on this server (lumina.costs through the ZeroGPU estimate)."""
-        from lumina.app.zerogpu import estimate_seconds
-
-        pipe, _ = self.get(model)
-        return estimate_seconds(pipe.transformer.config, req, pipe.latent_size, self.fit(model))
-
     def generate(self, model: Optional[str], req: ResolvedRequest, out_path, progress=None, label: str = ""):
         """One video, with per-step progress naming the scale; GenerationInterrupted if stopped.
 

@@ -14,51 +14,38 @@ import hashlib
 import inspect
 import json
 import logging
-import math
 import queue
-import random
-import re
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import gradio as gr
-import numpy as np
 
 from lumina import validation as V
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.app import zerogpu
+from lumina.app.form import (
+    COMPARE_SCHEDULES, CUSTOM, GENERATE_SETTINGS, MAX_GRID_SIDE, SCHEDULES, SOUND_NOTE, build_request,
+    check_schedule_text, motion_grid_defaults, size_notice, ui_defaults,
+)
+from lumina.app.results import (
+    CompareState, GridCell, ScaleResult, measure_motion, result_status, side_by_side, write_tiles, write_waveform,
+)
 from lumina.app.state import ClientQuota, ModelHolder, OutputStore, say
-from lumina.generation import GenerationRequest, ResolvedRequest, resolve_request
-from lumina.media import atomic_output, read_audio, read_video, write_mp4
+from lumina.app.vocabulary import model_vocabulary, unseen_words, vocabulary_notice
+from lumina.generation import ResolvedRequest
 from lumina.pipelines.defaults import ModelDefaults
-from lumina.pipelines.loading import TINY_DIR
 from lumina.pipelines.memory import release_memory
-from lumina.sampling.schedule import TimeAware, stages
-from lumina.syntax import format_schedule, parse_numbers, parse_resolution, parse_schedule
+from lumina.sampling.schedule import stages
 from lumina.settings import SETTINGS
+from lumina.syntax import parse_numbers
 
 log = logging.getLogger("lumina.app")
 
 EXAMPLES_FILE = SETTINGS.examples_file
-SCHEDULES = ("multiscale", "1x2", "2x2", "2x4")
-CUSTOM = "custom"
-COMPARE_SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")
-LENGTH_MODES = ("seconds", "frames")
-MAX_GRID_SIDE = 5
 MAX_JOB_SECONDS = 900.0  # one job (a video, a comparison, a grid) may hold the worker this long, on any device
 MAX_JOBS_PER_CLIENT = 2  # queued or running, per Gradio session
-SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, so this is off."
-
-# Every parameter of `Studio.generate` that describes the video (the API's names, in UI order).
-SETTING_NAMES = (
-    "prompt", "negative_prompt", "resolution", "custom_size", "width", "height", "length_mode", "duration",
-    "frames", "fps", "steps", "guidance", "guidance_until", "time_shift", "shared_noise", "motion",
-    "neg_motion", "neg_motion_until", "neg_motion_after", "schedule", "custom_schedule", "seed", "randomize_seed",
-    "add_sound", "model", "memory_mode",
-)
 
 
 @contextlib.contextmanager
@@ -122,6 +109,30 @@ def one_job(fn):
     return wrapper
 
 
+def takes_generate_settings(fn):
+    """`fn(self, given, progress, request)` as a method whose parameters are GENERATE_SETTINGS (in order, with their
+    API defaults), `progress` and `request`: Gradio reads the `/generate` API's names and defaults, and where to
+    pass the progress tracker and the request, from this signature, so the map alone says what the API takes."""
+    P = inspect.Parameter
+    signature = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD)]
+        + [P(name, P.POSITIONAL_OR_KEYWORD, default=s.default, annotation=s.annotation)
+           for name, s in GENERATE_SETTINGS.items()]
+        + [P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress()),
+           P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        call = signature.bind(self, *args, **kwargs)
+        call.apply_defaults()
+        given = {name: call.arguments[name] for name in GENERATE_SETTINGS}
+        return fn(self, given, call.arguments["progress"], call.arguments["request"])
+
+    method.__signature__ = signature
+    method.__annotations__ = {name: s.annotation for name, s in GENERATE_SETTINGS.items()} | {"request": gr.Request}
+    return method
+
+
 def notify(kind: str, message: str) -> None:
     """gr.Info / gr.Warning when inside an event; silently skipped elsewhere (direct calls)."""
     try:
@@ -142,309 +153,6 @@ def load_examples(path: Path = EXAMPLES_FILE) -> List[List[Any]]:
         return []
 
 
-# ---------------------------------------------------------------- the shape world's vocabulary
-
-# Words a prompt may use for a colour, a shape or a motion in general English; what the model knows comes
-# from its vocabulary.json, these only find the words it does not know.
-COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink", "black", "gray",
-                "grey", "navy", "maroon", "brown", "magenta", "violet", "gold", "golden", "silver", "beige", "teal",
-                "lime", "olive", "indigo", "turquoise", "lavender", "crimson", "cream", "ivory", "khaki")
-SHAPE_WORDS = ("circle", "square", "triangle", "star", "rectangle", "hexagon", "pentagon", "octagon", "oval",
-               "ellipse", "heart", "diamond", "cross", "ring", "ball", "cube", "sphere", "dot", "arrow", "crescent",
-               "cat", "dog", "car", "bird", "person", "tree", "flower", "fish")
-MOTION_WORDS = ("spinning", "rotating", "rolling", "zigzagging", "orbiting", "circling", "growing", "shrinking",
-                "pulsing", "jumping", "flashing", "blinking", "wobbling", "swaying", "dancing", "shaking",
-                "exploding", "flying", "spiralling", "spiraling", "expanding", "fading", "morphing", "swimming")
-TONE_WORDS = ("dark", "light", "bright", "pale")
-
-
-def model_vocabulary(model: str) -> Optional[Dict[str, Tuple[str, ...]]]:
-    """What a model trained on the shape world (lumina_research.train, e.g. the bundled tiny model) knows: its
-    colours, shapes, backgrounds and motions, from the vocabulary.json training writes next to its weights
-    (the app never imports the research code); other models (the release) have no such list: None."""
-    path = (TINY_DIR if model == "tiny" else Path(model)) / "vocabulary.json"
-    if not path.exists():
-        return None
-    return {kind: tuple(words) for kind, words in json.loads(path.read_text()).items()}
-
-
-def vocabulary_text(vocab: Optional[Dict[str, Tuple[str, ...]]]) -> str:
-    """One line for next to the prompt ("" for a model without a list)."""
-    if not vocab:
-        return ""
-    return ("This model knows " + "; ".join(f"{len(words)} {kind}: {', '.join(words)}"
-                                             for kind, words in vocab.items()) + ".")
-
-
-def unseen_words(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) -> List[str]:
-    """The colours, shapes, backgrounds and motions `prompt` names that the model was not trained on
-    ([] for a model without a list). Its captions call the navy background "blue" or "dark blue" too."""
-    if not vocab or not prompt:
-        return []
-    words = re.findall(r"[a-z]+", str(prompt).lower())
-    unseen: List[str] = []
-    for i, word in enumerate(words):
-        stem = word[:-1] if word.endswith("s") and word[:-1] in SHAPE_WORDS else word
-        if word in COLOUR_WORDS:
-            name = f"{words[i - 1]} {word}" if i and words[i - 1] in TONE_WORDS else word
-            name = name.replace("grey", "gray")
-            if any(w in ("background", "backdrop") for w in words[i + 1:i + 3]):
-                if name not in vocab["backgrounds"] and name not in ("blue", "dark blue"):
-                    unseen.append(f"{name} background")
-            elif name not in vocab["colours"]:
-                unseen.append(f"{name} (colour)")
-        elif stem in SHAPE_WORDS and stem not in vocab["shapes"]:
-            unseen.append(f"{stem} (shape)")
-        elif word in MOTION_WORDS and word not in vocab["motions"]:
-            unseen.append(f"{word} (motion)")
-    return list(dict.fromkeys(unseen))
-
-
-def vocabulary_notice(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) -> str:
-    """A warning when the prompt asks for something the model never saw; "" otherwise."""
-    unseen = unseen_words(prompt, vocab)
-    if not unseen:
-        return ""
-    return (f"⚠ Not in this model's training: {', '.join(unseen)}. It draws only what it was trained on, "
-            f"so it will pick something from its own vocabulary instead.")
-
-
-# ---------------------------------------------------------------- pure helpers (no model needed)
-
-def _g(v: float) -> str:
-    return f"{v:g}"
-
-
-def cfg_schedule(guidance: float, until: float) -> TimeAware:
-    """Guidance `guidance` while t < until, none after: (20.0, (0.2, 0.0)) (until >= 1: always; <= 0: never)."""
-    if guidance == 0 or until <= 0:
-        return 0.0
-    return guidance if until >= 1 else (guidance, (until, 0.0))
-
-
-def neg_motion_schedule(neg_motion: float, until: float, after: float) -> TimeAware:
-    """Negative motion score while t < until, then ``after``: (2.0, (0.05, 6.0)).
-
-    The Generate tab starts from the model's default negative score, as the CLI does (the release's "2, 6@0.05";
-    the tiny model's constant 20); the motion explorer passes the positive score (the paper's "4 / 2 then 4"
-    ablation: the gap acts early only)."""
-    if until >= 1:
-        return neg_motion
-    return after if until <= 0 else (neg_motion, (until, after))
-
-
-def patch_schedule(schedule: str, custom_schedule: str, named: Dict[str, TimeAware]) -> TimeAware:
-    """The Generate tab's schedule choice (a name, or CUSTOM with its text) as a typed patch schedule."""
-    if schedule == CUSTOM:
-        return parse_schedule(custom_schedule or "", "patch", named)
-    if schedule not in named:
-        raise InvalidRequestError(f"schedule={schedule!r}: choose one of {list(named) + [CUSTOM]}")
-    return named[schedule]
-
-
-def check_schedule_text(schedule: str, custom_schedule: str = "", supported=None,
-                        named: Optional[Dict[str, TimeAware]] = None) -> str:
-    """Markdown for the live check under the schedule box: what the schedule does, or why it cannot run.
-    `supported`: the model's `check_patch_sizes`."""
-    try:
-        parsed = patch_schedule(schedule, custom_schedule, named or ModelDefaults().named_schedules())
-        parts = stages(parsed)
-        if supported is not None:
-            supported([v for _, v in parts])
-    except ValueError as err:
-        return f"⚠ {err}"
-    words = [f"{v} from t=0" if i == 0 else f"{v} from t={_g(t)}" for i, (t, v) in enumerate(parts)]
-    return f"✓ `{format_schedule(parsed)}`: {' → '.join(words)}"
-
-
-def size_notice(custom_size: bool, width, height, max_resolution: Optional[int] = None) -> str:
-    """Markdown under the custom size: the snapped size, and whether the model accepts it."""
-    if not custom_size:
-        return ""
-    try:
-        w, h = int(round(V.as_float("width", width))), int(round(V.as_float("height", height)))
-    except InvalidRequestError as err:
-        return f"⚠ {err}"
-    sw, sh = V.snap_size(w), V.snap_size(h)
-    note = f"✓ {w}x{h}"
-    if (sw, sh) != (w, h):
-        note = f"Note: {w}x{h} will be snapped to **{sw}x{sh}** (sides must be multiples of {V.SIZE_MULTIPLE})"
-    if max_resolution is not None:
-        try:
-            V.check_size(sw, sh, max_resolution)
-        except InvalidRequestError as err:
-            note += f"  \n⚠ {err}"
-    return note
-
-
-def frames_notice(length_mode: str, duration, frames, fps) -> str:
-    try:
-        fps = V.as_int("fps", fps)
-        if length_mode == "seconds":
-            n = V.frames_for(V.as_float("duration", duration), fps)
-            return f"Note: {_g(duration)} s at {fps} fps → **{n} frames** ({n / fps:.2f} s; frames come in multiples of 8)"
-        n = V.as_int("frames", frames)
-        V.check_frames(n)
-        return f"✓ {n} frames = {n / fps:.2f} s at {fps} fps"
-    except ValueError as err:
-        return f"⚠ {err}"
-
-
-@functools.lru_cache(maxsize=8)
-def _all_sizes(max_resolution: int) -> Tuple[Tuple[int, int], ...]:
-    return tuple(V.supported_sizes(max_resolution, min_side=V.SIZE_MULTIPLE))
-
-
-RATIOS = ((1, 1), (16, 9), (9, 16), (4, 3), (3, 4), (2, 1), (1, 2))
-
-
-def size_choices(defaults: ModelDefaults) -> List[Tuple[str, str]]:
-    """(label, "WxH") for the dropdown: per common aspect ratio the largest size the model supports and a
-    quarter-area one, plus the model's default size."""
-    budget = (defaults.max_resolution // V.SIZE_MULTIPLE) ** 2
-    sizes = _all_sizes(defaults.max_resolution)
-    picked = {(defaults.width, defaults.height): "default"}
-    for rw, rh in RATIOS:
-        for fraction, tag in ((1.0, "full"), (0.25, "fast")):
-            fits = [(w, h) for w, h in sizes
-                    if (w // 32) * (h // 32) <= fraction * budget and abs(math.log((w / h) / (rw / rh))) < 0.1]
-            if fits:
-                best = max(fits, key=lambda s: (s[0] * s[1], -abs(math.log((s[0] / s[1]) / (rw / rh)))))
-                picked.setdefault(best, f"{rw}:{rh}")
-    ordered = sorted(picked, key=lambda s: (-s[0] * s[1], -s[0]))
-    return [(f"{w}x{h} ({picked[(w, h)]})", f"{w}x{h}") for w, h in ordered]
-
-
-def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[str, Any]:
-    """The Generate tab's starting values for a model (also the API's defaults)."""
-    preset = defaults.sample_config()
-    cfg = stages(preset.cfg)
-    guidance = float(cfg[0][1])
-    guidance_until = next((t for t, v in cfg[1:] if float(v) == 0.0), 1.0)
-    neg = stages(preset.neg_motion)
-    motion = float(stages(preset.motion)[0][1])
-    multiscale = defaults.named_schedules()["multiscale"]
-    if preset.patch == multiscale:
-        schedule, custom = "multiscale", ""
-    elif isinstance(preset.patch, str) and preset.patch in SCHEDULES:
-        schedule, custom = preset.patch, ""
-    else:
-        schedule, custom = CUSTOM, format_schedule(preset.patch)
-    return {
-        "prompt": "", "negative_prompt": "", "resolution": f"{defaults.width}x{defaults.height}",
-        "custom_size": False, "width": defaults.width, "height": defaults.height,
-        "length_mode": "frames", "duration": round(defaults.frames / defaults.fps, 3), "frames": defaults.frames,
-        "fps": defaults.fps, "steps": preset.steps, "guidance": guidance,
-        "guidance_until": float(guidance_until), "time_shift": preset.time_shift,
-        "shared_noise": preset.shared_noise, "motion": motion,
-        "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
-        "neg_motion_after": float(neg[-1][1]),
-        "schedule": schedule, "custom_schedule": custom or format_schedule(multiscale), "seed": 0,
-        "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none",
-    }
-
-
-def build_request(values: Dict[str, Any], defaults: ModelDefaults,
-                  sound_available: bool = False) -> Tuple[ResolvedRequest, List[str]]:
-    """Generate-tab values -> a typed request, resolved (and so checked) once, and notices (snapped size, rounded
-    frames). Only what the form adds is handled here (custom size, seconds, guidance until t, the schedule choice);
-    every value's rule is applied by `resolve_request`."""
-    notices: List[str] = []
-    if values["custom_size"]:
-        if values.get("width") is None or values.get("height") is None:
-            raise InvalidRequestError("custom size: give both width and height")
-        w = int(round(V.as_float("width", values["width"])))
-        h = int(round(V.as_float("height", values["height"])))
-        width, height = V.snap_size(w), V.snap_size(h)
-        if (width, height) != (w, h):
-            notices.append(f"size {w}x{h} snapped to {width}x{height} (multiples of {V.SIZE_MULTIPLE})")
-    else:
-        width, height = parse_resolution(str(values["resolution"]).split(" ")[0])
-    fps = V.as_int("fps", values["fps"])
-    if values["length_mode"] == "seconds":
-        seconds = V.as_float("duration", values["duration"])
-        frames = V.frames_for(seconds, fps)
-        if abs(frames / fps - seconds) > 1e-6:
-            notices.append(f"{_g(seconds)} s at {fps} fps rounded to {frames} frames ({frames / fps:.2f} s)")
-    elif values["length_mode"] == "frames":
-        frames = V.as_int("frames", values["frames"])
-    else:
-        raise InvalidRequestError(f"length_mode={values['length_mode']!r}: choose one of {list(LENGTH_MODES)}")
-    seed = values.get("seed")
-    if values["randomize_seed"] or seed is None or seed == "":
-        seed = None  # resolve_request draws one
-    if values.get("add_sound") and not sound_available:
-        raise InvalidRequestError(SOUND_NOTE)
-    number = lambda name, label: V.as_float(label, values[name])  # noqa: E731
-    req = GenerationRequest(
-        prompt=values.get("prompt"), negative_prompt=str(values.get("negative_prompt") or ""), width=width,
-        height=height, frames=frames, fps=fps,
-        schedule=patch_schedule(values["schedule"], values.get("custom_schedule"), defaults.named_schedules()),
-        motion=number("motion", "motion"),
-        neg_motion=neg_motion_schedule(number("neg_motion", "negative motion"),
-                                       number("neg_motion_until", "negative motion until"),
-                                       number("neg_motion_after", "negative motion after")),
-        cfg=cfg_schedule(number("guidance", "guidance"), number("guidance_until", "guidance until")),
-        steps=V.as_int("steps", values["steps"]), time_shift=number("time_shift", "time shift"),
-        shared_noise=number("shared_noise", "shared noise"),
-        seed=None if seed is None else V.as_int("seed", seed), audio=bool(values.get("add_sound")),
-    )
-    return resolve_request(req, defaults), notices
-
-
-def result_status(settings: Dict[str, Any]) -> str:
-    """The plain-text status line of a finished video, from its settings (the sidecar, measured motion)."""
-    r, t, measured = settings["request"], settings["timings"], settings.get("measured_motion")
-    motion = "" if measured is None else f" · measured motion {measured:.1f}"
-    return (f"✓ seed {r['seed']} · {r['width']}x{r['height']} · {r['frames']} frames @ {r['fps']} fps · "
-            f"{settings['patch_schedule']} · {t['total']:.1f} s (denoise {t.get('denoise', 0):.1f} s){motion}")
-
-
-def settings_caption(settings: Dict[str, Any]) -> str:
-    r = settings.get("request", {})
-    return (f"seed {r.get('seed')} · {r.get('width')}x{r.get('height')} · {r.get('frames')}f · "
-            f"{settings.get('patch_schedule', '')} · {str(r.get('prompt', ''))[:60]}")
-
-
-@dataclass
-class ScaleResult:
-    """One schedule of a comparison."""
-
-    schedule: str
-    video: str
-    sidecar: str
-    seconds: float
-    denoise: float
-    relative: float
-    reference: str
-    tokens_per_step: Dict[str, int]
-    motion: Optional[float]
-
-    def details(self) -> List[str]:
-        tokens = ", ".join(f"{k}: {v}" for k, v in self.tokens_per_step.items())
-        motion = "n/a" if self.motion is None else f"{self.motion:.2f}"
-        return [f"denoise {self.denoise:.2f} s ({self.relative:.2f}x {self.reference}) · "
-                f"whole clip {self.seconds:.2f} s",
-                f"tokens/step {tokens}", f"measured motion {motion}"]
-
-    @property
-    def label(self) -> str:
-        return " · ".join([self.schedule] + self.details())
-
-
-@dataclass
-class CompareState:
-    """A comparison so far: the finished schedules, the one running now with its progress line, the status and,
-    at the end (`done`), the side-by-side mp4."""
-
-    results: List[ScaleResult]
-    running: Optional[str]
-    progress: str
-    status: str
-    side_by_side: Optional[str] = None
-    done: bool = False
-
-
 class _Relay:
     """A progress callable (like gr.Progress) that hands each update to the comparison's event queue."""
 
@@ -454,124 +162,6 @@ class _Relay:
     def __call__(self, fraction=None, desc: str = "") -> None:
         self.events.put(("progress", self.name, desc))
 
-
-@dataclass
-class GridCell:
-    """One (positive, negative) motion pair of the explorer."""
-
-    positive: float
-    negative: float
-    video: str
-    sidecar: str
-    measured: Optional[float]
-    tiles: Optional[str] = None
-
-    @property
-    def gap(self) -> float:
-        return self.positive - self.negative
-
-    @property
-    def label(self) -> str:
-        m = "n/a" if self.measured is None else f"{self.measured:.2f}"
-        return f"motion {_g(self.positive)} / negative {_g(self.negative)} → measured {m}"
-
-
-MEASURED_MOTION_NOTE = ("Measured motion: the mean optical-flow magnitude of the result (Farneback, the release's "
-                        "labelling protocol), so flicker and noise count as motion too.")
-
-
-def motion_grid_defaults(defaults: ModelDefaults) -> Tuple[str, str]:
-    """(positive, negative) scores for the explorer in the model's own regime: its negative score (the tiny
-    model's 20, the release's 2) and positives spread around its default motion score, so measured motion
-    rises across a row."""
-    preset = defaults.sample_config()
-    motion = float(stages(preset.motion)[0][1])
-    negative = float(stages(preset.neg_motion)[0][1])
-    positives = sorted({round(motion / 3, 1), motion, 2 * motion})
-    return ", ".join(_g(v) for v in positives), _g(negative)
-
-
-def measure_motion(video_path) -> Optional[float]:
-    """Measured motion score of a generated video (None for a single frame)."""
-    from lumina.motion import motion_score
-
-    frames, fps = read_video(video_path)
-    if len(frames) < 2:
-        return None
-    return float(motion_score(frames, fps or 1.0))
-
-
-def write_tiles(video_path, min_side: int = 192) -> str:
-    """A 2x2 contact sheet (first, 1/3, 2/3, last frame) next to the video, so motion shows in a still image."""
-    from PIL import Image
-
-    frames, _ = read_video(video_path)
-    picks = [frames[round(k * (len(frames) - 1) / 3)] for k in range(4)]
-    h, w = picks[0].shape[:2]
-    scale = max(1, -(-min_side // (2 * min(h, w))))
-    gap = 2
-    sheet = Image.new("RGB", (2 * w * scale + gap, 2 * h * scale + gap), (255, 255, 255))
-    for k, frame in enumerate(picks):
-        tile = Image.fromarray(frame).resize((w * scale, h * scale), Image.NEAREST)
-        sheet.paste(tile, ((k % 2) * (w * scale + gap), (k // 2) * (h * scale + gap)))
-    out = Path(video_path).with_suffix(".tiles.png")
-    with atomic_output(out) as tmp:
-        sheet.save(tmp, format="PNG")
-    return str(out)
-
-
-def write_waveform(video_path, width: int = 800, height: int = 160) -> str:
-    """A PNG of the video's soundtrack (peak envelope per pixel column, a tick per second) next to it."""
-    from PIL import Image, ImageDraw
-
-    audio, rate = read_audio(video_path)
-    image = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    mid, scale = height // 2, (height // 2 - 4) / max(float(abs(audio).max()), 1e-6)
-    edges = [round(k * len(audio) / width) for k in range(width + 1)]
-    for x in range(width):
-        chunk = audio[edges[x]:max(edges[x + 1], edges[x] + 1)]
-        draw.line([(x, mid - float(chunk.max()) * scale), (x, mid - float(chunk.min()) * scale)], fill=(40, 90, 200))
-    seconds = len(audio) / rate
-    for k in range(int(seconds) + 1):
-        x = min(width - 1, round(k / seconds * width)) if seconds else 0
-        draw.line([(x, height - 8), (x, height)], fill=(0, 0, 0))
-        draw.text((min(x + 2, width - 24), height - 18), f"{k} s", fill=(0, 0, 0))
-    draw.line([(0, mid), (width, mid)], fill=(190, 190, 190))
-    out = Path(video_path).with_suffix(".wave.png")
-    image.save(out)
-    return str(out)
-
-
-def side_by_side(results: Sequence["ScaleResult"], out_path, min_side: int = 192) -> str:
-    """One mp4 of the compared videos next to each other (PyAV, via lumina.media.write_mp4), each under a band
-    naming its schedule and denoising time; the shortest clip sets the length."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    clips = [read_video(r.video) for r in results]
-    fps = clips[0][1]
-    length = min(len(frames) for frames, _ in clips)
-    h, w = clips[0][0].shape[1:3]
-    scale = max(1, -(-min_side // min(h, w)))
-    band, gap = 28, 4
-    font = ImageFont.load_default(size=14)
-    canvas = Image.new("RGB", (len(clips) * (w * scale + gap) - gap, h * scale + band), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for k, r in enumerate(results):  # under the videos, where a player's own labels do not cover it
-        draw.text((k * (w * scale + gap) + 4, h * scale + 6), f"{r.schedule} · denoise {r.denoise:.2f} s",
-                  fill=(0, 0, 0), font=font)
-    frames = []
-    for t in range(length):
-        frame = canvas.copy()
-        for k, (clip, _) in enumerate(clips):
-            tile = Image.fromarray(clip[t]).resize((w * scale, h * scale), Image.NEAREST)
-            frame.paste(tile, (k * (w * scale + gap), 0))
-        frames.append(np.asarray(frame))
-    write_mp4(out_path, np.stack(frames), int(round(fps)) or 1)
-    return str(out_path)
-
-
-# ---------------------------------------------------------------- the endpoints
 
 class Studio:
     """The app's server side: one model holder, one output folder, the endpoints."""
@@ -676,7 +266,9 @@ class Studio:
     def check_cost(self, model: Optional[str], requests: Sequence[ResolvedRequest]) -> float:
         """Refuse a job predicted to hold the worker beyond `max_job_seconds` (lumina.costs with this device's
         throughput); returns the prediction in seconds."""
-        seconds = sum(self.holder.estimate_seconds(model, req) for req in requests)
+        pipe, _ = self.holder.get(model)
+        fit = self.holder.fit(model)
+        seconds = sum(zerogpu.estimate_seconds(pipe.transformer.config, req, pipe.latent_size, fit) for req in requests)
         if seconds > self.max_job_seconds:
             raise InvalidRequestError(
                 f"this job would take about {seconds:.0f} s on this server ({self.holder.device}); one job may take "
@@ -731,23 +323,12 @@ class Studio:
 
     @user_errors
     @one_job
-    def generate(self, prompt: str, negative_prompt: Optional[str] = None, resolution: Optional[str] = None,
-                 custom_size: bool = False, width: Optional[float] = None, height: Optional[float] = None,
-                 length_mode: Optional[str] = None, duration: Optional[float] = None, frames: Optional[float] = None,
-                 fps: Optional[float] = None, steps: Optional[float] = None, guidance: Optional[float] = None,
-                 guidance_until: Optional[float] = None, time_shift: Optional[float] = None,
-                 shared_noise: Optional[float] = None,
-                 motion: Optional[float] = None, neg_motion: Optional[float] = None,
-                 neg_motion_until: Optional[float] = None, neg_motion_after: Optional[float] = None,
-                 schedule: Optional[str] = None,
-                 custom_schedule: Optional[str] = None, seed: Optional[float] = None, randomize_seed: bool = False,
-                 add_sound: bool = False, model: Optional[str] = None, memory_mode: Optional[str] = None,
-                 progress=gr.Progress(), request: gr.Request = None):
+    @takes_generate_settings
+    def generate(self, given: Dict[str, Any], progress, request):
         """Text to video. Returns (video mp4, settings JSON file, used seed, settings dict, status).
 
         Unset values take the model's defaults; `randomize_seed=True` draws a seed from 0..2**32-1.
         """
-        given = {k: v for k, v in locals().items() if k in SETTING_NAMES}
         values = self._values(given)
         _, defaults = self.holder.get(values["model"], values["memory_mode"])
         req, notices = build_request(values, defaults, self.sound_available)
@@ -897,7 +478,7 @@ class Studio:
             with self._job(request) as control:
                 for k, (p, n, req) in enumerate(requests):
                     control.check()
-                    label = f"cell {k + 1}/{len(requests)} (+{_g(p)}/-{_g(n)}) · "
+                    label = f"cell {k + 1}/{len(requests)} (+{p:g}/-{n:g}) · "
                     side = self._run(values["model"], req, progress, label)
                     video = self.store.root / side["video"]
                     say(progress, None, label + "measuring motion…")

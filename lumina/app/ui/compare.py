@@ -1,0 +1,117 @@
+"""The Compare tab: one prompt and seed rendered with each patch schedule, a panel per schedule filling as it finishes,
+a summary table and the side-by-side mp4."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import gradio as gr
+import pandas as pd
+
+from lumina import validation as V
+from lumina.app.endpoints import Studio
+from lumina.app.form import COMPARE_SCHEDULES, size_choices
+from lumina.app.results import CompareState
+from lumina.app.ui.common import Slider, running, wire_stop
+
+COMPARE_INTRO = (
+    "One prompt and seed rendered with each patch schedule, after a short untimed warm-up run. Coarser patches "
+    "mean fewer tokens per step, so faster denoising: each panel gives its denoising time (and its ratio to 1x2), "
+    "the whole clip's time (text encoding, decoding and writing included), tokens per step and measured motion. "
+    "**2x4 alone** runs every step at the coarsest scale: a speed floor, not a usable video (this model adds "
+    "detail only at finer scales, so it comes out as coloured noise, and that flicker reads as high measured "
+    "motion). **multiscale** starts at 2x4 and finishes at 1x2."
+)
+
+
+COMPARE_COLUMNS = ["schedule", "denoise (s)", "denoise vs 1x2", "whole clip (s)", "tokens per step",
+                   "measured motion"]
+
+
+def compare_table(results) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "schedule": r.schedule, "denoise (s)": round(r.denoise, 3), "denoise vs 1x2": round(r.relative, 3),
+        "whole clip (s)": round(r.seconds, 3),
+        "tokens per step": ", ".join(f"{k}: {v}" for k, v in r.tokens_per_step.items()),
+        "measured motion": None if r.motion is None else round(r.motion, 3),
+    } for r in results], columns=COMPARE_COLUMNS)
+
+
+def compare_outputs(state: CompareState, schedules: Sequence[str], shown: Optional[set] = None) -> List[Any]:
+    """Four (video, caption) panels in COMPARE_SCHEDULES order (progress only in the running one), the table,
+    the side-by-side mp4 and the status. `shown`: the panels whose video was already sent, left as they are
+    until the last state, which sends them all."""
+    shown = set() if shown is None or state.done else shown
+    by_name = {r.schedule: r for r in state.results}
+    videos, captions = [], []
+    for name in COMPARE_SCHEDULES:
+        r = by_name.get(name)
+        chosen = name in schedules
+        if r is not None and name in shown:
+            videos.append(gr.skip())
+        else:
+            videos.append(gr.update(value=r.video if r else None, visible=chosen))
+            if r is not None:
+                shown.add(name)
+        if r is not None:
+            caption = "  \n".join([f"**{name}**"] + r.details())
+        elif state.running == name:
+            caption = f"**{name}**  \nrunning: {state.progress}"
+        else:
+            caption = f"**{name}**  \n{'waiting' if not state.done and chosen else 'not run'}"
+        captions.append(gr.update(value=caption, visible=chosen))
+    return videos + captions + [compare_table(state.results), state.side_by_side, state.status]
+
+
+def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
+    """The tab and its events; returns its resolution dropdown, which follows the Model dropdown."""
+    d = studio.defaults_for_ui()
+    schedules = studio.schedule_choices()
+    with gr.Tab("Compare", id="compare"):
+        gr.Markdown(COMPARE_INTRO)
+        with gr.Row():
+            c_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3,
+                                  info="the same prompt for every schedule")
+            c_seed = gr.Number(value=0, label="Seed", precision=0, scale=1,
+                               info="the same starting noise for every schedule")
+        with gr.Row():
+            c_schedules = gr.CheckboxGroup(
+                [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",
+                value=[s for s in COMPARE_SCHEDULES if s in schedules], info="the patch schedules to render")
+            c_steps = Slider(2, V.MAX_STEPS, value=d["steps"], step=1, label="Steps",
+                             elem_id="compare-steps", info="the same for every schedule")
+            c_resolution = gr.Dropdown(size_choices(studio.model_defaults()), value=d["resolution"],
+                                       label="Resolution", allow_custom_value=True,
+                                       info="larger: bigger speed differences")
+            c_frames = gr.Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
+        with gr.Row():
+            c_run = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+            c_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="compare-stop")
+        c_status = gr.Textbox(label="Status", show_label=False, interactive=False, elem_id="compare-status",
+                              placeholder="Press Compare: each panel fills as its schedule finishes.")
+        with gr.Row(elem_id="compare-panels"):
+            c_videos, c_captions = [], []
+            for name in COMPARE_SCHEDULES:
+                with gr.Column(min_width=120):
+                    c_videos.append(gr.Video(label=name, autoplay=True, loop=True, interactive=False,
+                                             elem_classes="compare-video"))
+                    c_captions.append(gr.Markdown(f"**{name}**", label=f"{name} caption",
+                                                  elem_classes="cell-label"))
+        c_movie = gr.Video(label="Side by side (one mp4, labelled with schedule and denoising time)",
+                           interactive=False, loop=True, elem_id="compare-movie", buttons=["download"])
+        c_table = gr.Dataframe(pd.DataFrame(columns=COMPARE_COLUMNS), label="Summary", interactive=False)
+
+    wire_stop(studio, c_stop, c_status)
+
+    def compare(prompt, seed, schedules, steps, resolution, frames, request: gr.Request = None):
+        """Render one prompt and seed with each chosen patch schedule; panels fill as they finish."""
+        shown: set = set()
+        for state in studio.compare(prompt=prompt, seed=seed, schedules=schedules, steps=steps,
+                                    resolution=resolution, frames=frames, request=request):
+            yield compare_outputs(state, schedules or (), shown)
+
+    c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames]
+    running(c_run, c_stop, compare, c_inputs, c_videos + c_captions + [c_table, c_movie, c_status],
+            api_name="compare", show_progress_on=[c_status], show_progress="minimal",
+            validator=studio.admission(len(c_inputs)))
+    return c_resolution
