@@ -172,16 +172,17 @@ def test_stop_keeps_the_previous_result(page):
     steps = page.get_by_label("number input for Steps").first
     steps.fill("200")
     steps.press("Enter")
-    if not os.environ.get("LUMINA_SCREENSHOTS"):  # the small random model needs longer clips to be stoppable
-        page.get_by_role("button", name="Size and length").first.click()
+    if not os.environ.get("LUMINA_SCREENSHOTS"):  # the small random model needs long clips to be stoppable: a few
+        page.get_by_role("button", name="Size and length").first.click()  # seconds of steps even on a loaded CPU
         frames = page.get_by_label("Frames", exact=True).first
-        frames.fill("64")
+        frames.fill("256")
         frames.press("Enter")
     page.get_by_role("button", name="Scales (patch schedule)").first.click()
     page.get_by_role("radio", name="1x2").check()
     page.click("#generate-btn")
+    # polled on a timer, not on animation frames: those pause while the page does not paint (e.g. in the background)
     page.wait_for_function("() => /step \\d+\\/199/.test(document.querySelector('#result-video').innerText)",
-                           timeout=150_000)
+                           timeout=150_000, polling=100)
     page.click("#stop-btn")
     page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('■ stopped')")
     page.wait_for_function("() => document.querySelector('#stop-btn').disabled")
