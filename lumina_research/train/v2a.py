@@ -56,6 +56,7 @@ MINILM_SOURCE = "minilm"
 class V2ARecipe:
     world: int = 1600
     scenes: int = 0                  # varied scenes (lumina_research.world.scenes): any look, contacts make the sound
+    clean_share: Optional[float] = None  # ... of which this share is clean (None: the scenes' CLEAN_SHARE)
     videos: Optional[str] = None
     video_window: float = 4.0
     seed: int = 0
@@ -128,8 +129,9 @@ def build_examples(recipe: V2ARecipe, visual: Optional[Tuple[int, float]] = None
     if recipe.scenes:
         from lumina_research.world.scenes import scene_examples
 
+        share = {} if recipe.clean_share is None else {"clean_share": recipe.clean_share}
         examples += list(scene_examples(recipe.scenes, seed0=3_000_000 + recipe.seed * 100_000, enc_size=recipe.enc_size,
-                                        visual=visual, impact=recipe.impact))
+                                        visual=visual, impact=recipe.impact, **share))
         log(f"{recipe.scenes} varied scenes rendered")
     if not examples:
         raise SystemExit("no training examples: give --world N, --scenes N and/or --videos DIR with sound")
@@ -524,6 +526,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--world", type=int, help=f"number of procedural world clips (default {V2ARecipe.world}, "
                    "0 when --videos is given)")
     p.add_argument("--scenes", type=int, default=0, help="number of varied scenes (lumina_research.world.scenes)")
+    p.add_argument("--clean-share", type=float, help="share of the varied scenes that are clean: only the look varies "
+                   "(default lumina_research.world.scenes.CLEAN_SHARE)")
     p.add_argument("--videos", help="folder of video files with sound (VGGSound-style); FILE.txt = caption")
     p.add_argument("--minutes", type=float, help="total budget: split 1:3 between the VAE and the transformer")
     p.add_argument("--vae-minutes", type=float)
@@ -558,8 +562,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
         recipe.dit_minutes = args.minutes * (0.85 if args.vae_from or args.init else 0.75)
-    for name in ("vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers", "n_heads",
-                 "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
+    for name in ("clean_share", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
+                 "n_heads", "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
     if args.vae_channels:
