@@ -347,3 +347,62 @@ def test_varied_scenes_vary_the_look_and_click_on_contacts():
     examples = list(scene_examples(4, enc_size=32))
     assert {e["fps"] for e in examples} <= set(SCENE_FPS) and all(e["frames"].shape[1:] == (32, 32, 3) for e in examples)
     assert all(len(e["wave"]) == int(round(e["seconds"] * SR)) for e in examples)
+
+
+def _disc_clip(speed: float, colour, background, seconds: float = 2.0, fps: float = 24.0, w: int = 96, h: int = 64,
+               r: int = 7):
+    """A disc moving right at `speed` px/frame, bouncing off the side walls; frames and its contact times (s)."""
+    n = int(seconds * fps)
+    span = w - 2 * r
+    travel = 2.0 * r + np.arange(n) * speed                       # unfolded path, reflected into [r, w - r]
+    phase = np.mod(travel - r, 2 * span)
+    x = r + np.where(phase < span, phase, 2 * span - phase)
+    contacts = [(k * span + r - 2.0 * r) / speed / fps for k in range(1, 20) if (k * span - r) / speed < n - 1]
+    yy, xx = np.mgrid[:h, :w]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        img = background.copy()
+        img[(xx - x[i]) ** 2 + (yy - h / 2) ** 2 <= r * r] = colour
+        frames[i] = img
+    return frames, contacts
+
+
+def test_impact_track_peaks_on_contacts_whatever_the_look():
+    """The impact track (no learning) peaks within a frame of each wall contact, stays low at constant velocity,
+    and reads the same motion the same way in another colour on another background."""
+    from lumina.v2a.impact import impact_track
+
+    fps = 24.0
+    dark = np.zeros((64, 96, 3), np.uint8)
+    light = np.empty((64, 96, 3), np.uint8)       # a light gradient, brighter than the disc
+    light[:] = np.stack([np.linspace(150, 250, 96)] * 3, -1).astype(np.uint8)[None]
+    frames, contacts = _disc_clip(6.0, (230, 60, 40), dark)
+    track = impact_track(frames)
+    assert len(contacts) >= 3 and track.shape == (len(frames),)
+    peaks = np.flatnonzero(track > 0.8)
+    for c in contacts:
+        assert np.abs(peaks / fps - c).min() <= 1 / fps + 1e-6
+    assert all(np.abs(np.asarray(contacts) - p / fps).min() <= 1 / fps + 1e-6 for p in peaks)
+    other, _ = _disc_clip(6.0, (40, 90, 120), light)
+    assert np.array_equal(np.flatnonzero(impact_track(other) > 0.8), peaks)
+    steady, none = _disc_clip(1.5, (230, 60, 40), dark, seconds=1.5)
+    assert not none and impact_track(steady).max() < 0.5
+
+
+def test_impact_features_start_as_the_encoder_without_them():
+    """A sync encoder given the impact input computes exactly what it did until it is trained; the shipped member
+    has none and refuses a track, one with the flag needs it."""
+    from lumina_research.train.v2a import with_impact
+
+    torch.manual_seed(0)
+    base = V2ASyncEncoder()
+    frames = torch.rand(2, 10, 3, 32, 32)
+    impact = torch.rand(2, 10)
+    grown = with_impact(base)
+    assert grown.config.impact_features and not base.config.impact_features
+    assert torch.equal(grown(frames, impact), base(frames))
+    with pytest.raises(ValueError, match="impact"):
+        base(frames, impact)
+    with pytest.raises(ValueError, match="impact"):
+        grown(frames)
+    assert not LuminaV2APipeline.from_pretrained(str(TINY_V2A_DIR)).sync_encoder.config.impact_features

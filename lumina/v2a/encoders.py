@@ -5,14 +5,15 @@
 * ``V2ASyncEncoder``: our stand-in for Synchformer: a small conv net over each frame and its two
   frame differences at the video's *full* frame rate, then temporal convolutions.  It also carries an
   onset head trained to predict the soundtrack's onset strength per frame (an auxiliary target that
-  any video with sound provides).
+  any video with sound provides).  With ``impact_features`` it also reads the impact track
+  (``lumina.v2a.impact``), an appearance-free contact cue.
 * ``encode_visual``: runs either one of those or a transformers ``CLIPVisionModel`` (patch tokens
   average-pooled to the grid), returning (T, grid*grid, dim).
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -21,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+
+from lumina.v2a.impact import impact_track
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -89,11 +92,15 @@ class V2ASyncEncoder(ModelMixin, ConfigMixin):
     Per frame the input is [frame, frame - previous, next - frame] (9 channels; the first and last
     frame repeat themselves), so a reversal of motion (a bounce) is visible in one step; temporal
     convolutions then look a few frames around.  ``onset_logits`` reads the onset head.
+
+    ``impact_features``: a small MLP of each frame's impact score and its two neighbours is added to the
+    features (its output layer starts at zero, so a member fine-tuned with it starts as the one without).
+    The conv net sees appearance and learns the training world's look; the impact track does not.
     """
 
     @register_to_config
     def __init__(self, image_size: int = 32, width: int = 16, hidden: int = 64, out_dim: int = 32,
-                 temporal_kernel: int = 5):
+                 temporal_kernel: int = 5, impact_features: bool = False):
         super().__init__()
         w = width
         self.spatial = nn.Sequential(
@@ -109,10 +116,18 @@ class V2ASyncEncoder(ModelMixin, ConfigMixin):
             nn.GELU(), nn.Conv1d(hidden, out_dim, 3, padding=1, padding_mode="replicate"),
         )
         self.onset_head = nn.Linear(out_dim, 1)
+        self.impact_proj = None
+        if impact_features:
+            self.impact_proj = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+            nn.init.zeros_(self.impact_proj[2].weight)
+            nn.init.zeros_(self.impact_proj[2].bias)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) or (B, T, 3, S, S) -> (T, out_dim) or (B, T, out_dim)."""
+    def forward(self, frames: torch.Tensor, impact: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(T, 3, S, S) or (B, T, 3, S, S), impact (T,) or (B, T) with ``impact_features`` -> (T, out_dim) or
+        (B, T, out_dim)."""
         single = frames.dim() == 4
+        if (impact is None) != (self.impact_proj is None):
+            raise ValueError("this sync encoder " + ("needs" if impact is None else "takes no") + " an impact track")
         x = frames.unsqueeze(0) if single else frames
         x = x.to(self.frame_proj.weight.dtype)
         b, t = x.shape[:2]
@@ -122,6 +137,10 @@ class V2ASyncEncoder(ModelMixin, ConfigMixin):
         h = self.spatial(inp.flatten(0, 1)).flatten(1)
         h = self.frame_proj(h).view(b, t, -1).transpose(1, 2)
         out = self.temporal(h).transpose(1, 2)
+        if self.impact_proj is not None:
+            k = impact.reshape(b, t, 1).to(out.dtype)
+            k = torch.cat([torch.cat([k[:, :1], k[:, :-1]], 1), k, torch.cat([k[:, 1:], k[:, -1:]], 1)], dim=2)
+            out = out + self.impact_proj(k)
         return out[0] if single else out
 
     def onset_logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -161,7 +180,11 @@ def encode_visual(encoder, frames: np.ndarray, grid: int, batch: int = 64) -> to
 
 @torch.no_grad()
 def encode_sync(encoder, frames: np.ndarray) -> torch.Tensor:
-    """Float frames (T, H, W, 3) -> sync features (T, dim) at the video's frame rate."""
+    """Float frames (T, H, W, 3) -> sync features (T, dim) at the video's frame rate (the impact track from the
+    full frames when the encoder reads one)."""
     param = next(encoder.parameters())
     pixels = resize_frames(frames, encoder.config.image_size).to(device=param.device, dtype=param.dtype)
-    return encoder(pixels).float()
+    impact = None
+    if encoder.config.impact_features:
+        impact = torch.from_numpy(impact_track(frames)).to(device=param.device)
+    return encoder(pixels, impact).float()

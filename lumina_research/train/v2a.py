@@ -56,6 +56,7 @@ MINILM_SOURCE = "minilm"
 class V2ARecipe:
     world: int = 1600
     scenes: int = 0                  # varied scenes (lumina_research.world.scenes): any look, contacts make the sound
+    clean_share: Optional[float] = None  # ... of which this share is clean (None: the scenes' CLEAN_SHARE)
     videos: Optional[str] = None
     video_window: float = 4.0
     seed: int = 0
@@ -97,6 +98,7 @@ class V2ARecipe:
     sample_guidance: float = 4.0
     vae_from: Optional[str] = None
     init: Optional[str] = None       # a V2A pipeline directory fine-tuned as a whole (VAE too, unless vae_from)
+    impact: bool = False             # the sync encoder also reads the impact track (lumina.v2a.impact)
     visual_encoder: Optional[str] = None  # a CLIPVisionModel directory (frozen) instead of the tiny frame encoder
     vocoder: Optional[str] = None    # a SpeechT5HifiGan directory instead of Griffin-Lim
     ema: float = 0.995
@@ -117,17 +119,19 @@ def build_examples(recipe: V2ARecipe, visual: Optional[Tuple[int, float]] = None
     """Examples of the recipe's sources; ``visual=(size, fps)`` also keeps frames for a frozen CLIP."""
     examples: List[Dict] = []
     if recipe.videos:
-        examples += list(folder_examples(recipe.videos, recipe.video_window, enc_size=recipe.enc_size, visual=visual))
+        examples += list(folder_examples(recipe.videos, recipe.video_window, enc_size=recipe.enc_size, visual=visual,
+                                         impact=recipe.impact))
         log(f"{len(examples)} windows from videos in {recipe.videos}")
     if recipe.world:
         examples += list(world_examples(recipe.world, seed0=recipe.seed * 100_000, enc_size=recipe.enc_size,
-                                        visual=visual))
+                                        visual=visual, impact=recipe.impact))
         log(f"{recipe.world} world clips rendered")
     if recipe.scenes:
         from lumina_research.world.scenes import scene_examples
 
+        share = {} if recipe.clean_share is None else {"clean_share": recipe.clean_share}
         examples += list(scene_examples(recipe.scenes, seed0=3_000_000 + recipe.seed * 100_000, enc_size=recipe.enc_size,
-                                        visual=visual))
+                                        visual=visual, impact=recipe.impact, **share))
         log(f"{recipe.scenes} varied scenes rendered")
     if not examples:
         raise SystemExit("no training examples: give --world N, --scenes N and/or --videos DIR with sound")
@@ -233,11 +237,21 @@ def make_models(recipe: V2ARecipe, latent_freq: int, cap_dim: int, clip=None) ->
     if clip is None:
         frame = V2AFrameEncoder(image_size=recipe.enc_size, width=recipe.frame_width, out_dim=recipe.visual_dim,
                                 grid=recipe.visual_grid, spectrum_bins=recipe.n_mels if recipe.spectrum_weight else 0)
-    sync = V2ASyncEncoder(image_size=recipe.enc_size, out_dim=recipe.sync_dim)
+    sync = V2ASyncEncoder(image_size=recipe.enc_size, out_dim=recipe.sync_dim, impact_features=recipe.impact)
     return Trainable(transformer, frame, sync)
 
 
 @torch.no_grad()
+def with_impact(sync_encoder: V2ASyncEncoder) -> V2ASyncEncoder:
+    """The same sync encoder plus the impact MLP (zero output layer: it still computes exactly what it did)."""
+    config = {k: v for k, v in sync_encoder.config.items() if not k.startswith("_")}
+    new = V2ASyncEncoder(**{**config, "impact_features": True})
+    missing, unexpected = new.load_state_dict(sync_encoder.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("impact_proj.") for k in missing):
+        raise ValueError(f"sync encoder weights do not fit: missing {missing}, unexpected {unexpected}")
+    return new
+
+
 def add_clip_features(examples: Sequence[Dict], clip, grid: int) -> None:
     """Each example's visual_frames -> visual_feats (T_v, grid*grid, D) of the frozen CLIP (frames dropped)."""
     from lumina.v2a.encoders import as_float_frames, encode_visual
@@ -291,6 +305,7 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
     frames = frames.permute(0, 1, 4, 2, 3)                              # (B, T, 3, S, S)
     x1 = torch.stack([latents[i] for i in idx])
     onset = torch.from_numpy(np.stack([examples[i]["onset"] for i in idx]))
+    impact = torch.from_numpy(np.stack([examples[i]["impact"] for i in idx])) if "impact" in ex0 else None
     b = len(idx)
     cap_list = []
     for i in idx:
@@ -312,7 +327,7 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
     drop = torch.from_numpy(rng.random(b) < recipe.cond_dropout)
     return dict(frames=frames, visual=visual, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
                 sync_times=torch.arange(n_frames, dtype=torch.float32) / fps,
-                audio_times=latent_times(x1.shape[2], down, cfg), x1=x1, onset=onset, cap_feats=cap_feats,
+                audio_times=latent_times(x1.shape[2], down, cfg), x1=x1, onset=onset, impact=impact, cap_feats=cap_feats,
                 cap_mask=cap_mask, drop=drop, spectra=spectra,
                 weights=torch.stack([weights[i] for i in idx]) if weights is not None else None)
 
@@ -324,7 +339,7 @@ def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARe
     if visual is None:
         vis_frames = frames[:, batch["visual_idx"]]
         visual = model.frame_encoder(vis_frames.flatten(0, 1)).view(b, vis_frames.shape[1], -1, recipe.visual_dim)
-    sync = model.sync_encoder(frames)
+    sync = model.sync_encoder(frames, batch.get("impact"))
     onset_loss = F.binary_cross_entropy_with_logits(model.sync_encoder.onset_logits(sync), batch["onset"])
     spectrum_loss = torch.zeros(())
     spectrum_head = getattr(model.frame_encoder, "spectrum_head", None)
@@ -423,6 +438,9 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
         recipe.enc_size = int(init.sync_encoder.config.image_size)
         recipe.visual_fps = float(init.config.visual_fps)
         recipe.visual_grid = int(init.transformer.config.visual_grid)
+        if recipe.impact and not init.sync_encoder.config.impact_features:
+            init.sync_encoder = with_impact(init.sync_encoder)
+        recipe.impact = bool(init.sync_encoder.config.impact_features)
         log(f"parts and mel geometry from {recipe.init}")
     else:
         vocoder = SpeechT5HifiGan.from_pretrained(recipe.vocoder).eval() if recipe.vocoder else None
@@ -508,6 +526,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--world", type=int, help=f"number of procedural world clips (default {V2ARecipe.world}, "
                    "0 when --videos is given)")
     p.add_argument("--scenes", type=int, default=0, help="number of varied scenes (lumina_research.world.scenes)")
+    p.add_argument("--clean-share", type=float, help="share of the varied scenes that are clean: only the look varies "
+                   "(default lumina_research.world.scenes.CLEAN_SHARE)")
     p.add_argument("--videos", help="folder of video files with sound (VGGSound-style); FILE.txt = caption")
     p.add_argument("--minutes", type=float, help="total budget: split 1:3 between the VAE and the transformer")
     p.add_argument("--vae-minutes", type=float)
@@ -519,6 +539,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--vae-from", help="a V2A pipeline directory whose mel VAE is reused (skips VAE training)")
     p.add_argument("--init", help="a saved V2A pipeline (any scale) fine-tuned as a whole: transformer, encoders, "
                    "VAE (unless --vae-from), vocoder, mel geometry, text encoder")
+    p.add_argument("--impact", action="store_true", help="the sync encoder also reads the impact track "
+                   "(lumina.v2a.impact, an appearance-free contact cue); with --init it is added to that member")
     p.add_argument("--visual-encoder", help="a transformers CLIPVisionModel directory (frozen) for the visual tokens")
     p.add_argument("--vocoder", help="a transformers SpeechT5HifiGan directory (16 kHz); the mel follows its hop and bins")
     p.add_argument("--dim", type=int, help=f"transformer width (default {V2ARecipe.dim})")
@@ -536,12 +558,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     world = args.world if args.world is not None else (0 if args.videos else V2ARecipe.world)
     recipe = V2ARecipe(world=world, scenes=args.scenes, videos=args.videos, text=not args.no_text, threads=args.threads,
                        seed=args.seed, vae_from=args.vae_from, init=args.init, visual_encoder=args.visual_encoder,
-                       vocoder=args.vocoder)
+                       vocoder=args.vocoder, impact=args.impact)
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
         recipe.dit_minutes = args.minutes * (0.85 if args.vae_from or args.init else 0.75)
-    for name in ("vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers", "n_heads",
-                 "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
+    for name in ("clean_share", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
+                 "n_heads", "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
     if args.vae_channels:

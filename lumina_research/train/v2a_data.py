@@ -6,7 +6,8 @@ An example is a dict with
   fps, seconds, wave float32 (N,) at 16 kHz with N = round(seconds * 16000),
   caption (str, may be ""), onset float32 (T,): the soundtrack's onset strength at each frame
   (the sync encoder's auxiliary target), and with ``visual=(size, visual_fps)`` visual_frames uint8
-  (T_v, size, size, 3): the frames at the visual frame rate at a frozen CLIP's input size.
+  (T_v, size, size, 3): the frames at the visual frame rate at a frozen CLIP's input size, and with ``impact``
+  impact float32 (T,): the impact track (lumina.v2a.impact) of the full frames, computed once here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from lumina.v2a.audio import SAMPLE_RATE, onset_envelope, resample_audio
 from lumina.v2a.encoders import as_float_frames, resize_frames, visual_frame_indices
+from lumina.v2a.impact import impact_track
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 FLUX_REF = 1.5       # spectral flux counted as a full-strength onset (a world bounce click peaks at ~1-4)
@@ -43,7 +45,7 @@ def onset_targets(wave: np.ndarray, num_frames: int, fps: float, sample_rate: in
 
 
 def make_example(frames: np.ndarray, fps: float, wave: np.ndarray, caption: str = "", size: int = 32,
-                 visual: Optional[Tuple[int, float]] = None, **extra) -> Dict:
+                 visual: Optional[Tuple[int, float]] = None, impact: bool = False, **extra) -> Dict:
     seconds = len(frames) / float(fps)
     n = int(round(seconds * SAMPLE_RATE))
     w = np.zeros(n, dtype=np.float32)
@@ -53,6 +55,8 @@ def make_example(frames: np.ndarray, fps: float, wave: np.ndarray, caption: str 
     if visual is not None:
         idx, _ = visual_frame_indices(len(frames), fps, visual[1])
         ex["visual_frames"] = small_frames(frames[idx], visual[0])
+    if impact:
+        ex["impact"] = impact_track(frames)
     ex.update(extra)
     return ex
 
@@ -69,7 +73,7 @@ def world_clip(seed: int, fps: float, seconds: float, size: int = 128, *, n_obje
 
 
 def world_examples(n: int, seed0: int = 0, enc_size: int = 32, bounce_share: float = 0.6,
-                   visual: Optional[Tuple[int, float]] = None) -> Iterator[Dict]:
+                   visual: Optional[Tuple[int, float]] = None, impact: bool = False) -> Iterator[Dict]:
     """n world examples; fps, length, render size and (for bounce_share of them) bouncing motion vary by seed."""
     for i in range(n):
         seed = seed0 + i
@@ -79,11 +83,12 @@ def world_examples(n: int, seed0: int = 0, enc_size: int = 32, bounce_share: flo
         size = int(rng.choice([64, 128]))
         motion = "bouncing" if rng.random() < bounce_share else None
         clip, wave = world_clip(seed, fps, seconds, size, motion=motion)
-        yield make_example(clip.frames, fps, wave, clip.caption, enc_size, visual, seed=seed)
+        yield make_example(clip.frames, fps, wave, clip.caption, enc_size, visual, impact, seed=seed)
 
 
 def folder_examples(folder, window: float = 4.0, max_seconds: float = 10.0, enc_size: int = 32,
-                    limit: Optional[int] = None, visual: Optional[Tuple[int, float]] = None) -> Iterator[Dict]:
+                    limit: Optional[int] = None, visual: Optional[Tuple[int, float]] = None,
+                    impact: bool = False) -> Iterator[Dict]:
     """VGGSound-style folder: every video with an audio track, cut into windows of `window` seconds.
 
     A caption is read from a sidecar FILE.txt when present.  Videos without sound are skipped.
@@ -107,7 +112,7 @@ def folder_examples(folder, window: float = 4.0, max_seconds: float = 10.0, enc_
             chunk = frames[start:start + per]
             a0 = int(round(start / fps * SAMPLE_RATE))
             yield make_example(chunk, fps, wave[a0:a0 + int(round(len(chunk) / fps * SAMPLE_RATE))], caption,
-                               enc_size, visual, source=str(path))
+                               enc_size, visual, impact, source=str(path))
             count += 1
             if limit is not None and count >= limit:
                 return
