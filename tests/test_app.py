@@ -458,3 +458,32 @@ def test_sound_tab_adds_a_track_to_an_upload_and_refuses_bad_files(random_pipeli
         with pytest.raises(gr.Error) as excinfo:
             studio.sound(video=None if path is None else str(path))
         assert words in _message(excinfo)
+
+
+def test_one_generate_call_parses_and_resolves_once(studio, monkeypatch):
+    """One request path: a Generate call parses its schedule text once and resolves (checks) its request once;
+    nothing after that (cost and budget checks, the model holder, generate_video, the pipeline) builds or checks
+    a SampleConfig again. Before the redesign one call parsed schedules 10 times and resolved 3 times."""
+    import lumina.app.form as form
+    from lumina.sampling.schedule import SampleConfig
+
+    calls = {"parse": 0, "resolve": 0, "config": 0}
+    after_resolve = []
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            out = fn(*args, **kwargs)
+            if name == "resolve":
+                after_resolve.append(calls["config"])
+            return out
+        return wrapped
+
+    monkeypatch.setattr(form, "parse_schedule", counting("parse", form.parse_schedule))
+    monkeypatch.setattr(form, "resolve_request", counting("resolve", form.resolve_request))
+    monkeypatch.setattr(SampleConfig, "__post_init__", counting("config", SampleConfig.__post_init__))
+    video, _, _, settings, status = studio.generate(prompt=PROMPT, seed=3, steps=4, schedule="custom",
+                                                    custom_schedule="2x4, 1x2@0.5")
+    assert status.startswith("✓") and settings["sample_config"]["P"] == ["2x4", [0.5, "1x2"]]
+    assert calls["parse"] == 1 and calls["resolve"] == 1
+    assert calls["config"] == after_resolve[0] > 0

@@ -65,15 +65,14 @@ class ModelDefaults:
 
     @classmethod
     def from_config(cls, entry: Optional[Mapping[str, Any]], max_resolution: int) -> "ModelDefaults":
-        """From a pipeline config's entries; refused with the file's problem when they do not make a valid run."""
+        """From a pipeline config's entries (unknown keys refused). Whether they make a valid run is checked where they
+        enter (`read`, the pipeline's constructor and `set_defaults`), not on every use."""
         known = {f.name for f in fields(cls)} - {"max_resolution"}
         entry = dict(entry or {})
         unknown = sorted(set(entry) - known)
         if unknown:
             raise InvalidRequestError(f"unknown model defaults {unknown}; allowed: {sorted(known)}")
-        defaults = cls(**entry, max_resolution=int(max_resolution))
-        defaults.sample_config()
-        return defaults
+        return cls(**entry, max_resolution=int(max_resolution))
 
     @classmethod
     def read(cls, folder: Path) -> "ModelDefaults":
@@ -81,6 +80,8 @@ class ModelDefaults:
         path = Path(folder) / "model_index.json"
         try:
             config = json.loads(path.read_text())
-            return cls.from_config(config.get(CONFIG_KEY), config.get("max_resolution", cls.max_resolution))
+            defaults = cls.from_config(config.get(CONFIG_KEY), config.get("max_resolution", cls.max_resolution))
+            defaults.sample_config()
+            return defaults
         except (OSError, TypeError, ValueError) as err:
             raise ModelFilesError(f"{path}: not a valid pipeline config ({err})") from None

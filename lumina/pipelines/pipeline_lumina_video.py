@@ -81,7 +81,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
             raise InvalidRequestError(f"expert_from_t={expert_from_t}; allowed: 0 < t < 1 (0 noise, 1 data)")
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               transformer_2=transformer_2)
-        ModelDefaults.from_config(defaults, max_resolution)  # refuse bad defaults when the pipeline is made
+        ModelDefaults.from_config(defaults, max_resolution).sample_config()  # refuse bad defaults when made
         self.register_to_config(max_resolution=max_resolution, expert_from_t=expert_from_t, defaults=defaults)
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_compression[1])
         self._interrupt = False
