@@ -49,8 +49,8 @@ class ModelDefaults:
         if not overrides:
             return base  # a resolved config passes through as it is, not checked again
         patch = overrides.get("patch")
-        if isinstance(patch, str) and patch.strip().lower() in self.named_schedules():
-            overrides["patch"] = self.named_schedules()[patch.strip().lower()]
+        if isinstance(patch, str):
+            overrides["patch"] = self.named_schedules().get(patch.strip().lower(), patch)
         return base.replace(**overrides)
 
     def named_schedules(self) -> Dict[str, TimeAware]:
