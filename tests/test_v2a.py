@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lumina.errors import InvalidRequestError
+from lumina.errors import InvalidRequestError, ModelFilesError
 from lumina.v2a import TINY_V2A_DIR, LuminaV2APipeline, audio_fn_for
 from lumina.v2a.encoders import V2ASyncEncoder
 from lumina.v2a.model import LuminaV2ATransformer, interpolation_matrix
@@ -406,3 +406,116 @@ def test_impact_features_start_as_the_encoder_without_them():
     with pytest.raises(ValueError, match="impact"):
         grown(frames)
     assert not LuminaV2APipeline.from_pretrained(str(TINY_V2A_DIR)).sync_encoder.config.impact_features
+
+
+def test_onset_track_marks_the_mel_frame_of_each_contact():
+    """Contact times become a 1 in the slot of their nearest mel frame (hop 256 at 16 kHz: 16 ms), grouped 4 mel
+    frames per audio-latent frame; times outside the clip are dropped."""
+    from lumina.v2a.contacts import onset_track
+
+    track = onset_track([0.0, 0.5, 1.001, 9.0, -0.2], n_latent=20, downsample=4, hop_length=256, sample_rate=16000)
+    assert track.shape == (20, 4) and track.sum() == 3
+    for t in (0.0, 0.5, 1.001):
+        k = int(round(t * 16000 / 256))
+        assert track[k // 4, k % 4] == 1.0
+
+
+def test_onset_input_starts_as_the_transformer_without_it():
+    """A transformer grown an onset-track input computes exactly what it did until trained; each refuses the other's
+    call, and a pipeline whose transformer reads onsets needs a contact detector."""
+    from lumina_research.train.v2a import with_onsets
+
+    torch.manual_seed(0)
+    base = LuminaV2ATransformer(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, latent_freq=8, visual_dim=16, sync_dim=8,
+                                cap_feat_dim=16).eval()
+    for p in base.final_layer.parameters():  # a trained-looking output layer, so the comparison is not 0 == 0
+        torch.nn.init.normal_(p, std=0.1)
+    grown = with_onsets(base, 4).eval()
+    args = (torch.randn(1, 8, 6, 8), torch.tensor([0.3]), torch.randn(1, 2, 4, 16), torch.tensor([0.0, 0.125]),
+            torch.randn(1, 5, 8), torch.arange(5) / 24.0, torch.arange(6) * 0.064)
+    onsets = torch.zeros(1, 6, 4)
+    onsets[0, 2, 1] = 1.0
+    with torch.no_grad():
+        ref = base(*args)
+        assert ref.abs().sum() > 0 and torch.equal(grown(*args, onsets=onsets), ref)
+    with pytest.raises(ValueError, match="onset"):
+        base(*args, onsets=onsets)
+    with pytest.raises(ValueError, match="onset"):
+        grown(*args)
+    shipped = LuminaV2APipeline.from_pretrained(str(TINY_V2A_DIR))
+    with pytest.raises(ModelFilesError, match="contact_detector"):
+        LuminaV2APipeline(transformer=with_onsets(shipped.transformer, 4), vae=shipped.vae,
+                          sync_encoder=shipped.sync_encoder, visual_encoder=shipped.visual_encoder)
+
+
+def test_contact_detector_learns_contacts_that_hold_in_another_look():
+    """Trained on discs with known contact times (two colours on dark or grey backgrounds), the detector finds the
+    contacts of a disc of another colour, size and speed on a light gradient within a frame, and none in a clip at
+    constant velocity."""
+    from lumina.v2a.contacts import contact_candidates
+    from lumina_research.train.v2a import V2ARecipe, contact_scores, train_detector
+
+    torch.manual_seed(0)
+    examples = []
+    for i, speed in enumerate((3.0, 4.0, 5.0, 6.0, 7.0, 8.0)):
+        for fps in (12.0, 24.0):
+            background = np.full((64, 96, 3), 0 if i % 2 else 90, np.uint8)
+            colour = (230, 60, 40) if fps == 12.0 else (60, 200, 90)
+            frames, contacts = _disc_clip(speed, colour, background, seconds=3.0, fps=fps, r=6 + i % 3)
+            examples.append(dict(candidates=contact_candidates(frames), hits=np.asarray(contacts), fps=fps,
+                                 seconds=len(frames) / fps))
+    detector, report = train_detector(examples, V2ARecipe(detector_false_rate=0.3), steps=300)
+    light = np.empty((64, 96, 3), np.uint8)
+    light[:] = np.stack([np.linspace(150, 250, 96)] * 3, -1).astype(np.uint8)[None]
+    frames, contacts = _disc_clip(5.5, (40, 90, 160), light, seconds=3.0, fps=20.0, r=9)
+    found = detector.detect(frames, 20.0)
+    assert len(contacts) >= 3
+    assert all(np.abs(found - c).min() <= 1 / 20.0 for c in contacts)
+    assert sum(np.abs(np.asarray(contacts) - f).min() > 1 / 20.0 for f in found) <= 1
+    steady, none = _disc_clip(1.5, (40, 90, 160), light, seconds=1.5, fps=20.0)
+    assert not none and len(detector.detect(steady, 20.0)) == 0
+    held = contact_scores(detector, examples, detector.config.threshold)
+    assert held["contacts_met"] >= 0.9
+
+
+def test_shipped_member_hears_a_plain_bouncing_ball_made_outside_the_world(tmp_path, capsys):
+    """Issue 33's case, as a user tries it: one ball on a flat light background, 16 fps, 4 s, five wall bounces,
+    through `python -m lumina v2a`.  The shipped member's hits land within a frame of at least four of the five
+    bounces with at most one onset elsewhere, and the contact times it reports are those bounces."""
+    from lumina.media import read_audio, write_mp4
+    from lumina.v2a.cli import main as v2a_main
+    from lumina_research.eval.v2a import score_contacts
+
+    fps = 16.0
+    background = np.full((120, 160, 3), (226, 222, 208), np.uint8)
+    frames, contacts = _disc_clip(11.5, (200, 40, 40), background, seconds=4.0, fps=fps, w=160, h=120, r=10)
+    assert len(contacts) == 5
+    video, out = tmp_path / "ball.mp4", tmp_path / "ball_sound.mp4"
+    write_mp4(video, frames, fps)
+    assert v2a_main(["--video", str(video), "--out", str(out)]) == 0
+    seen = json.loads(capsys.readouterr().out)["contacts"]
+    assert sum(np.abs(np.asarray(seen) - c).min() <= 1 / fps for c in contacts) >= 4, (seen, contacts)
+    wave, rate = read_audio(out)
+    row = score_contacts(wave[: int(4.0 * rate)], contacts, fps, rate)
+    assert row["hits"] >= 4 and row["false_onsets"] <= 1, row
+
+
+def test_hits_follow_the_contact_times_a_user_gives():
+    """`contacts=` places the hits: on a video where nothing moves, the shipped member's onsets land within a frame
+    of the given times and nowhere else; times outside the clip are refused with the allowed range."""
+    from lumina.v2a import load_v2a
+    from lumina_research.eval.v2a import score_contacts
+
+    pipe = load_v2a(TINY_V2A_DIR)
+    still = np.zeros((72, 64, 64, 3), np.uint8)
+    still[:, 20:40, 20:40] = (90, 160, 220)
+    given = [0.6, 1.55, 2.4]
+    out = pipe(still, 24, contacts=given, generator=torch.Generator().manual_seed(0))
+    assert list(out.contacts) == given
+    row = score_contacts(out.audio, given, 24.0)
+    assert row["hits"] == 3 and row["false_onsets"] <= 1, row
+    quiet = score_contacts(pipe(still, 24, generator=torch.Generator().manual_seed(0)).audio, given, 24.0)
+    assert quiet["hits"] <= 1, quiet
+    with pytest.raises(InvalidRequestError, match=r"within the video \(0 to 3.00\)"):
+        pipe(still, 24, contacts=[1.0, 4.5])
+

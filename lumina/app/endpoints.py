@@ -525,6 +525,10 @@ class Studio:
                     "video": out.name}
         status = (f"✓ {info['seconds']:.2f} s of sound for {info['frames']} frames at {info['fps']:g} fps · "
                   f"steps {steps} · seed {seed} · {info['total_seconds']:.1f} s")
+        if info.get("contacts") is not None:
+            hits = info["contacts"]
+            status += (f" · hits on {len(hits)} contact{'s' if len(hits) != 1 else ''} seen"
+                       + (f" at {', '.join(f'{t:.2f}' for t in hits[:8])}{' …' if len(hits) > 8 else ''} s" if hits else ""))
         return str(out), image, settings, status
 
 

@@ -1,4 +1,5 @@
-"""`python -m lumina v2a --video IN.mp4 --out OUT.mp4 [--prompt TEXT] [--model DIR]`: add a soundtrack to a video.
+"""`python -m lumina v2a --video IN.mp4 --out OUT.mp4 [--prompt TEXT] [--model DIR] [--contacts 'T1, T2']`: add a
+soundtrack to a video.  It prints what it did as JSON, with the contact times the hits were placed on.
 
 The video stream is re-encoded from the decoded frames (H.264) and muxed with an AAC track of exactly the
 video's duration (lumina.media.write_mp4).  Also runnable as `python -m lumina.v2a.cli ...`.
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from lumina.errors import LuminaError
+from lumina.syntax import parse_numbers
 
 
 def stream_durations(path) -> Dict[str, float]:
@@ -43,7 +45,9 @@ def stream_durations(path) -> Dict[str, float]:
 
 
 def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "assets/lumina-v2a-tiny",
-              steps: Optional[int] = None, cfg: Optional[float] = None, seed: int = 0, pipe=None) -> Dict:
+              steps: Optional[int] = None, cfg: Optional[float] = None, seed: int = 0, pipe=None,
+              contacts: Optional[List[float]] = None) -> Dict:
+    """Sound for ``video`` muxed into ``out``; ``contacts`` (s): where the hits go instead of the detected contacts."""
     import torch
 
     from lumina import validation as V
@@ -56,11 +60,13 @@ def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "
     frames, fps = read_video(video, max_frames=V.MAX_V2A_FRAMES, max_pixels=V.MAX_V2A_PIXELS)
     pipe = pipe or load_v2a(model)
     result = pipe(frames, fps, prompt=prompt, num_inference_steps=steps, guidance_scale=cfg,
-                  generator=torch.Generator("cpu").manual_seed(seed))
+                  generator=torch.Generator("cpu").manual_seed(seed), contacts=contacts)
     write_mp4(out, frames, fps, audio=result.audio, sample_rate=result.sample_rate)
     durations = stream_durations(out)
     return {"video": str(out), "fps": fps, "frames": len(frames), "seconds": len(frames) / fps,
-            "streams": durations, "timings": {k: round(v, 3) for k, v in result.timings.items()},
+            "streams": durations,
+            "contacts": None if result.contacts is None else [round(float(t), 3) for t in result.contacts],
+            "timings": {k: round(v, 3) for k, v in result.timings.items()},
             "total_seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -76,12 +82,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, help="sampling grid points (steps - 1 evaluations)")
     p.add_argument("--cfg", type=float, help="guidance scale (0 = none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--contacts", help="contact times in seconds, e.g. '0.5, 1.25': the hits go there instead of where "
+                   "the model's contact detector finds them")
     args = p.parse_args(argv)
     if not Path(args.video).exists():
         print(f"error: {args.video}: no such file", file=sys.stderr)
         return 2
     try:
-        info = add_sound(args.video, args.out, args.prompt, args.model, args.steps, args.cfg, args.seed)
+        contacts = None if args.contacts is None else parse_numbers("contacts", args.contacts, 100)
+        info = add_sound(args.video, args.out, args.prompt, args.model, args.steps, args.cfg, args.seed,
+                         contacts=contacts)
     except (LuminaError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -70,11 +70,18 @@ def _components(f: np.ndarray, b: np.ndarray, diff: np.ndarray, threshold: float
 
 def impact_track(frames) -> np.ndarray:
     """Video frames (T, H, W, 3) -> float32 (T,) impact score per frame (0 at the first and last frame)."""
+    return frame_accelerations(frames)[0]
+
+
+def frame_accelerations(frames) -> tuple:
+    """Video frames (T, H, W, 3) -> (score (T,), acceleration (T, 2)): per frame the largest moving component's
+    acceleration (minus the clip's steady one) over the clip's typical speed, its norm being the score."""
     gray = _gray(frames)
     n = len(gray)
     score = np.zeros(n, dtype=np.float32)
+    acc = np.zeros((n, 2), dtype=np.float32)
     if n < 3:
-        return score
+        return score, acc
     fwd = [cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, **FARNEBACK) for t in range(n - 1)]
     bwd = [cv2.calcOpticalFlowFarneback(gray[t + 1], gray[t], None, **FARNEBACK) for t in range(n - 1)]
     diffs = [np.abs(gray[t + 1].astype(np.float32) - gray[t]) for t in range(n - 1)]
@@ -86,11 +93,14 @@ def impact_track(frames) -> np.ndarray:
         b = bwd[t - 1] - np.median(bwd[t - 1].reshape(-1, 2), 0)
         found += [(t, a, s) for a, s in _components(f, b, np.maximum(diffs[t - 1], diffs[t]), threshold)]
     if not found:
-        return score
+        return score, acc
     steady = np.median(np.array([a for _, a, _ in found]), 0)
     fastest = np.zeros(n)
     for t, a, s in found:
-        score[t] = max(score[t], float(np.linalg.norm(a - steady)))
+        norm = float(np.linalg.norm(a - steady))
+        if norm > score[t]:
+            score[t], acc[t] = norm, a - steady
         fastest[t] = max(fastest[t], s)
     scale = max(float(np.median(fastest[fastest > 0])), MIN_SPEED)
-    return np.clip(score / scale, 0.0, MAX_SCORE).astype(np.float32)
+    score = np.clip(score / scale, 0.0, MAX_SCORE).astype(np.float32)
+    return score, (acc / scale).astype(np.float32)

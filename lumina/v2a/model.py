@@ -93,6 +93,7 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
         ffn_dim: Optional[int] = None,
         visual_in_condition: bool = True,
         visual_to_audio: bool = True,
+        onset_channels: int = 0,
     ):
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
@@ -110,6 +111,12 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
         self.visual_audio_embedder = (
             nn.Sequential(nn.LayerNorm(visual_dim, eps=norm_eps), nn.Linear(visual_dim, dim)) if visual_to_audio else None
         )
+        # contact onsets (lumina.v2a.contacts.onset_track): one slot per mel frame of an audio-latent frame; zero
+        # output at first, so a member fine-tuned with them starts as the one without
+        self.onset_embedder = nn.Linear(onset_channels, dim) if onset_channels else None
+        if self.onset_embedder is not None:
+            nn.init.zeros_(self.onset_embedder.weight)
+            nn.init.zeros_(self.onset_embedder.bias)
         self.null_visual = nn.Parameter(torch.zeros(dim))
         self.null_sync = nn.Parameter(torch.zeros(dim))
         self.null_caption = nn.Parameter(torch.zeros(cap_feat_dim))
@@ -192,7 +199,9 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
         cap_feats: Optional[torch.Tensor] = None,
         cap_mask: Optional[torch.Tensor] = None,
         drop: Optional[torch.Tensor] = None,
+        onsets: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """``onsets`` (B, T_a, onset_channels): the contact onset track, required when the model has onset_channels."""
         b, _, t_a, _ = x.shape
         device = x.device
         dtype = self.audio_embedder.weight.dtype
@@ -210,6 +219,10 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
         if self.visual_audio_embedder is not None:  # frame features aligned to the audio frames, like sync
             v_weights = interpolation_matrix(visual_times, audio_times).to(device=device, dtype=dtype)
             sync_a = sync_a + self.visual_audio_embedder(torch.matmul(v_weights, visual.to(dtype).mean(2)))
+        if (onsets is None) != (self.onset_embedder is None):
+            raise ValueError("this transformer " + ("needs" if onsets is None else "takes no") + " onset track")
+        if onsets is not None:
+            sync_a = sync_a + self.onset_embedder(onsets.to(device=device, dtype=dtype))
         if drop is not None and bool(drop.any()):
             dmask = drop.view(-1, 1, 1)
             sync_a = torch.where(dmask, self.null_sync.to(dtype).view(1, 1, -1), sync_a)

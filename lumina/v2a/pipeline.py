@@ -1,7 +1,8 @@
 """LuminaV2APipeline: video (+ optional prompt) -> soundtrack of exactly the video's duration.
 
 video frames --(visual_encoder @ visual_fps)--> visual tokens ─┐
-video frames --(sync_encoder @ the video's fps)--> sync feats ──┼─> LuminaV2ATransformer velocity
+video frames --(sync_encoder @ the video's fps)--> sync feats ──┤
+video frames --(contact_detector)--> contact onset track ──────┼─> LuminaV2ATransformer velocity
 prompt --(tokenizer, text_encoder)--> caption tokens ──────────┘      │ Euler + CFG (lumina.sampling)
                                                      audio latent <───┘
 audio latent --(vae.decode)--> normalized log-mel --(vocoder | Griffin-Lim)--> 16 kHz waveform
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from diffusers.utils import BaseOutput
 
 from lumina.errors import InvalidRequestError, ModelFilesError, NonFiniteLatentsError
 from lumina.sampling import SampleConfig, euler_step, guide, plan
+from lumina.v2a.contacts import onset_track
 from lumina.v2a.audio import MelConfig, denormalize, fit_length, griffin_lim_vocoder, log_mel, normalize, pad_frames
 from lumina.v2a.encoders import as_float_frames, encode_sync, encode_visual, is_clip_vision, visual_frame_indices
 
@@ -33,11 +35,13 @@ DEFAULT_MAX_SECONDS = 10.0
 
 @dataclass
 class LuminaV2APipelineOutput(BaseOutput):
-    """audio: float32 (N,) at sample_rate, N = round(duration * sample_rate); mel: generated ln-mel (M, n_mels)."""
+    """audio: float32 (N,) at sample_rate, N = round(duration * sample_rate); mel: generated ln-mel (M, n_mels);
+    contacts: the contact times (s) the hits were placed on (None for a model without an onset track)."""
 
     audio: np.ndarray
     sample_rate: int = 16000
     mel: Optional[torch.Tensor] = None
+    contacts: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)
 
 
@@ -45,7 +49,7 @@ class LuminaV2APipeline(DiffusionPipeline):
     """Video-to-audio with a Next-DiT over audio-latent, visual and text tokens (see lumina.v2a.model)."""
 
     model_cpu_offload_seq = "text_encoder->visual_encoder->sync_encoder->transformer->vae->vocoder"
-    _optional_components = ["vocoder", "text_encoder", "tokenizer"]
+    _optional_components = ["vocoder", "text_encoder", "tokenizer", "contact_detector"]
 
     def __init__(
         self,
@@ -56,6 +60,7 @@ class LuminaV2APipeline(DiffusionPipeline):
         vocoder=None,
         text_encoder=None,
         tokenizer=None,
+        contact_detector=None,
         sample_rate: int = 16000,
         n_fft: int = 1024,
         hop_length: int = 256,
@@ -76,7 +81,8 @@ class LuminaV2APipeline(DiffusionPipeline):
         if vocoder is not None:  # the vocoder fixes the waveform's hop and rate: the mel must be made at its pace
             hop_length, sample_rate = vocoder_hop(vocoder), int(vocoder.config.sampling_rate)
         self.register_modules(transformer=transformer, vae=vae, sync_encoder=sync_encoder, visual_encoder=visual_encoder,
-                              vocoder=vocoder, text_encoder=text_encoder, tokenizer=tokenizer)
+                              vocoder=vocoder, text_encoder=text_encoder, tokenizer=tokenizer,
+                              contact_detector=contact_detector)
         self.register_to_config(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax,
             mel_norm_mean=mel_norm_mean, mel_norm_scale=mel_norm_scale, visual_fps=visual_fps,
@@ -89,7 +95,7 @@ class LuminaV2APipeline(DiffusionPipeline):
     def check_parts(self) -> None:
         """Refuse parts that do not fit together (before any work), naming what to change."""
         problems = parts_mismatches(self.transformer, self.vae, self.sync_encoder, self.visual_encoder, self.vocoder,
-                                    self.text_encoder, int(self.config.n_mels))
+                                    self.text_encoder, int(self.config.n_mels), self.contact_detector)
         if problems:
             raise ModelFilesError("the V2A pipeline's parts do not fit together: " + "; ".join(problems))
 
@@ -168,6 +174,26 @@ class LuminaV2APipeline(DiffusionPipeline):
             "sync_times": torch.arange(len(frames), dtype=torch.float32, device=device) / float(fps),
         }
 
+    def encode_contacts(self, frames: np.ndarray, fps: float, n_latent: int, contacts=None):
+        """(contact times (s), onset track (n_latent, onset_channels)), or (None, None) for a model without one.
+        ``contacts`` given: those times (checked), else the contact detector's."""
+        channels = int(getattr(self.transformer.config, "onset_channels", 0) or 0)
+        if not channels:
+            if contacts is not None:
+                raise InvalidRequestError("this V2A model has no onset track: it cannot take contact times")
+            return None, None
+        if contacts is None:
+            times = self.contact_detector.detect(frames, fps)
+        else:
+            times = np.asarray(contacts, dtype=np.float64).reshape(-1)
+            seconds = len(frames) / fps
+            if not np.all(np.isfinite(times)) or np.any(times < 0) or np.any(times > seconds):
+                raise InvalidRequestError(f"contact times must be seconds within the video (0 to {seconds:.2f}); got "
+                                          f"{[round(float(x), 3) for x in times]}")
+            times = np.sort(times)
+        cfg = self.mel_config
+        return times, onset_track(times, n_latent, self.vae_downsample, cfg.hop_length, cfg.sample_rate)
+
     # -- audio latents ----------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -215,12 +241,14 @@ class LuminaV2APipeline(DiffusionPipeline):
         griffin_lim_iters: int = 32,
         output_type: str = "np",
         return_dict: bool = True,
+        contacts: Optional[Sequence[float]] = None,
     ):
         """Sound for ``video`` (uint8 or float (T, H, W, 3) frames) at ``fps``.
 
         ``num_inference_steps`` counts grid points like the release's ``step`` (one fewer model
         evaluation); ``guidance_scale`` is the release's cfg (0 = unguided). output_type "np" returns the
-        waveform, "latent" the final latent in ``audio``.
+        waveform, "latent" the final latent in ``audio``.  ``contacts``: contact times (s) to place the hits on instead
+        of the detector's (a model with an onset track only); the times used come back in ``contacts``.
         """
         t_start = time.perf_counter()
         if output_type not in ("np", "latent"):
@@ -242,10 +270,11 @@ class LuminaV2APipeline(DiffusionPipeline):
         t0 = time.perf_counter()
         cond = self.encode_video(frames, fps, device)
         cap, cap_mask = self.encode_prompt(prompt, device)
-        t_encode = time.perf_counter() - t0
-
         num_samples = int(round(len(frames) / fps * c.sample_rate))
         n_lat = self.latent_frames(num_samples)
+        contact_times, onsets = self.encode_contacts(frames, fps, n_lat, contacts)
+        t_encode = time.perf_counter() - t0
+
         tcfg = self.transformer.config
         shape = (1, tcfg.latent_channels, n_lat, tcfg.latent_freq)
         if latents is None:
@@ -265,7 +294,8 @@ class LuminaV2APipeline(DiffusionPipeline):
         drop = torch.tensor([False, True][:batch], device=device)
         args = dict(visual=expand(cond["visual"]).to(dtype), visual_times=cond["visual_times"],
                     sync=expand(cond["sync"]).to(dtype), sync_times=cond["sync_times"], audio_times=audio_times,
-                    cap_feats=expand(cap), cap_mask=expand(cap_mask), drop=drop)
+                    cap_feats=expand(cap), cap_mask=expand(cap_mask), drop=drop,
+                    onsets=None if onsets is None else onsets[None].to(device=device, dtype=dtype).expand(batch, -1, -1))
         t0 = time.perf_counter()
         for step in steps_plan:
             xin = x.to(dtype).expand(batch, *x.shape[1:])
@@ -289,7 +319,8 @@ class LuminaV2APipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (audio,)
-        return LuminaV2APipelineOutput(audio=audio, sample_rate=int(c.sample_rate), mel=mel, timings=timings)
+        return LuminaV2APipelineOutput(audio=audio, sample_rate=int(c.sample_rate), mel=mel, contacts=contact_times,
+                                       timings=timings)
 
 
 def vocoder_hop(vocoder) -> int:
@@ -297,11 +328,19 @@ def vocoder_hop(vocoder) -> int:
     return int(np.prod(vocoder.config.upsample_rates))
 
 
-def parts_mismatches(transformer, vae, sync_encoder, visual_encoder, vocoder, text_encoder, n_mels: int) -> List[str]:
+def parts_mismatches(transformer, vae, sync_encoder, visual_encoder, vocoder, text_encoder, n_mels: int,
+                     contact_detector=None) -> List[str]:
     """What does not fit between the parts of a V2A pipeline, each with the change that fixes it ([] = all fit)."""
     t = transformer.config
     out: List[str] = []
     v = vae.config
+    onset_channels = int(getattr(t, "onset_channels", 0) or 0)
+    if onset_channels and onset_channels != 2 ** (len(v.block_out_channels) - 1):
+        out.append(f"the transformer has onset_channels={onset_channels} but the VAE groups "
+                   f"{2 ** (len(v.block_out_channels) - 1)} mel frames per latent frame: they must be equal")
+    if onset_channels and contact_detector is None:
+        out.append("the transformer reads a contact onset track (onset_channels) but the pipeline has no "
+                   "contact_detector: add a lumina.v2a.contacts.V2AContactDetector")
     if v.in_channels != 1 or v.out_channels != 1:
         out.append(f"the VAE has {v.in_channels} input / {v.out_channels} output channels; a mel VAE has 1 and 1")
     if v.latent_channels != t.latent_channels:

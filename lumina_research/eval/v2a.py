@@ -38,7 +38,8 @@ from lumina.media import write_json, write_text
 from lumina.v2a.audio import PITCH_CLASSES, SAMPLE_RATE, detect_onsets, dominant_pitch_classes, pitch_class_of
 
 HELD_OUT_SEED = 7_000_000
-IN_WORLD, OUT_OF_WORLD = "in-world", "out-of-world"
+IN_WORLD, OUT_OF_WORLD, SCENES = "in-world", "out-of-world", "scenes"
+SCENES_SEED = 8_000_000
 
 
 def world_eval_clips(n: int, fps: float = 24.0, seconds: float = 4.0, size: int = 128, n_objects: int = 1,
@@ -65,13 +66,18 @@ def world_eval_clips(n: int, fps: float = 24.0, seconds: float = 4.0, size: int 
 
 
 def score_contacts(audio: np.ndarray, contacts: Sequence[float], fps: float, sample_rate: int = SAMPLE_RATE) -> Dict:
-    """Onset numbers of one audio against one clip's contact (bounce) times.
+    """Onset numbers of one audio against one clip's contact (bounce) times (its onsets: detect_onsets)."""
+    return score_onsets(detect_onsets(audio, sample_rate), contacts, fps, len(audio) / sample_rate)
+
+
+def score_onsets(onsets: np.ndarray, contacts: Sequence[float], fps: float, seconds: float) -> Dict:
+    """Onset times against one clip's contact times.
 
     For every contact the nearest onset's offset; a contact is met when that is within 1 / fps.  Onsets after the
     first frame are "late onsets"; those within 1 / fps of a contact are precise, the others false.
     """
     tol = 1.0 / fps
-    onsets = detect_onsets(audio, sample_rate)
+    onsets = np.asarray(onsets, dtype=np.float64)
     contacts = np.asarray(contacts, dtype=np.float64)
     offsets = []
     for b in contacts:
@@ -87,7 +93,7 @@ def score_contacts(audio: np.ndarray, contacts: Sequence[float], fps: float, sam
         "mean_abs_offset_ms": float(np.mean(np.abs(finite)) * 1000) if len(finite) else None,
         "mean_offset_hit_ms": float(np.mean(offsets_arr[hits]) * 1000) if hits.any() else None,
         "precise_onsets": int(sum(precise)), "late_onsets": len(late), "false_onsets": len(late) - int(sum(precise)),
-        "seconds": len(audio) / sample_rate,
+        "seconds": float(seconds),
     }
 
 
@@ -126,13 +132,17 @@ def summarize(rows: Sequence[Dict]) -> Dict:
     }
 
 
+DETECTOR_ROW = "contact detector alone (its times, no audio)"
+
+
 def evaluate(clips: Sequence[Dict], generate=None, shuffle_shift: int = 1, reconstruct=None,
-             truth_label: str = "ground truth (render_sound)") -> Dict:
+             truth_label: str = "ground truth (render_sound)", detect=None) -> Dict:
     """Score truth, shuffled truth and (if `generate(frames, fps, caption) -> audio`) model audio.
 
     A clip is a dict with frames, fps, seed, truth_audio, bounces (contact times) and, for world clips, main_color
     and colors (pitch is scored then).  ``reconstruct(wave) -> wave`` (the model's VAE + vocoder round trip) adds
-    the decoding path's upper bound.
+    the decoding path's upper bound; ``detect(frames, fps) -> times`` (a model's contact detector) a row for its
+    contact times themselves, the timing the model's hits are given.
     """
     n = len(clips)
     sources: Dict[str, List[Dict]] = {truth_label: [], "ground truth, shuffled": []}
@@ -162,6 +172,9 @@ def evaluate(clips: Sequence[Dict], generate=None, shuffle_shift: int = 1, recon
             row = score_audio(audio, *args)
             row.update(seed=c["seed"], fps=c["fps"], source_seed=clips[j]["seed"] if "shuffled" in name else c["seed"])
             sources[name].append(row)
+        if detect is not None:
+            row = score_onsets(detect(c["frames"], c["fps"]), c["bounces"], c["fps"], len(c["frames"]) / c["fps"])
+            sources.setdefault(DETECTOR_ROW, []).append({**row, "seed": c["seed"], "fps": c["fps"], "source_seed": c["seed"]})
     result = {"summary": {k: summarize(v) for k, v in sources.items()}, "rows": sources}
     if gen_seconds:
         seconds = [len(c["frames"]) / c["fps"] for c in clips]
@@ -180,7 +193,11 @@ def _pct(x: Optional[float]) -> str:
 
 def markdown(result: Dict) -> str:
     meta = result.get("meta", {})
-    if meta.get("set") == OUT_OF_WORLD:
+    if meta.get("set") == SCENES:
+        title = (f"V2A sync bench, held-out varied scenes: {meta.get('clips', '?')} clips of "
+                 f"lumina_research.world.scenes (the training distribution), {meta.get('seconds', '?')} s; "
+                 f"model `{meta.get('model', '-')}`")
+    elif meta.get("set") == OUT_OF_WORLD:
         title = (f"V2A sync bench, out of world: {meta.get('clips', '?')} held-out clips of lumina_research.eval.outworld "
                  f"({meta.get('kinds', '?')}), 9-29.97 fps, {meta.get('seconds', '?')} s; model `{meta.get('model', '-')}`")
     else:
@@ -211,14 +228,31 @@ def out_of_world_eval_clips(n: int, seconds: float = 4.0) -> List[Dict]:
                  kind=c["kind"], caption="") for c in out_of_world_clips(n, seconds)]
 
 
+def scene_eval_clips(n: int, seconds: float = 4.0, seed0: int = SCENES_SEED) -> List[Dict]:
+    """Held-out varied scenes (lumina_research.world.scenes, half of them clean, as in training): the place to look
+    at a change before the out-of-world set, which nothing is tuned on."""
+    from lumina_research.world.scenes import CLEAN_SHARE, SCENE_FPS, render_scene
+
+    clips = []
+    for i in range(n):
+        rng = np.random.default_rng([seed0 + i, 34])
+        fps = float(rng.choice(SCENE_FPS))
+        scene = render_scene(seed0 + i, fps, seconds, clean=bool(rng.random() < CLEAN_SHARE))
+        clips.append(dict(seed=seed0 + i, frames=scene["frames"], fps=fps, truth_audio=scene["wave"],
+                          bounces=scene["contacts"], caption=""))
+    return clips
+
+
 def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: int, steps: Optional[int],
         cfg: Optional[float], prompt: bool, out: Optional[Path], seed: int = 0, size: int = 128,
         set_name: str = IN_WORLD) -> Dict:
     if set_name == OUT_OF_WORLD:
         data = out_of_world_eval_clips(clips, seconds)
+    elif set_name == SCENES:
+        data = scene_eval_clips(clips, seconds)
     else:
         data = world_eval_clips(clips, fps, seconds, size, objects)
-    generate = reconstruct = None
+    generate = reconstruct = detect = None
     if model:
         import torch
 
@@ -228,12 +262,14 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
         pipe = load_v2a(model)
         fn = audio_fn_for(pipe, steps, cfg, seed)
         reconstruct = pipe.reconstruct
+        if pipe.contact_detector is not None:
+            detect = pipe.contact_detector.detect
         generate = (lambda frames, f, caption: fn(frames, f, caption)) if prompt else (lambda frames, f, _: fn(frames, f, None))
         if prompt:
             for c in data:
                 c["prompt"] = c["caption"]
     label = "ground truth (knocks)" if set_name == OUT_OF_WORLD else "ground truth (render_sound)"
-    result = evaluate(data, generate, reconstruct=reconstruct, truth_label=label)
+    result = evaluate(data, generate, reconstruct=reconstruct, truth_label=label, detect=detect)
     result["meta"] = {"set": set_name, "model": model, "clips": len(data), "fps": fps, "seconds": seconds,
                       "objects": objects, "steps": steps, "cfg": cfg, "prompt": prompt, "seed": seed}
     if set_name == OUT_OF_WORLD:
@@ -252,8 +288,9 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumina_research.eval v2a", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", default=IN_WORLD, choices=(IN_WORLD, OUT_OF_WORLD),
-                   help="in-world: held-out world clips; out-of-world: lumina_research.eval.outworld clips (contacts only)")
+    p.add_argument("--set", default=IN_WORLD, choices=(IN_WORLD, SCENES, OUT_OF_WORLD),
+                   help="in-world: held-out world clips; scenes: held-out varied scenes (the training distribution); "
+                        "out-of-world: lumina_research.eval.outworld clips (contacts only, never tuned on)")
     p.add_argument("--model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory; 'none' = metric only")
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--fps", type=float, default=24.0, help="in-world clips' frame rate (out-of-world clips have their own)")

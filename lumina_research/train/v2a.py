@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from lumina_research.train.budget import budgeted_steps, ema_update
 from lumina_research.train.losses import interpolate, sample_t, vae_loss
 from lumina.v2a.audio import SAMPLE_RATE, MelConfig, log_mel, normalize, pad_frames
+from lumina.v2a.contacts import V2AContactDetector, onset_track
 from lumina_research.train.v2a_data import buckets, folder_examples, world_examples
 from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder, is_clip_vision, visual_frame_indices
 from lumina.v2a.model import LuminaV2ATransformer
@@ -99,6 +100,11 @@ class V2ARecipe:
     vae_from: Optional[str] = None
     init: Optional[str] = None       # a V2A pipeline directory fine-tuned as a whole (VAE too, unless vae_from)
     impact: bool = False             # the sync encoder also reads the impact track (lumina.v2a.impact)
+    contacts: bool = False           # the transformer reads a contact onset track from a trained contact detector
+    onset_dropout: float = 0.0       # ... of which this share of the true hits is left out in training (> 0: the
+                                     #     learned path also hits where the track has none; on unfamiliar looks it scatters)
+    sync_dropout: float = 0.5        # ... and the sync features of this share of examples (hits from the track alone)
+    detector_false_rate: float = 0.15  # the detector's threshold: most contacts at at most this many false ones per s
     visual_encoder: Optional[str] = None  # a CLIPVisionModel directory (frozen) instead of the tiny frame encoder
     vocoder: Optional[str] = None    # a SpeechT5HifiGan directory instead of Griffin-Lim
     ema: float = 0.995
@@ -118,20 +124,21 @@ def log(msg: str) -> None:
 def build_examples(recipe: V2ARecipe, visual: Optional[Tuple[int, float]] = None) -> List[Dict]:
     """Examples of the recipe's sources; ``visual=(size, fps)`` also keeps frames for a frozen CLIP."""
     examples: List[Dict] = []
+    cues = tuple(c for c, on in (("impact", recipe.impact), ("contacts", recipe.contacts)) if on)
     if recipe.videos:
         examples += list(folder_examples(recipe.videos, recipe.video_window, enc_size=recipe.enc_size, visual=visual,
-                                         impact=recipe.impact))
+                                         cues=cues))
         log(f"{len(examples)} windows from videos in {recipe.videos}")
     if recipe.world:
         examples += list(world_examples(recipe.world, seed0=recipe.seed * 100_000, enc_size=recipe.enc_size,
-                                        visual=visual, impact=recipe.impact))
+                                        visual=visual, cues=cues))
         log(f"{recipe.world} world clips rendered")
     if recipe.scenes:
         from lumina_research.world.scenes import scene_examples
 
         share = {} if recipe.clean_share is None else {"clean_share": recipe.clean_share}
         examples += list(scene_examples(recipe.scenes, seed0=3_000_000 + recipe.seed * 100_000, enc_size=recipe.enc_size,
-                                        visual=visual, impact=recipe.impact, **share))
+                                        visual=visual, cues=cues, **share))
         log(f"{recipe.scenes} varied scenes rendered")
     if not examples:
         raise SystemExit("no training examples: give --world N, --scenes N and/or --videos DIR with sound")
@@ -242,14 +249,25 @@ def make_models(recipe: V2ARecipe, latent_freq: int, cap_dim: int, clip=None) ->
 
 
 @torch.no_grad()
-def with_impact(sync_encoder: V2ASyncEncoder) -> V2ASyncEncoder:
-    """The same sync encoder plus the impact MLP (zero output layer: it still computes exactly what it did)."""
-    config = {k: v for k, v in sync_encoder.config.items() if not k.startswith("_")}
-    new = V2ASyncEncoder(**{**config, "impact_features": True})
-    missing, unexpected = new.load_state_dict(sync_encoder.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("impact_proj.") for k in missing):
-        raise ValueError(f"sync encoder weights do not fit: missing {missing}, unexpected {unexpected}")
+def grown(module, new_prefix: str, **changes):
+    """The same module built with config ``changes`` that add parts under ``new_prefix`` (which start at zero
+    output): it still computes exactly what it did, and training goes on from there."""
+    config = {k: v for k, v in module.config.items() if not k.startswith("_")}
+    new = type(module)(**{**config, **changes})
+    missing, unexpected = new.load_state_dict(module.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(new_prefix) for k in missing):
+        raise ValueError(f"{type(module).__name__} weights do not fit: missing {missing}, unexpected {unexpected}")
     return new
+
+
+def with_impact(sync_encoder: V2ASyncEncoder) -> V2ASyncEncoder:
+    """The same sync encoder plus the impact MLP."""
+    return grown(sync_encoder, "impact_proj.", impact_features=True)
+
+
+def with_onsets(transformer: LuminaV2ATransformer, channels: int) -> LuminaV2ATransformer:
+    """The same transformer plus the onset-track input (``channels`` mel frames per audio-latent frame)."""
+    return grown(transformer, "onset_embedder.", onset_channels=channels)
 
 
 def add_clip_features(examples: Sequence[Dict], clip, grid: int) -> None:
@@ -325,7 +343,13 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
                 cap_mask[j, : c.shape[0]] = True
         # items without a caption keep an all-False mask: the model puts its null caption there
     drop = torch.from_numpy(rng.random(b) < recipe.cond_dropout)
-    return dict(frames=frames, visual=visual, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
+    onsets = sync_keep = None
+    if recipe.contacts:  # the true hits, a share left out; and the sync features of a share of examples dropped
+        n_lat = x1.shape[2]
+        onsets = torch.stack([onset_track([h for h in examples[i]["hits"] if rng.random() >= recipe.onset_dropout],
+                                          n_lat, down, cfg.hop_length, cfg.sample_rate) for i in idx])
+        sync_keep = torch.from_numpy(rng.random(b) >= recipe.sync_dropout).float()
+    return dict(onsets=onsets, sync_keep=sync_keep, frames=frames, visual=visual, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
                 sync_times=torch.arange(n_frames, dtype=torch.float32) / fps,
                 audio_times=latent_times(x1.shape[2], down, cfg), x1=x1, onset=onset, impact=impact, cap_feats=cap_feats,
                 cap_mask=cap_mask, drop=drop, spectra=spectra,
@@ -341,6 +365,8 @@ def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARe
         visual = model.frame_encoder(vis_frames.flatten(0, 1)).view(b, vis_frames.shape[1], -1, recipe.visual_dim)
     sync = model.sync_encoder(frames, batch.get("impact"))
     onset_loss = F.binary_cross_entropy_with_logits(model.sync_encoder.onset_logits(sync), batch["onset"])
+    if batch.get("sync_keep") is not None:  # zero features: the transformer's RMSNorm-ed sync input is then zero
+        sync = sync * batch["sync_keep"][:, None, None]
     spectrum_loss = torch.zeros(())
     spectrum_head = getattr(model.frame_encoder, "spectrum_head", None)
     if batch.get("spectra") is not None and spectrum_head is not None and batch.get("visual") is None:
@@ -350,7 +376,7 @@ def step_loss(model: Trainable, batch: Dict, gen: torch.Generator, recipe: V2ARe
     tt = sample_t(b, 1.0, gen, logit_normal=True)
     xt = interpolate(x0, x1, tt)
     v = model.transformer(xt, tt, visual, batch["visual_times"], sync, batch["sync_times"], batch["audio_times"],
-                          batch["cap_feats"], batch["cap_mask"], batch["drop"])
+                          batch["cap_feats"], batch["cap_mask"], batch["drop"], batch.get("onsets"))
     err = (v - (x1 - x0)).pow(2)
     if batch.get("weights") is not None:
         err = err * batch["weights"][:, None]
@@ -402,6 +428,64 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
                  "flow_loss": float(np.mean([h["flow"] for h in tail])),
                  "onset_loss": float(np.mean([h["onset"] for h in tail])),
                  "spectrum_loss": float(np.mean([h["spectrum"] for h in tail]))}
+
+
+def contact_scores(detector: V2AContactDetector, examples: Sequence[Dict], threshold: float) -> Dict:
+    """Share of the examples' hits with a detected contact within one frame, and false contacts per second."""
+    hits = met = false = 0
+    seconds = 0.0
+    for ex in examples:
+        times, feats = ex["candidates"]
+        keep = detector.probabilities(feats) > threshold
+        found = np.asarray(times)[keep] / ex["fps"]
+        truth, tol = np.asarray(ex["hits"]), 1.0 / ex["fps"]
+        hits += len(truth)
+        met += sum(1 for h in truth if len(found) and np.min(np.abs(found - h)) <= tol)
+        false += sum(1 for f in found if f > tol and not (len(truth) and np.min(np.abs(truth - f)) <= tol))
+        seconds += ex["seconds"]
+    return {"contacts_met": met / max(hits, 1), "false_per_s": false / max(seconds, 1e-9)}
+
+
+def train_detector(examples: Sequence[Dict], recipe: V2ARecipe, steps: int = 200) -> Tuple[V2AContactDetector, Dict]:
+    """Fit the contact detector on the examples' candidates (a candidate is a contact when a hit of the soundtrack
+    lies within one frame of it); its threshold is the one that meets the most contacts of a held-out 15% at no more
+    than ``detector_false_rate`` false contacts per second."""
+    rng = np.random.default_rng(recipe.seed + 4)
+    order = rng.permutation(len(examples))
+    held = [examples[i] for i in order[: max(1, len(examples) * 15 // 100)]]
+    fit = [examples[i] for i in order[len(held):]] or held
+    feats, labels = [], []
+    for ex in fit:
+        times, f = ex["candidates"]
+        hits = np.asarray(ex["hits"]) * ex["fps"]
+        feats.append(f)
+        labels += [float(len(hits) > 0 and np.min(np.abs(hits - t)) <= 1.0) for t in times]
+    x = torch.from_numpy(np.concatenate(feats))
+    y = torch.tensor(labels)
+    detector = V2AContactDetector(num_features=x.shape[1])
+    detector.feature_mean.copy_(x.mean(0))
+    detector.feature_std.copy_(x.std(0).clamp(min=1e-3))
+    opt = torch.optim.AdamW(detector.parameters(), lr=3e-3, weight_decay=1e-3)
+    for _ in range(steps):
+        loss = F.binary_cross_entropy_with_logits(detector(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    detector.eval()
+    grid = [round(float(t), 2) for t in np.arange(0.1, 0.96, 0.05)]
+    scores = {t: contact_scores(detector, held, t) for t in grid}
+    ok = [t for t in grid if scores[t]["false_per_s"] <= recipe.detector_false_rate]
+    if ok:  # the most contacts, then the fewest false ones; of equal thresholds the middle one (a margin both ways)
+        top = max((scores[t]["contacts_met"], -scores[t]["false_per_s"]) for t in ok)
+        tied = [t for t in ok if (scores[t]["contacts_met"], -scores[t]["false_per_s"]) == top]
+        best = tied[len(tied) // 2]
+    else:
+        best = min(grid, key=lambda t: scores[t]["false_per_s"])
+    detector.register_to_config(threshold=best)
+    report = {"detector_candidates": len(y), "detector_positive_share": float(y.mean()), "detector_loss": loss.item(),
+              "detector_threshold": best, "detector_held_out": scores[best]}
+    log(f"contact detector: threshold {best}, held out {scores[best]}")
+    return detector, report
 
 
 # ------------------------------------------------------------------------------------------------
@@ -495,6 +579,11 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
         model = Trainable(init.transformer, None if clip is not None else init.visual_encoder, init.sync_encoder)
     else:
         model = make_models(recipe, recipe.n_mels // down, cap_dim, clip)
+    detector, detector_report = None, {}
+    if recipe.contacts:
+        detector, detector_report = train_detector(examples, recipe)
+        if not model.transformer.config.onset_channels:
+            model.transformer = with_onsets(model.transformer, down)
     weights = None
     if recipe.loud_weight or recipe.onset_frame_weight:
         weights = [loss_weight_map(m, ex["wave"], down, cfg, recipe) for m, ex in zip(mels, examples)]
@@ -506,13 +595,14 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
         transformer=ema.transformer.eval(), vae=vae, sync_encoder=ema.sync_encoder.eval(),
         visual_encoder=clip if clip is not None else ema.frame_encoder.eval(), vocoder=vocoder,
         text_encoder=text_encoder if own_text else None, tokenizer=tokenizer if own_text else None,
+        contact_detector=detector if detector is not None else (init.contact_detector if init is not None else None),
         n_mels=cfg.n_mels, hop_length=cfg.hop_length, mel_norm_mean=cfg.norm_mean, mel_norm_scale=cfg.norm_scale,
         visual_fps=recipe.visual_fps, text_encoder_source=source, default_steps=recipe.sample_steps,
         default_guidance=recipe.sample_guidance,
     )
     out.mkdir(parents=True, exist_ok=True)
     pipe.to(dtype=torch.float16).save_pretrained(str(out))  # float16 storage: the assets' size budget
-    report = {"recipe": asdict(recipe), "examples": len(examples), "data_seconds": t_data, **vae_report, **dit_report,
+    report = {"recipe": asdict(recipe), "examples": len(examples), "data_seconds": t_data, **vae_report, **detector_report, **dit_report,
               "latent_std": std, "text_encoder": source or (type(text_encoder).__name__ if text_encoder else None),
               "total_minutes": (time.perf_counter() - t_all) / 60}
     (out / "train_report.json").write_text(json.dumps(report, indent=1))
@@ -541,6 +631,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "VAE (unless --vae-from), vocoder, mel geometry, text encoder")
     p.add_argument("--impact", action="store_true", help="the sync encoder also reads the impact track "
                    "(lumina.v2a.impact, an appearance-free contact cue); with --init it is added to that member")
+    p.add_argument("--contacts", action="store_true", help="train a contact detector (lumina.v2a.contacts) and give the "
+                   "transformer its onset track: hits are placed where the detector finds contacts")
     p.add_argument("--visual-encoder", help="a transformers CLIPVisionModel directory (frozen) for the visual tokens")
     p.add_argument("--vocoder", help="a transformers SpeechT5HifiGan directory (16 kHz); the mel follows its hop and bins")
     p.add_argument("--dim", type=int, help=f"transformer width (default {V2ARecipe.dim})")
@@ -551,6 +643,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--hop", type=int, dest="hop_length", help=f"mel hop without a vocoder (default {V2ARecipe.hop_length})")
     p.add_argument("--vae-channels", type=int, nargs="+", help=f"mel VAE block widths (default {V2ARecipe.vae_channels})")
     p.add_argument("--latent-channels", type=int, help=f"mel VAE latent channels (default {V2ARecipe.latent_channels})")
+    p.add_argument("--onset-dropout", type=float, help=f"with --contacts: share of true hits left out of the onset "
+                   f"track in training (default {V2ARecipe.onset_dropout})")
+    p.add_argument("--sync-dropout", type=float, help=f"with --contacts: share of examples trained without sync features "
+                   f"(default {V2ARecipe.sync_dropout})")
     p.add_argument("--lr", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -558,11 +654,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     world = args.world if args.world is not None else (0 if args.videos else V2ARecipe.world)
     recipe = V2ARecipe(world=world, scenes=args.scenes, videos=args.videos, text=not args.no_text, threads=args.threads,
                        seed=args.seed, vae_from=args.vae_from, init=args.init, visual_encoder=args.visual_encoder,
-                       vocoder=args.vocoder, impact=args.impact)
+                       vocoder=args.vocoder, impact=args.impact,
+                       contacts=args.contacts)
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
         recipe.dit_minutes = args.minutes * (0.85 if args.vae_from or args.init else 0.75)
-    for name in ("clean_share", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
+    for name in ("clean_share", "onset_dropout", "sync_dropout", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
                  "n_heads", "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))

@@ -6,8 +6,11 @@ An example is a dict with
   fps, seconds, wave float32 (N,) at 16 kHz with N = round(seconds * 16000),
   caption (str, may be ""), onset float32 (T,): the soundtrack's onset strength at each frame
   (the sync encoder's auxiliary target), and with ``visual=(size, visual_fps)`` visual_frames uint8
-  (T_v, size, size, 3): the frames at the visual frame rate at a frozen CLIP's input size, and with ``impact``
-  impact float32 (T,): the impact track (lumina.v2a.impact) of the full frames, computed once here.
+  (T_v, size, size, 3): the frames at the visual frame rate at a frozen CLIP's input size, hits float64: the
+  soundtrack's onset times after its first 50 ms (what the onset track of the transformer is trained on), and per
+  cue asked for (``cues``, computed once here from the full frames): "impact" impact float32 (T,), the impact track
+  (lumina.v2a.impact); "contacts" candidates (times in frames (K,), features (K, F)) for the contact detector
+  (lumina.v2a.contacts).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lumina.v2a.audio import SAMPLE_RATE, onset_envelope, resample_audio
+from lumina.v2a.audio import SAMPLE_RATE, detect_onsets, onset_envelope, resample_audio
+from lumina.v2a.contacts import candidates_from_track
 from lumina.v2a.encoders import as_float_frames, resize_frames, visual_frame_indices
-from lumina.v2a.impact import impact_track
+from lumina.v2a.impact import frame_accelerations
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+CUES = ("impact", "contacts")
+FIRST_HIT = 0.05     # s: onsets before this are the soundtrack starting, not a contact
 FLUX_REF = 1.5       # spectral flux counted as a full-strength onset (a world bounce click peaks at ~1-4)
 WORLD_FPS = (8, 12, 24, 30)
 WORLD_SECONDS = (2.0, 4.0, 6.0)
@@ -45,18 +51,27 @@ def onset_targets(wave: np.ndarray, num_frames: int, fps: float, sample_rate: in
 
 
 def make_example(frames: np.ndarray, fps: float, wave: np.ndarray, caption: str = "", size: int = 32,
-                 visual: Optional[Tuple[int, float]] = None, impact: bool = False, **extra) -> Dict:
+                 visual: Optional[Tuple[int, float]] = None, cues: Sequence[str] = (), **extra) -> Dict:
     seconds = len(frames) / float(fps)
     n = int(round(seconds * SAMPLE_RATE))
     w = np.zeros(n, dtype=np.float32)
     w[: min(n, len(wave))] = np.asarray(wave, dtype=np.float32)[:n]
     ex = dict(frames=small_frames(frames, size), fps=float(fps), seconds=seconds, wave=w, caption=caption,
               onset=onset_targets(w, len(frames), fps))
+    hits = detect_onsets(w) if np.any(w) else np.zeros(0)
+    ex["hits"] = hits[hits > FIRST_HIT]
     if visual is not None:
         idx, _ = visual_frame_indices(len(frames), fps, visual[1])
         ex["visual_frames"] = small_frames(frames[idx], visual[0])
-    if impact:
-        ex["impact"] = impact_track(frames)
+    unknown = set(cues) - set(CUES)
+    if unknown:
+        raise ValueError(f"unknown cues {sorted(unknown)}; allowed: {CUES}")
+    if cues:
+        score, acc = frame_accelerations(frames)
+        if "impact" in cues:
+            ex["impact"] = score
+        if "contacts" in cues:
+            ex["candidates"] = candidates_from_track(score, acc)
     ex.update(extra)
     return ex
 
@@ -73,7 +88,7 @@ def world_clip(seed: int, fps: float, seconds: float, size: int = 128, *, n_obje
 
 
 def world_examples(n: int, seed0: int = 0, enc_size: int = 32, bounce_share: float = 0.6,
-                   visual: Optional[Tuple[int, float]] = None, impact: bool = False) -> Iterator[Dict]:
+                   visual: Optional[Tuple[int, float]] = None, cues: Sequence[str] = ()) -> Iterator[Dict]:
     """n world examples; fps, length, render size and (for bounce_share of them) bouncing motion vary by seed."""
     for i in range(n):
         seed = seed0 + i
@@ -83,12 +98,12 @@ def world_examples(n: int, seed0: int = 0, enc_size: int = 32, bounce_share: flo
         size = int(rng.choice([64, 128]))
         motion = "bouncing" if rng.random() < bounce_share else None
         clip, wave = world_clip(seed, fps, seconds, size, motion=motion)
-        yield make_example(clip.frames, fps, wave, clip.caption, enc_size, visual, impact, seed=seed)
+        yield make_example(clip.frames, fps, wave, clip.caption, enc_size, visual, cues, seed=seed)
 
 
 def folder_examples(folder, window: float = 4.0, max_seconds: float = 10.0, enc_size: int = 32,
                     limit: Optional[int] = None, visual: Optional[Tuple[int, float]] = None,
-                    impact: bool = False) -> Iterator[Dict]:
+                    cues: Sequence[str] = ()) -> Iterator[Dict]:
     """VGGSound-style folder: every video with an audio track, cut into windows of `window` seconds.
 
     A caption is read from a sidecar FILE.txt when present.  Videos without sound are skipped.
@@ -112,7 +127,7 @@ def folder_examples(folder, window: float = 4.0, max_seconds: float = 10.0, enc_
             chunk = frames[start:start + per]
             a0 = int(round(start / fps * SAMPLE_RATE))
             yield make_example(chunk, fps, wave[a0:a0 + int(round(len(chunk) / fps * SAMPLE_RATE))], caption,
-                               enc_size, visual, impact, source=str(path))
+                               enc_size, visual, cues, source=str(path))
             count += 1
             if limit is not None and count >= limit:
                 return

@@ -22,7 +22,7 @@ to scatter clicks).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -255,7 +255,7 @@ def render_scene(seed: int, fps: float, seconds: float, sample_rate: int = 16000
 
 
 def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32, visual: Optional[Tuple[int, float]] = None,
-                   clean_share: float = CLEAN_SHARE, impact: bool = False) -> Iterator[Dict]:
+                   clean_share: float = CLEAN_SHARE, cues: Sequence[str] = ()) -> Iterator[Dict]:
     """n varied training examples (lumina_research.train.v2a_data.make_example dicts, no caption); fps, length
     and (for clean_share of them) a clean scene vary by seed."""
     from lumina_research.train.v2a_data import make_example
@@ -266,4 +266,4 @@ def scene_examples(n: int, seed0: int = 3_000_000, enc_size: int = 32, visual: O
         fps = float(rng.choice(SCENE_FPS))
         seconds = float(rng.choice(SCENE_SECONDS))
         scene = render_scene(seed, fps, seconds, clean=bool(rng.random() < clean_share))
-        yield make_example(scene["frames"], fps, scene["wave"], "", enc_size, visual, impact, seed=seed)
+        yield make_example(scene["frames"], fps, scene["wave"], "", enc_size, visual, cues, seed=seed)
