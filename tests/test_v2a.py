@@ -262,7 +262,8 @@ def _videos_with_sound(folder, n: int = 2):
 def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
     """`train v2a` builds a member with a (frozen) CLIPVisionModel, a SpeechT5HifiGan of hop 160 and sizes given as
     options, from real mp4 files; the saved pipeline loads with those classes and sounds to its last sample;
-    `--init` from it fine-tunes the whole pipeline (VAE, vocoder and mel geometry kept)."""
+    `--init` from it fine-tunes the whole pipeline (VAE, vocoder and mel geometry kept), here with `--contacts`: a
+    contact detector and the transformer's onset-track input at this member's mel pace."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from lumina_research.train.__main__ import main
@@ -290,12 +291,15 @@ def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
 
     tuned = tmp_path / "tuned"
     assert main(["v2a", "--videos", str(videos), "--out", str(tuned), "--init", str(out), "--dit-steps", "2",
-                 "--batch", "2", "--no-text"]) == 0
+                 "--batch", "2", "--no-text", "--contacts"]) == 0
     report = json.loads((tuned / "train_report.json").read_text())
-    assert report["vae_from"] == str(out) and report["dit_steps"] == 2
+    assert report["vae_from"] == str(out) and report["dit_steps"] == 2 and report["detector_candidates"] > 0
     again = load_v2a(tuned, text=False)
     assert type(again.visual_encoder).__name__ == "CLIPVisionModel" and again.config.hop_length == 160
     assert again.vae.config.scaling_factor == pytest.approx(pipe.vae.config.scaling_factor, rel=1e-3)
+    assert again.transformer.config.onset_channels == 4 and type(again.contact_detector).__name__ == "V2AContactDetector"
+    result = again(clip.frames, 12, num_inference_steps=3, contacts=[0.5, 1.5])
+    assert list(result.contacts) == [0.5, 1.5] and result.audio.shape == (2 * SR,)
 
 
 def test_out_of_world_bench_validated_on_its_knocks_and_shuffled(tmp_path):

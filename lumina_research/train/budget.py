@@ -30,8 +30,8 @@ def warmup_cosine_lr(lr: float, warmup: int, progress: float, step: int) -> floa
 def budgeted_steps(opt: torch.optim.Optimizer, total_steps: int, max_minutes: Optional[float], lr: float,
                    warmup: int, on_budget_spent: Optional[Callable[[int], None]] = None) -> Iterator[int]:
     """The step indices of a training loop, each after setting every param group's lr (warmup, then
-    cosine over the step or time budget); ends early once `max_minutes` is spent, calling
-    `on_budget_spent(steps_done)`."""
+    cosine over the step or time budget, times the group's "lr_scale" if it has one); ends early once
+    `max_minutes` is spent, calling `on_budget_spent(steps_done)`."""
     t_start = time.time()
     for step in range(total_steps):
         progress = budget_progress(step, total_steps, t_start, max_minutes)
@@ -40,7 +40,7 @@ def budgeted_steps(opt: torch.optim.Optimizer, total_steps: int, max_minutes: Op
                 on_budget_spent(step)
             return
         for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(lr, warmup, progress, step)
+            g["lr"] = warmup_cosine_lr(lr, warmup, progress, step) * g.get("lr_scale", 1.0)
         yield step
 
 

@@ -104,6 +104,7 @@ class V2ARecipe:
     onset_dropout: float = 0.0       # ... of which this share of the true hits is left out in training (> 0: the
                                      #     learned path also hits where the track has none; on unfamiliar looks it scatters)
     sync_dropout: float = 0.5        # ... and the sync features of this share of examples (hits from the track alone)
+    onset_lr_scale: float = 10.0     # ... whose input layer learns at this multiple of lr
     detector_false_rate: float = 0.15  # the detector's threshold: most contacts at at most this many false ones per s
     visual_encoder: Optional[str] = None  # a CLIPVisionModel directory (frozen) instead of the tiny frame encoder
     vocoder: Optional[str] = None    # a SpeechT5HifiGan directory instead of Griffin-Lim
@@ -393,11 +394,16 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
     bucket_p /= bucket_p.sum()
     rng = np.random.default_rng(recipe.seed + 2)
     gen = torch.Generator().manual_seed(recipe.seed + 3)
-    decay, no_decay = [], []
+    decay, no_decay, onset = [], [], []
     for name, p in model.named_parameters():
-        (no_decay if p.dim() < 2 or "null_" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
+        if name.startswith("transformer.onset_embedder."):
+            onset.append(p)
+        else:
+            (no_decay if p.dim() < 2 or "null_" in name else decay).append(p)
+    param_groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if onset:  # a new input learns at its own pace while a fine-tuned member's weights move slowly
+        param_groups.append({"params": onset, "weight_decay": 0.0, "lr_scale": recipe.onset_lr_scale})
+    opt = torch.optim.AdamW(param_groups, lr=recipe.lr, betas=(0.9, 0.98))
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -460,6 +466,9 @@ def train_detector(examples: Sequence[Dict], recipe: V2ARecipe, steps: int = 200
         hits = np.asarray(ex["hits"]) * ex["fps"]
         feats.append(f)
         labels += [float(len(hits) > 0 and np.min(np.abs(hits - t)) <= 1.0) for t in times]
+    if not labels:
+        raise SystemExit("--contacts: no motion in the training videos gives a contact candidate; nothing to train the "
+                         "contact detector on")
     x = torch.from_numpy(np.concatenate(feats))
     y = torch.tensor(labels)
     detector = V2AContactDetector(num_features=x.shape[1])
@@ -647,6 +656,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    f"track in training (default {V2ARecipe.onset_dropout})")
     p.add_argument("--sync-dropout", type=float, help=f"with --contacts: share of examples trained without sync features "
                    f"(default {V2ARecipe.sync_dropout})")
+    p.add_argument("--onset-lr-scale", type=float, help=f"with --contacts: the onset-track input learns at this multiple "
+                   f"of --lr (default {V2ARecipe.onset_lr_scale})")
     p.add_argument("--lr", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -659,7 +670,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
         recipe.dit_minutes = args.minutes * (0.85 if args.vae_from or args.init else 0.75)
-    for name in ("clean_share", "onset_dropout", "sync_dropout", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
+    for name in ("clean_share", "onset_dropout", "sync_dropout", "onset_lr_scale", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
                  "n_heads", "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
