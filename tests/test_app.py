@@ -443,6 +443,7 @@ def test_sound_tab_adds_a_track_to_an_upload_and_refuses_bad_files(random_pipeli
     assert len(audio) >= 2.5 * rate and np.abs(audio).max() > 1e-3
     assert settings["steps"] == 6 and settings["seed"] == 4 and settings["prompt"] == "a bouncing ball"
     assert settings["streams"]["audio"] == pytest.approx(2.5, abs=0.01) and status.startswith("✓ 2.50 s of sound")
+    assert isinstance(settings["contacts"], list) and f"hits on {len(settings['contacts'])} contact" in status
     from PIL import Image
 
     with Image.open(wave) as image:

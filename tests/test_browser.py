@@ -10,6 +10,7 @@ docs/screenshots with LUMINA_SCREENSHOTS=docs/screenshots (which also serves the
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -285,7 +286,9 @@ def test_sound_tab(page, server, tmp_path):
     page.wait_for_function(VIDEO_READY, arg="#sound-video video", timeout=150_000)
     page.wait_for_function("() => document.querySelector('#sound-video video').readyState >= 2")  # a frame shows
     page.wait_for_selector("#sound-wave img")
-    assert page.input_value("#sound-status textarea").startswith("✓ 2.50 s of sound")
+    status = page.input_value("#sound-status textarea")
+    assert status.startswith("✓ 2.50 s of sound"), status
+    assert re.search(r"hits on [1-9]\d* contacts? seen at [\d., ]+ s", status), status  # where the hits went
     src = page.evaluate("() => document.querySelector('#sound-video video').currentSrc")
     out = tmp_path / "with-sound.mp4"
     with urllib.request.urlopen(src, timeout=30) as r:
