@@ -528,3 +528,21 @@ def test_hits_follow_the_contact_times_a_user_gives():
     assert placed >= 8 and unplaced == 0, (placed, unplaced)  # measured: 9 of 12 and 0
     with pytest.raises(InvalidRequestError, match=r"within the video \(0 to 3.00\)"):
         pipe(still, 24, contacts=[1.0, 4.5])
+    with pytest.raises(InvalidRequestError, match="numbers of seconds"):
+        pipe(still, 24, contacts=["1.0", "soon"])
+
+
+def test_cli_contacts_option_places_hits_and_refuses_bad_times(tmp_path, capsys):
+    """`python -m lumina v2a --contacts '0.5, 1.25'` uses those times (reported in its JSON); text that is not a list
+    of times, or a time past the video's end, exits 2 with the reason and writes no file."""
+    from lumina.media import write_mp4
+    from lumina.v2a.cli import main as v2a_main
+
+    video = write_mp4(tmp_path / "still.mp4", np.full((36, 48, 48, 3), 90, np.uint8), 12)  # 3 s
+    out = tmp_path / "out.mp4"
+    assert v2a_main(["--video", str(video), "--out", str(out), "--steps", "4", "--contacts", "0.5, 1.25"]) == 0
+    assert json.loads(capsys.readouterr().out)["contacts"] == [0.5, 1.25]
+    for text, words in (("soon", "contacts"), ("0.5, 9", "within the video (0 to 3.00)")):
+        bad = tmp_path / "bad.mp4"
+        assert v2a_main(["--video", str(video), "--out", str(bad), "--contacts", text]) == 2
+        assert words in capsys.readouterr().err and not bad.exists()

@@ -185,7 +185,11 @@ class LuminaV2APipeline(DiffusionPipeline):
         if contacts is None:
             times = self.contact_detector.detect(frames, fps)
         else:
-            times = np.asarray(contacts, dtype=np.float64).reshape(-1)
+            try:
+                times = np.asarray(contacts, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise InvalidRequestError(f"contacts={contacts!r}: give contact times as numbers of seconds, e.g. "
+                                          "[0.5, 1.25] (lumina.syntax.parse_numbers reads them from text)") from None
             seconds = len(frames) / fps
             if not np.all(np.isfinite(times)) or np.any(times < 0) or np.any(times > seconds):
                 raise InvalidRequestError(f"contact times must be seconds within the video (0 to {seconds:.2f}); got "
