@@ -22,6 +22,8 @@ Stages (each time-boxed, all in one process; --minutes splits 12% VAE / 75% tran
    t = 1 data, logit-normal t), video+text dropped together 10% (CFG), caption alone 70%, plus two
    auxiliary losses any video with sound provides: the sync encoder predicts the soundtrack's onset
    strength per frame, the frame encoder the mel spectrum heard around its frame; EMA weights are shipped;
+   with ``--contacts`` first a contact detector (lumina.v2a.contacts) is fit on the examples' impact-track
+   candidates, and the transformer gets an onset-track input fed the soundtrack's true hits;
 5. the pipeline (vocoder None -> Griffin-Lim unless --vocoder; MiniLM attached at load time) is written in diffusers
    layout with a training report (train_report.json).
 """
@@ -350,7 +352,8 @@ def make_batch(examples, latents, caps, idx, recipe: V2ARecipe, cfg: MelConfig, 
         onsets = torch.stack([onset_track([h for h in examples[i]["hits"] if rng.random() >= recipe.onset_dropout],
                                           n_lat, down, cfg.hop_length, cfg.sample_rate) for i in idx])
         sync_keep = torch.from_numpy(rng.random(b) >= recipe.sync_dropout).float()
-    return dict(onsets=onsets, sync_keep=sync_keep, frames=frames, visual=visual, visual_idx=torch.from_numpy(vidx), visual_times=torch.tensor(vtimes, dtype=torch.float32),
+    return dict(onsets=onsets, sync_keep=sync_keep, frames=frames, visual=visual, visual_idx=torch.from_numpy(vidx),
+                visual_times=torch.tensor(vtimes, dtype=torch.float32),
                 sync_times=torch.arange(n_frames, dtype=torch.float32) / fps,
                 audio_times=latent_times(x1.shape[2], down, cfg), x1=x1, onset=onset, impact=impact, cap_feats=cap_feats,
                 cap_mask=cap_mask, drop=drop, spectra=spectra,
@@ -611,7 +614,8 @@ def train(out: Path, recipe: V2ARecipe) -> Dict:
     )
     out.mkdir(parents=True, exist_ok=True)
     pipe.to(dtype=torch.float16).save_pretrained(str(out))  # float16 storage: the assets' size budget
-    report = {"recipe": asdict(recipe), "examples": len(examples), "data_seconds": t_data, **vae_report, **detector_report, **dit_report,
+    report = {"recipe": asdict(recipe), "examples": len(examples), "data_seconds": t_data, **vae_report,
+              **detector_report, **dit_report,
               "latent_std": std, "text_encoder": source or (type(text_encoder).__name__ if text_encoder else None),
               "total_minutes": (time.perf_counter() - t_all) / 60}
     (out / "train_report.json").write_text(json.dumps(report, indent=1))
@@ -670,7 +674,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.minutes:  # data, latents and captions take the remaining ~15%
         recipe.vae_minutes = args.minutes * 0.12
         recipe.dit_minutes = args.minutes * (0.85 if args.vae_from or args.init else 0.75)
-    for name in ("clean_share", "onset_dropout", "sync_dropout", "onset_lr_scale", "vae_minutes", "dit_minutes", "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
+    for name in ("clean_share", "onset_dropout", "sync_dropout", "onset_lr_scale", "vae_minutes", "dit_minutes",
+                 "vae_steps", "dit_steps", "batch", "lr", "dim", "n_layers",
                  "n_heads", "n_kv_heads", "n_mels", "hop_length", "latent_channels"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
