@@ -177,7 +177,7 @@ class LuminaV2APipeline(DiffusionPipeline):
     def encode_contacts(self, frames: np.ndarray, fps: float, n_latent: int, contacts=None):
         """(contact times (s), onset track (n_latent, onset_channels)), or (None, None) for a model without one.
         ``contacts`` given: those times (checked), else the contact detector's."""
-        channels = int(getattr(self.transformer.config, "onset_channels", 0) or 0)
+        channels = int(self.transformer.config.onset_channels)
         if not channels:
             if contacts is not None:
                 raise InvalidRequestError("this V2A model has no onset track: it cannot take contact times")
@@ -338,7 +338,7 @@ def parts_mismatches(transformer, vae, sync_encoder, visual_encoder, vocoder, te
     t = transformer.config
     out: List[str] = []
     v = vae.config
-    onset_channels = int(getattr(t, "onset_channels", 0) or 0)
+    onset_channels = int(t.onset_channels)
     if onset_channels and onset_channels != 2 ** (len(v.block_out_channels) - 1):
         out.append(f"the transformer has onset_channels={onset_channels} but the VAE groups "
                    f"{2 ** (len(v.block_out_channels) - 1)} mel frames per latent frame: they must be equal")

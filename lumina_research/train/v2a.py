@@ -440,19 +440,17 @@ def train_dit(model: Trainable, examples, latents, caps, recipe: V2ARecipe, cfg:
 
 
 def contact_scores(detector: V2AContactDetector, examples: Sequence[Dict], threshold: float) -> Dict:
-    """Share of the examples' hits with a detected contact within one frame, and false contacts per second."""
-    hits = met = false = 0
-    seconds = 0.0
+    """Share of the examples' hits with a detected contact within one frame, and false contacts per second (the sync
+    bench's own count, lumina_research.eval.v2a.score_onsets)."""
+    from lumina_research.eval.v2a import score_onsets
+
+    rows = []
     for ex in examples:
         times, feats = ex["candidates"]
-        keep = detector.probabilities(feats) > threshold
-        found = np.asarray(times)[keep] / ex["fps"]
-        truth, tol = np.asarray(ex["hits"]), 1.0 / ex["fps"]
-        hits += len(truth)
-        met += sum(1 for h in truth if len(found) and np.min(np.abs(found - h)) <= tol)
-        false += sum(1 for f in found if f > tol and not (len(truth) and np.min(np.abs(truth - f)) <= tol))
-        seconds += ex["seconds"]
-    return {"contacts_met": met / max(hits, 1), "false_per_s": false / max(seconds, 1e-9)}
+        found = np.asarray(times)[detector.probabilities(feats) > threshold] / ex["fps"]
+        rows.append(score_onsets(found, ex["hits"], ex["fps"], ex["seconds"]))
+    return {"contacts_met": sum(r["hits"] for r in rows) / max(sum(r["bounces"] for r in rows), 1),
+            "false_per_s": sum(r["false_onsets"] for r in rows) / max(sum(r["seconds"] for r in rows), 1e-9)}
 
 
 def train_detector(examples: Sequence[Dict], recipe: V2ARecipe, steps: int = 200) -> Tuple[V2AContactDetector, Dict]:

@@ -6,11 +6,11 @@ An example is a dict with
   fps, seconds, wave float32 (N,) at 16 kHz with N = round(seconds * 16000),
   caption (str, may be ""), onset float32 (T,): the soundtrack's onset strength at each frame
   (the sync encoder's auxiliary target), and with ``visual=(size, visual_fps)`` visual_frames uint8
-  (T_v, size, size, 3): the frames at the visual frame rate at a frozen CLIP's input size, hits float64: the
-  soundtrack's onset times after its first 50 ms (what the onset track of the transformer is trained on), and per
-  cue asked for (``cues``, computed once here from the full frames): "impact" impact float32 (T,), the impact track
+  (T_v, size, size, 3): the frames at the visual frame rate at a frozen CLIP's input size, and per cue asked for
+  (``cues``, computed once here from the full frames): "impact" impact float32 (T,), the impact track
   (lumina.v2a.impact); "contacts" candidates (times in frames (K,), features (K, F)) for the contact detector
-  (lumina.v2a.contacts).
+  (lumina.v2a.contacts) and hits float64, the soundtrack's onset times after its first 50 ms (the detector's labels
+  and what the transformer's onset track is trained on).
 """
 
 from __future__ import annotations
@@ -58,8 +58,6 @@ def make_example(frames: np.ndarray, fps: float, wave: np.ndarray, caption: str 
     w[: min(n, len(wave))] = np.asarray(wave, dtype=np.float32)[:n]
     ex = dict(frames=small_frames(frames, size), fps=float(fps), seconds=seconds, wave=w, caption=caption,
               onset=onset_targets(w, len(frames), fps))
-    hits = detect_onsets(w) if np.any(w) else np.zeros(0)
-    ex["hits"] = hits[hits > FIRST_HIT]
     if visual is not None:
         idx, _ = visual_frame_indices(len(frames), fps, visual[1])
         ex["visual_frames"] = small_frames(frames[idx], visual[0])
@@ -72,6 +70,8 @@ def make_example(frames: np.ndarray, fps: float, wave: np.ndarray, caption: str 
             ex["impact"] = score
         if "contacts" in cues:
             ex["candidates"] = candidates_from_track(score, acc)
+            hits = detect_onsets(w) if np.any(w) else np.zeros(0)
+            ex["hits"] = hits[hits > FIRST_HIT]
     ex.update(extra)
     return ex
 

@@ -30,6 +30,14 @@ def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 (stands in for gr.Slider
     return slider
 
 
+def prompt_and_seed(first_prompt: str, where: str):
+    """The row the Compare and Motion tabs open with: one prompt and one seed shared by every clip `where`."""
+    with gr.Row():
+        prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3, info=f"the same prompt {where}")
+        seed = gr.Number(value=0, label="Seed", precision=0, scale=1, info=f"the same starting noise {where}")
+    return prompt, seed
+
+
 def job_started():
     return gr.update(interactive=False), gr.update(interactive=True)
 

@@ -12,7 +12,7 @@ from lumina import validation as V
 from lumina.app.endpoints import Studio
 from lumina.app.form import COMPARE_SCHEDULES, size_choices
 from lumina.app.results import CompareState
-from lumina.app.ui.common import Slider, running, wire_stop
+from lumina.app.ui.common import Slider, prompt_and_seed, running, wire_stop
 
 COMPARE_INTRO = (
     "One prompt and seed rendered with each patch schedule, after a short untimed warm-up run. Coarser patches "
@@ -69,11 +69,7 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
     schedules = studio.schedule_choices()
     with gr.Tab("Compare", id="compare"):
         gr.Markdown(COMPARE_INTRO)
-        with gr.Row():
-            c_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3,
-                                  info="the same prompt for every schedule")
-            c_seed = gr.Number(value=0, label="Seed", precision=0, scale=1,
-                               info="the same starting noise for every schedule")
+        c_prompt, c_seed = prompt_and_seed(first_prompt, "for every schedule")
         with gr.Row():
             c_schedules = gr.CheckboxGroup(
                 [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",

@@ -13,7 +13,7 @@ from lumina import validation as V
 from lumina.app.endpoints import Studio
 from lumina.app.form import MAX_GRID_SIDE, size_choices
 from lumina.app.results import MEASURED_MOTION_NOTE
-from lumina.app.ui.common import Slider, running, wire_stop
+from lumina.app.ui.common import Slider, prompt_and_seed, running, wire_stop
 
 MOTION_COLUMNS = ["positive", "negative", "requested gap", "measured motion"]
 PLOT_COLUMNS = ["gap", "measured", "motion", "negative"]
@@ -78,11 +78,7 @@ def build_motion_tab(studio: Studio, first_prompt: str) -> Tuple[gr.Dropdown, gr
                     "defaults are this model's own negative score with positives spread around its "
                     "default, so measured motion should rise along a row. Press a tile to play it.")
         gr.Markdown(MEASURED_MOTION_NOTE, elem_id="motion-note")
-        with gr.Row():
-            m_prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3,
-                                  info="the same prompt in every cell")
-            m_seed = gr.Number(value=0, label="Seed", precision=0, scale=1,
-                               info="the same starting noise in every cell")
+        m_prompt, m_seed = prompt_and_seed(first_prompt, "in every cell")
         with gr.Row():
             m_pos = gr.Textbox(value=grid_positive, label="Positive scores",
                                info=f"comma separated, up to {MAX_GRID_SIDE}")
