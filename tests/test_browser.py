@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -166,24 +167,46 @@ def test_generate_on_a_desktop(page, server):
     assert not page.errors
 
 
+def _set_number(page, label: str, value: int, range_label: str = "") -> None:
+    """Type `value` into a number box and wait until the page holds it (and the slider's track, `range_label`).
+
+    On a loaded machine a re-render landing between typing and Enter can put the old value back (CI once ran a
+    3-step default instead of 200 steps), so the value is checked after a pause and typed again until it stays.
+    """
+    box = page.get_by_label(label, exact=True).first
+    held = "([sel, v]) => [...document.querySelectorAll(sel)].some(e => e.value === v)"
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Enter")
+        page.wait_for_timeout(500)
+        if box.input_value() == str(value) and (
+                not range_label or page.evaluate(held, [f"input[aria-label='{range_label}']", str(value)])):
+            return
+    raise AssertionError(f"{label} did not keep {value}: {box.input_value()}")
+
+
+def _poll(page, script: str, timeout_s: float) -> None:
+    """Evaluate `script` from Python every 50 ms: a page's own polling timers can be throttled while it does not
+    paint, and then miss a moment that lasts only seconds (a step counter)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {script}"
+        time.sleep(0.05)
+
+
 def test_stop_keeps_the_previous_result(page):
     page.get_by_role("tab", name="Generate").click()
     before = page.evaluate("() => document.querySelector('#result-video video').currentSrc")
     page.get_by_role("button", name="Sampling").first.click()
-    steps = page.get_by_label("number input for Steps").first
-    steps.fill("200")
-    steps.press("Enter")
+    _set_number(page, "number input for Steps", 200, range_label="range slider for Steps")
     if not os.environ.get("LUMINA_SCREENSHOTS"):  # the small random model needs long clips to be stoppable: a few
         page.get_by_role("button", name="Size and length").first.click()  # seconds of steps even on a loaded CPU
-        frames = page.get_by_label("Frames", exact=True).first
-        frames.fill("256")
-        frames.press("Enter")
+        _set_number(page, "Frames", 256)
     page.get_by_role("button", name="Scales (patch schedule)").first.click()
     page.get_by_role("radio", name="1x2").check()
     page.click("#generate-btn")
-    # polled on a timer, not on animation frames: those pause while the page does not paint (e.g. in the background)
-    page.wait_for_function("() => /step \\d+\\/199/.test(document.querySelector('#result-video').innerText)",
-                           timeout=150_000, polling=100)
+    _poll(page, "() => /step \\d+\\//.test(document.querySelector('#result-video').innerText)", 150)
+    assert "/199 " in page.inner_text("#result-video")  # 200 grid points typed above: 199 model steps
     page.click("#stop-btn")
     page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('■ stopped')")
     page.wait_for_function("() => document.querySelector('#stop-btn').disabled")
