@@ -166,10 +166,11 @@ def resample_audio(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np
 # onsets and pitch (numpy, used by the sync encoder's target and by lumina_research.eval.v2a)
 
 ONSET_HOP = 128  # 8 ms at 16 kHz
+ONSET_N_FFT = 512
 
 
 def onset_envelope(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, hop: int = ONSET_HOP,
-                   n_fft: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+                   n_fft: int = ONSET_N_FFT) -> Tuple[np.ndarray, np.ndarray]:
     """Spectral flux (half-wave rectified rise of log magnitude) and its frame times in seconds.
 
     The flux of frame i compares (centred) frame i with frame i-1.  Log compression makes a sharp onset's
@@ -196,6 +197,11 @@ def detect_onsets(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, min_gap: flo
     if wave.size < 1024 or not np.any(wave):
         return np.zeros(0)
     flux, times = onset_envelope(wave, sample_rate)
+    # Frames whose window runs past either end are partly the signal mirrored (stft's reflect padding): a peak there
+    # is the mirror's corner, not a sound (it put an "onset" at the very end of ~40% of generated clips).
+    centres = np.arange(len(flux)) * ONSET_HOP
+    whole = (centres >= ONSET_N_FFT // 2) & (centres + ONSET_N_FFT // 2 <= wave.size)
+    flux, times = flux[whole], times[whole]
     med = np.median(flux)
     mad = np.median(np.abs(flux - med)) + 1e-9
     floor = max(med + k_mad * 1.4826 * mad, rel_threshold * float(flux.max()))
