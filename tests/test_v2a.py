@@ -373,7 +373,8 @@ def _disc_clip(speed: float, colour, background, seconds: float = 2.0, fps: floa
 
 def test_impact_track_peaks_on_contacts_whatever_the_look():
     """The impact track (no learning) peaks within a frame of each wall contact, stays low at constant velocity,
-    and reads the same motion the same way in another colour on another background."""
+    and reads the same motion the same way in another colour on another background, even one that differs from the
+    disc only in hue."""
     from lumina.v2a.impact import impact_track
 
     fps = 24.0
@@ -389,6 +390,10 @@ def test_impact_track_peaks_on_contacts_whatever_the_look():
     assert all(np.abs(np.asarray(contacts) - p / fps).min() <= 1 / fps + 1e-6 for p in peaks)
     other, _ = _disc_clip(6.0, (40, 90, 120), light)
     assert np.array_equal(np.flatnonzero(impact_track(other) > 0.8), peaks)
+    # a red disc on a green wall of the same brightness (luminance 102 vs 103): only its hue tells it apart
+    green = np.full((64, 96, 3), (40, 140, 80), np.uint8)
+    hue_only, _ = _disc_clip(6.0, (200, 60, 60), green)
+    assert np.array_equal(np.flatnonzero(impact_track(hue_only) > 0.8), peaks)
     steady, none = _disc_clip(1.5, (230, 60, 40), dark, seconds=1.5)
     assert not none and impact_track(steady).max() < 0.5
 

@@ -1,7 +1,8 @@
 """Impact track: an appearance-free contact cue for the sync features, computed from the video without learning.
 
 A contact is an abrupt change of an object's velocity, whatever the object looks like.  Per frame t, at 64 px on the
-short side in grayscale:
+short side, in luminance (or, for an object that differs from its background only in hue, the colour direction
+along which the clip changes most: ``_gray``):
 
 * forward flow t -> t+1 and backward flow t -> t-1 (OpenCV Farneback with its own 3-level pyramid; both flows are
   anchored on frame t's pixels, so for constant velocity they cancel: f + b = 0), minus their median (camera motion);
@@ -36,18 +37,36 @@ MIN_SPEED = 0.3        # px/frame: slower components (resting, flow noise) carry
 MAX_SCORE = 4.0
 
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
 def _gray(frames) -> list:
-    """(T, H, W, 3) uint8 or float [0, 1] -> grayscale uint8 frames with SHORT_SIDE pixels on the short side."""
-    out = []
+    """(T, H, W, 3) uint8 or float [0, 1] -> uint8 frames with SHORT_SIDE pixels on the short side: luminance, or,
+    when nothing changes in luminance by 2 * MIN_DIFF, the colour direction along which the clip changes most.
+
+    Luminance hides an object whose colour differs from the background's only in hue (a red ball on a green wall of the
+    same brightness); the first principal direction of the frame differences sees it.  Its weights have magnitudes
+    summing to 1, so a change along grey moves it as much as it moves luminance.  Every other clip keeps luminance,
+    which the contact detector was trained on.
+    """
+    small = []
     for f in frames:
         f = np.asarray(f)
         if f.dtype != np.uint8:
             f = (np.clip(f, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-        g = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY)
-        s = SHORT_SIDE / min(g.shape)
-        size = (max(1, round(g.shape[1] * s)), max(1, round(g.shape[0] * s)))
-        out.append(cv2.resize(g, size, interpolation=cv2.INTER_AREA))
-    return out
+        s = SHORT_SIDE / min(f.shape[:2])
+        size = (max(1, round(f.shape[1] * s)), max(1, round(f.shape[0] * s)))
+        small.append(cv2.resize(np.ascontiguousarray(f), size, interpolation=cv2.INTER_AREA).astype(np.float32))
+    weights = LUMA
+    if len(small) > 1:
+        d = np.concatenate([(b - a).reshape(-1, 3) for a, b in zip(small[:-1], small[1:])])
+        values, vectors = np.linalg.eigh(d.T @ d)
+        u = vectors[:, -1] / np.abs(vectors[:, -1]).sum()
+        luma_change, hue_change = float(np.abs(d @ LUMA).max()), float(np.abs(d @ u).max())
+        if luma_change < 2 * MIN_DIFF and hue_change >= 2 * luma_change:
+            weights = (u if u.sum() >= 0 else -u).astype(np.float32)
+    offset = 255.0 * float(np.clip(-weights, 0, None).sum())  # the weighted image spans [0, 255]
+    return [np.clip(f @ weights + offset + 0.5, 0, 255).astype(np.uint8) for f in small]
 
 
 def _components(f: np.ndarray, b: np.ndarray, diff: np.ndarray, threshold: float):
