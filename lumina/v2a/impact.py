@@ -37,9 +37,6 @@ MIN_SPEED = 0.3        # px/frame: slower components (resting, flow noise) carry
 MAX_SCORE = 4.0
 
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 def _gray(frames) -> list:
     """(T, H, W, 3) uint8 or float [0, 1] -> uint8 frames with SHORT_SIDE pixels on the short side: luminance, or,
     when nothing changes in luminance by 2 * MIN_DIFF, the colour direction along which the clip changes most.
@@ -49,24 +46,24 @@ def _gray(frames) -> list:
     summing to 1, so a change along grey moves it as much as it moves luminance.  Every other clip keeps luminance,
     which the contact detector was trained on.
     """
-    small = []
-    for f in frames:
-        f = np.asarray(f)
-        if f.dtype != np.uint8:
-            f = (np.clip(f, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-        s = SHORT_SIDE / min(f.shape[:2])
-        size = (max(1, round(f.shape[1] * s)), max(1, round(f.shape[0] * s)))
-        small.append(cv2.resize(np.ascontiguousarray(f), size, interpolation=cv2.INTER_AREA).astype(np.float32))
-    weights = LUMA
-    if len(small) > 1:
-        d = np.concatenate([(b - a).reshape(-1, 3) for a, b in zip(small[:-1], small[1:])])
-        values, vectors = np.linalg.eigh(d.T @ d)
-        u = vectors[:, -1] / np.abs(vectors[:, -1]).sum()
-        luma_change, hue_change = float(np.abs(d @ LUMA).max()), float(np.abs(d @ u).max())
-        if luma_change < 2 * MIN_DIFF and hue_change >= 2 * luma_change:
-            weights = (u if u.sum() >= 0 else -u).astype(np.float32)
-    offset = 255.0 * float(np.clip(-weights, 0, None).sum())  # the weighted image spans [0, 255]
-    return [np.clip(f @ weights + offset + 0.5, 0, 255).astype(np.uint8) for f in small]
+    rgb = [np.ascontiguousarray(f if f.dtype == np.uint8 else (np.clip(f, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
+           for f in map(np.asarray, frames)]
+    s = SHORT_SIDE / min(rgb[0].shape[:2]) if rgb else 1.0
+    size = (max(1, round(rgb[0].shape[1] * s)), max(1, round(rgb[0].shape[0] * s))) if rgb else (1, 1)
+    gray = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA) for f in rgb]
+    if len(gray) < 2:
+        return gray
+    luma_change = max(float(np.abs(b.astype(np.float32) - a).max()) for a, b in zip(gray[:-1], gray[1:]))
+    if luma_change >= 2 * MIN_DIFF:
+        return gray
+    small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.float32) for f in rgb]
+    d = np.concatenate([(b - a).reshape(-1, 3) for a, b in zip(small[:-1], small[1:])])
+    u = np.linalg.eigh(d.T @ d)[1][:, -1]
+    u = (u if u.sum() >= 0 else -u) / np.abs(u).sum()
+    if float(np.abs(d @ u).max()) < 2 * luma_change:
+        return gray
+    offset = 255.0 * float(np.clip(-u, 0, None).sum())  # the weighted image spans [0, 255]
+    return [np.clip(f @ u + offset + 0.5, 0, 255).astype(np.uint8) for f in small]
 
 
 def _components(f: np.ndarray, b: np.ndarray, diff: np.ndarray, threshold: float):
