@@ -48,8 +48,10 @@ def _gray(frames) -> list:
     """
     rgb = [np.ascontiguousarray(f if f.dtype == np.uint8 else (np.clip(f, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
            for f in map(np.asarray, frames)]
-    s = SHORT_SIDE / min(rgb[0].shape[:2]) if rgb else 1.0
-    size = (max(1, round(rgb[0].shape[1] * s)), max(1, round(rgb[0].shape[0] * s))) if rgb else (1, 1)
+    if not rgb:
+        return []
+    s = SHORT_SIDE / min(rgb[0].shape[:2])
+    size = (max(1, round(rgb[0].shape[1] * s)), max(1, round(rgb[0].shape[0] * s)))
     gray = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA) for f in rgb]
     if len(gray) < 2:
         return gray
