@@ -302,28 +302,34 @@ def test_train_a_real_scale_member_then_fine_tune_it(tmp_path):
     assert list(result.contacts) == [0.5, 1.5] and result.audio.shape == (2 * SR,)
 
 
-def test_out_of_world_bench_validated_on_its_knocks_and_shuffled(tmp_path):
-    """`python -m lumina_research.eval v2a --set out-of-world --model none`: the generator (written apart: it imports
-    neither renderer) gives clips of several kinds and rates; its knock soundtrack meets its contacts, another
-    clip's does not, and the false-onset rate tells them apart."""
+@pytest.mark.parametrize("set_name, module, reference", [("out-of-world", "outworld", "knocks"),
+                                                       ("out-of-world-tuning", "devworld", "taps")])
+def test_out_of_world_benches_validated_on_their_soundtracks_and_shuffled(tmp_path, set_name, module, reference):
+    """`python -m lumina_research.eval v2a --set out-of-world[-tuning] --model none`: each generator (written apart:
+    it imports neither training renderer nor the other bench's generator) gives clips of several kinds and rates; its
+    reference soundtrack meets its contacts, another clip's does not, and the false-onset rate tells them apart."""
     import ast
+    import importlib
     import inspect
 
-    import lumina_research.eval.outworld as outworld
     from lumina_research.eval.v2a import main
 
-    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(outworld))) if isinstance(n, ast.ImportFrom)}
-    assert not any(m and (m.startswith("lumina_research.world") or m.startswith("lumina.v2a")) for m in imported)
-    assert main(["--set", "out-of-world", "--model", "none", "--clips", "6", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "v2abench-out-of-world.json").read_text())
-    truth, shuffled = result["summary"]["ground truth (knocks)"], result["summary"]["ground truth, shuffled"]
+    generator = importlib.import_module(f"lumina_research.eval.{module}")
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(generator))) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(ast.parse(inspect.getsource(generator))) if isinstance(n, ast.Import)
+                 for a in n.names}
+    assert not any(m and m.startswith(("lumina_research", "lumina.v2a")) for m in imported), imported
+    assert main(["--set", set_name, "--model", "none", "--clips", "6", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / f"v2abench-{set_name}.json").read_text())
+    truth, shuffled = result["summary"][f"ground truth ({reference})"], result["summary"]["ground truth, shuffled"]
     assert truth["bounces"] >= 12 and truth["onset_within_frame"] >= 0.95 and truth["false_onsets_per_s"] <= 0.1
     assert shuffled["onset_within_frame"] <= 0.4 and shuffled["false_onsets_per_s"] >= 0.3
     assert truth["pitch_correct"] is None
-    clips = outworld.out_of_world_clips(6)
-    assert len({c["kind"] for c in clips}) >= 2 and len({c["fps"] for c in clips}) >= 2
-    assert all(outworld.countable(c["contacts"], len(c["frames"]) / c["fps"]) for c in clips)
-    assert "false onsets / s" in (tmp_path / "v2abench-out-of-world.md").read_text()
+    assert len({row["fps"] for row in result["rows"][f"ground truth ({reference})"]}) >= 2
+    generated = (generator.out_of_world_clips if module == "outworld" else generator.dev_world_clips)(6)
+    assert len({c["kind"] for c in generated}) >= 2
+    assert all(generator.countable(c["contacts"], len(c["frames"]) / c["fps"]) for c in generated)
+    assert "false onsets / s" in (tmp_path / f"v2abench-{set_name}.md").read_text()
 
 
 def test_varied_scenes_vary_the_look_and_click_on_contacts():
@@ -552,6 +558,38 @@ def test_hits_follow_the_contact_times_a_user_gives():
         pipe(still, 24, contacts=[1.0, 4.5])
     with pytest.raises(InvalidRequestError, match="numbers of seconds"):
         pipe(still, 24, contacts=["1.0", "soon"])
+
+
+def test_sync_guidance_splits_the_guided_velocity_exactly_and_is_checked():
+    """The third pass (no sync features) splits the guided velocity: at the guidance scale itself the three-pass
+    sample is the two-pass one (to float error), at the member's default it is not; a scale that is not a number
+    >= 0 is refused with what is allowed.  The member's onset_delay marks a contact's onset-track frame that much
+    later while the contact times it reports are the ones given."""
+    from lumina.v2a import load_v2a
+
+    pipe = load_v2a(TINY_V2A_DIR)
+    cfg = pipe.config.default_guidance
+    assert pipe.config.default_sync_guidance is not None and pipe.config.default_sync_guidance != cfg
+    frames = np.zeros((24, 64, 64, 3), np.uint8)
+    for i in range(24):  # a bar moving right
+        frames[i, 24:40, 2 * i:2 * i + 16] = (200, 80, 40)
+
+    def latent(sync):
+        return pipe(frames, 12, num_inference_steps=4, contacts=[0.5, 1.2], sync_guidance_scale=sync,
+                    output_type="latent", generator=torch.Generator().manual_seed(0)).audio
+
+    two_pass = latent(cfg)
+    assert torch.allclose(latent(cfg * (1 - 1e-6)), two_pass, atol=1e-4)
+    assert (latent(None) - two_pass).abs().max() > 0.05
+    for bad in (-1.0, float("nan"), "high"):
+        with pytest.raises(InvalidRequestError, match="sync_guidance_scale.*number >= 0"):
+            pipe(frames, 12, num_inference_steps=2, sync_guidance_scale=bad)
+
+    n_lat = pipe.latent_frames(2 * SR)
+    t = 0.5  # 31.25 mel frames of 16 ms: the nearest is 31, and 8 ms later 32
+    times, track = pipe.encode_contacts(frames, 12, n_lat, contacts=[t])
+    assert list(times) == [t] and pipe.config.onset_delay == pytest.approx(0.008)
+    assert track.flatten().nonzero().flatten().tolist() == [32]
 
 
 def test_cli_contacts_option_places_hits_and_refuses_bad_times(tmp_path, capsys):

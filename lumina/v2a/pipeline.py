@@ -75,6 +75,8 @@ class LuminaV2APipeline(DiffusionPipeline):
         default_steps: int = 16,
         default_guidance: float = 2.0,
         default_time_shift: float = 1.0,
+        default_sync_guidance: Optional[float] = None,
+        onset_delay: float = 0.0,
         text_encoder_source: Optional[str] = None,
     ):
         super().__init__()
@@ -88,7 +90,7 @@ class LuminaV2APipeline(DiffusionPipeline):
             mel_norm_mean=mel_norm_mean, mel_norm_scale=mel_norm_scale, visual_fps=visual_fps,
             max_seconds=max_seconds, max_prompt_tokens=max_prompt_tokens, default_steps=default_steps,
             default_guidance=default_guidance, default_time_shift=default_time_shift,
-            text_encoder_source=text_encoder_source,
+            default_sync_guidance=default_sync_guidance, onset_delay=onset_delay, text_encoder_source=text_encoder_source,
         )
         self.check_parts()
 
@@ -196,7 +198,10 @@ class LuminaV2APipeline(DiffusionPipeline):
                                           f"{[round(float(x), 3) for x in times]}")
             times = np.sort(times)
         cfg = self.mel_config
-        return times, onset_track(times, n_latent, self.vae_downsample, cfg.hop_length, cfg.sample_rate)
+        # onset_delay: a member that sounds its hits early (measured: mean offset of its hits) is given them that late
+        track = onset_track(times + float(self.config.onset_delay), n_latent, self.vae_downsample, cfg.hop_length,
+                            cfg.sample_rate)
+        return times, track
 
     # -- audio latents ----------------------------------------------------------------------------
 
@@ -246,6 +251,7 @@ class LuminaV2APipeline(DiffusionPipeline):
         output_type: str = "np",
         return_dict: bool = True,
         contacts: Optional[Sequence[float]] = None,
+        sync_guidance_scale: Optional[float] = None,
     ):
         """Sound for ``video`` (uint8 or float (T, H, W, 3) frames) at ``fps``.
 
@@ -253,6 +259,11 @@ class LuminaV2APipeline(DiffusionPipeline):
         evaluation); ``guidance_scale`` is the release's cfg (0 = unguided). output_type "np" returns the
         waveform, "latent" the final latent in ``audio``.  ``contacts``: contact times (s) to place the hits on instead
         of the detector's (a model with an onset track only); the times used come back in ``contacts``.
+        ``sync_guidance_scale`` (a model with an onset track; default the member's ``default_sync_guidance``, None =
+        ``guidance_scale``): the sync features' own guidance.  A third pass without them splits the guided velocity
+        into ``guide(no_sync, neg, cfg) + (1 + sync_cfg) (pos - no_sync)``: the hits the onset track places keep the
+        full guidance while the hits the sync features make on their own (out of their training world, mostly false)
+        are not amplified with them.
         """
         t_start = time.perf_counter()
         if output_type not in ("np", "latent"):
@@ -262,6 +273,10 @@ class LuminaV2APipeline(DiffusionPipeline):
         c = self.config
         steps = num_inference_steps if num_inference_steps is not None else c.default_steps
         cfg_scale = float(guidance_scale if guidance_scale is not None else c.default_guidance)
+        sync_cfg = sync_guidance_scale if sync_guidance_scale is not None else c.default_sync_guidance
+        if sync_cfg is not None and not (isinstance(sync_cfg, (int, float)) and math.isfinite(sync_cfg) and sync_cfg >= 0):
+            raise InvalidRequestError(f"sync_guidance_scale={sync_cfg!r}: give a number >= 0 (or None: the same as "
+                                      "guidance_scale)")
         shift = float(time_shift if time_shift is not None else c.default_time_shift)
         try:
             sample_config = SampleConfig(patch="1x2", steps=int(steps), time_shift=shift, renorm=renorm, cfg=cfg_scale,
@@ -290,21 +305,27 @@ class LuminaV2APipeline(DiffusionPipeline):
 
         steps_plan = plan(sample_config)
         guided = any(s.guided for s in steps_plan)
-        batch = 2 if guided else 1
+        split_sync = guided and onsets is not None and sync_cfg is not None and float(sync_cfg) != cfg_scale
+        batch = 3 if split_sync else 2 if guided else 1
 
         def expand(v):
             return None if v is None else v.expand(batch, *v.shape[1:])
 
-        drop = torch.tensor([False, True][:batch], device=device)
+        drop = torch.tensor([False, True, False][:batch], device=device)
+        sync = expand(cond["sync"]).to(dtype)
+        if split_sync:  # zero sync features, as in training's sync dropout: hits from the onset track alone
+            sync = sync * torch.tensor([1.0, 1.0, 0.0], device=device, dtype=dtype).view(-1, 1, 1)
         args = dict(visual=expand(cond["visual"]).to(dtype), visual_times=cond["visual_times"],
-                    sync=expand(cond["sync"]).to(dtype), sync_times=cond["sync_times"], audio_times=audio_times,
+                    sync=sync, sync_times=cond["sync_times"], audio_times=audio_times,
                     cap_feats=expand(cap), cap_mask=expand(cap_mask), drop=drop,
                     onsets=None if onsets is None else onsets[None].to(device=device, dtype=dtype).expand(batch, -1, -1))
         t0 = time.perf_counter()
         for step in steps_plan:
             xin = x.to(dtype).expand(batch, *x.shape[1:])
             v = self.transformer(xin, torch.full((batch,), step.t, device=device), **args).float()
-            if step.guided:
+            if step.guided and split_sync:
+                velocity = guide(v[2:], v[1:2], step.cfg, step.renorm) + (1.0 + float(sync_cfg)) * (v[:1] - v[2:])
+            elif step.guided:
                 velocity = guide(v[:1], v[1:], step.cfg, step.renorm)
             else:
                 velocity = v[:1]

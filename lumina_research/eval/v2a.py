@@ -23,6 +23,10 @@ training renderers (other sprites, gravity with decaying bounces, colliding ball
 flat background, 9-29.97 fps), scored on the same onset numbers against their exact contact times (no pitch:
 their sprites have no colour rule); the reference soundtrack is a knock at each contact.  Writes
 v2abench-out-of-world.json/.md.  Never tune anything on this set.
+
+Out-of-world tuning (``--set out-of-world-tuning``): clips of lumina_research.eval.devworld, a third generator written
+apart from the others (spinning polygons, floors, colliding rows, 8-30 fps), scored the same way: the set where a
+choice about unfamiliar videos is made, so that the out-of-world set stays out of it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from lumina.media import write_json, write_text
 from lumina.v2a.audio import PITCH_CLASSES, SAMPLE_RATE, detect_onsets, dominant_pitch_classes, pitch_class_of
 
 HELD_OUT_SEED = 7_000_000
-IN_WORLD, OUT_OF_WORLD, SCENES = "in-world", "out-of-world", "scenes"
+IN_WORLD, OUT_OF_WORLD, SCENES, TUNING = "in-world", "out-of-world", "scenes", "out-of-world-tuning"
 SCENES_SEED = 8_000_000
 
 
@@ -197,6 +201,10 @@ def markdown(result: Dict) -> str:
         title = (f"V2A sync bench, held-out varied scenes: {meta.get('clips', '?')} clips of "
                  f"lumina_research.world.scenes (the training distribution), {meta.get('seconds', '?')} s; "
                  f"model `{meta.get('model', '-')}`")
+    elif meta.get("set") == TUNING:
+        title = (f"V2A sync bench, out-of-world tuning set: {meta.get('clips', '?')} clips of "
+                 f"lumina_research.eval.devworld ({meta.get('kinds', '?')}), 8-30 fps, {meta.get('seconds', '?')} s; "
+                 f"model `{meta.get('model', '-')}`")
     elif meta.get("set") == OUT_OF_WORLD:
         title = (f"V2A sync bench, out of world: {meta.get('clips', '?')} held-out clips of lumina_research.eval.outworld "
                  f"({meta.get('kinds', '?')}), 9-29.97 fps, {meta.get('seconds', '?')} s; model `{meta.get('model', '-')}`")
@@ -228,6 +236,14 @@ def out_of_world_eval_clips(n: int, seconds: float = 4.0) -> List[Dict]:
                  kind=c["kind"], caption="") for c in out_of_world_clips(n, seconds)]
 
 
+def tuning_eval_clips(n: int, seconds: float = 4.0) -> List[Dict]:
+    """lumina_research.eval.devworld clips in the form `evaluate` reads."""
+    from lumina_research.eval.devworld import dev_world_clips
+
+    return [dict(seed=c["seed"], frames=c["frames"], fps=c["fps"], truth_audio=c["truth_audio"], bounces=c["contacts"],
+                 kind=c["kind"], caption="") for c in dev_world_clips(n, seconds)]
+
+
 def scene_eval_clips(n: int, seconds: float = 4.0, seed0: int = SCENES_SEED) -> List[Dict]:
     """Held-out varied scenes (lumina_research.world.scenes, half of them clean, as in training): the place to look
     at a change before the out-of-world set, which nothing is tuned on."""
@@ -250,6 +266,8 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
         data = out_of_world_eval_clips(clips, seconds)
     elif set_name == SCENES:
         data = scene_eval_clips(clips, seconds)
+    elif set_name == TUNING:
+        data = tuning_eval_clips(clips, seconds)
     else:
         data = world_eval_clips(clips, fps, seconds, size, objects)
     generate = reconstruct = detect = None
@@ -268,13 +286,14 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
         if prompt:
             for c in data:
                 c["prompt"] = c["caption"]
-    label = "ground truth (knocks)" if set_name == OUT_OF_WORLD else "ground truth (render_sound)"
+    label = {OUT_OF_WORLD: "ground truth (knocks)", TUNING: "ground truth (taps)"}.get(set_name,
+                                                                                     "ground truth (render_sound)")
     result = evaluate(data, generate, reconstruct=reconstruct, truth_label=label, detect=detect)
     result["meta"] = {"set": set_name, "model": model, "clips": len(data), "fps": fps, "seconds": seconds,
                       "objects": objects, "steps": steps, "cfg": cfg, "prompt": prompt, "seed": seed}
-    if set_name == OUT_OF_WORLD:
+    if set_name in (OUT_OF_WORLD, TUNING):
         kinds = [c["kind"] for c in data]
-        result["meta"].update(fps="9-29.97", objects=None,
+        result["meta"].update(fps="9-29.97" if set_name == OUT_OF_WORLD else "8-30", objects=None,
                               kinds=", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds))))
     if out is not None:
         out = Path(out)
@@ -288,9 +307,11 @@ def run(model: Optional[str], clips: int, fps: float, seconds: float, objects: i
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumina_research.eval v2a", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", default=IN_WORLD, choices=(IN_WORLD, SCENES, OUT_OF_WORLD),
+    p.add_argument("--set", default=IN_WORLD, choices=(IN_WORLD, SCENES, TUNING, OUT_OF_WORLD),
                    help="in-world: held-out world clips; scenes: held-out varied scenes (the training distribution); "
-                        "out-of-world: lumina_research.eval.outworld clips (contacts only, never tuned on)")
+                        "out-of-world-tuning: lumina_research.eval.devworld clips (where choices about unfamiliar "
+                        "videos are made); out-of-world: lumina_research.eval.outworld clips (contacts only, never "
+                        "tuned on)")
     p.add_argument("--model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory; 'none' = metric only")
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--fps", type=float, default=24.0, help="in-world clips' frame rate (out-of-world clips have their own)")
