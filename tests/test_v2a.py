@@ -513,8 +513,9 @@ def test_contact_detector_learns_contacts_that_hold_in_another_look():
 def test_shipped_member_hears_a_plain_bouncing_ball_made_outside_the_world(tmp_path, capsys):
     """Issue 33's case, as a user tries it: one ball on a flat light background, 16 fps, 4 s, five wall bounces,
     through `python -m lumina v2a`.  The contact times it reports are those bounces, and its hits land within a frame
-    of at least four of the five with at most three onsets elsewhere (the round-2 member: one of five, six elsewhere;
-    issue 33's target, 0.3 false onsets/s, would be one)."""
+    of at least four of the five with at most one onset elsewhere (measured: four, none elsewhere; at sync guidance 6
+    two or three elsewhere; the round-2 member: one of five, six elsewhere; issue 33's target, 0.3 false onsets/s,
+    allows one)."""
     from lumina.media import read_audio, write_mp4
     from lumina.v2a.cli import main as v2a_main
     from lumina_research.eval.v2a import score_contacts
@@ -530,7 +531,7 @@ def test_shipped_member_hears_a_plain_bouncing_ball_made_outside_the_world(tmp_p
     assert sum(np.abs(np.asarray(seen) - c).min() <= 1 / fps for c in contacts) >= 4, (seen, contacts)
     wave, rate = read_audio(out)
     row = score_contacts(wave[: int(4.0 * rate)], contacts, fps, rate)
-    assert row["hits"] >= 4 and row["false_onsets"] <= 3, row
+    assert row["hits"] >= 4 and row["false_onsets"] <= 1, row
 
 
 def test_hits_follow_the_contact_times_a_user_gives():
@@ -553,7 +554,7 @@ def test_hits_follow_the_contact_times_a_user_gives():
 
     placed = sum(hits_at_given(given, seed) for seed in range(4))
     unplaced = sum(hits_at_given([], seed) for seed in range(4))
-    assert placed >= 8 and unplaced == 0, (placed, unplaced)  # measured: 9 of 12 and 0
+    assert placed >= 10 and unplaced == 0, (placed, unplaced)  # measured: 12 of 12 and 0 (9 of 12 at sync guidance 6)
     with pytest.raises(InvalidRequestError, match=r"within the video \(0 to 3.00\)"):
         pipe(still, 24, contacts=[1.0, 4.5])
     with pytest.raises(InvalidRequestError, match="numbers of seconds"):
@@ -594,7 +595,7 @@ def test_sync_guidance_splits_the_guided_velocity_exactly_and_is_checked():
 
 def test_cli_contacts_option_places_hits_and_refuses_bad_times(tmp_path, capsys):
     """`python -m lumina v2a --contacts '0.5, 1.25'` uses those times (reported in its JSON); text that is not a list
-    of times, or a time past the video's end, exits 2 with the reason and writes no file."""
+    of times, a time past the video's end, or a negative `--sync-cfg`, exits 2 with the reason and writes no file."""
     from lumina.media import write_mp4
     from lumina.v2a.cli import main as v2a_main
 
@@ -602,7 +603,8 @@ def test_cli_contacts_option_places_hits_and_refuses_bad_times(tmp_path, capsys)
     out = tmp_path / "out.mp4"
     assert v2a_main(["--video", str(video), "--out", str(out), "--steps", "4", "--contacts", "0.5, 1.25"]) == 0
     assert json.loads(capsys.readouterr().out)["contacts"] == [0.5, 1.25]
-    for text, words in (("soon", "contacts"), ("0.5, 9", "within the video (0 to 3.00)")):
+    for args, words in ((["--contacts", "soon"], "contacts"), (["--contacts", "0.5, 9"], "within the video (0 to 3.00)"),
+                        (["--sync-cfg", "-1"], "sync_guidance_scale=-1.0: give a number >= 0")):
         bad = tmp_path / "bad.mp4"
-        assert v2a_main(["--video", str(video), "--out", str(bad), "--contacts", text]) == 2
+        assert v2a_main(["--video", str(video), "--out", str(bad), *args]) == 2
         assert words in capsys.readouterr().err and not bad.exists()

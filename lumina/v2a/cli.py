@@ -46,7 +46,7 @@ def stream_durations(path) -> Dict[str, float]:
 
 def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "assets/lumina-v2a-tiny",
               steps: Optional[int] = None, cfg: Optional[float] = None, seed: int = 0, pipe=None,
-              contacts: Optional[List[float]] = None) -> Dict:
+              contacts: Optional[List[float]] = None, sync_cfg: Optional[float] = None) -> Dict:
     """Sound for ``video`` muxed into ``out``; ``contacts`` (s): where the hits go instead of the detected contacts."""
     import torch
 
@@ -60,7 +60,7 @@ def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "
     frames, fps = read_video(video, max_frames=V.MAX_V2A_FRAMES, max_pixels=V.MAX_V2A_PIXELS)
     pipe = pipe or load_v2a(model)
     result = pipe(frames, fps, prompt=prompt, num_inference_steps=steps, guidance_scale=cfg,
-                  generator=torch.Generator("cpu").manual_seed(seed), contacts=contacts)
+                  generator=torch.Generator("cpu").manual_seed(seed), contacts=contacts, sync_guidance_scale=sync_cfg)
     write_mp4(out, frames, fps, audio=result.audio, sample_rate=result.sample_rate)
     durations = stream_durations(out)
     return {"video": str(out), "fps": fps, "frames": len(frames), "seconds": len(frames) / fps,
@@ -81,6 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory (diffusers layout)")
     p.add_argument("--steps", type=int, help="sampling grid points (steps - 1 evaluations)")
     p.add_argument("--cfg", type=float, help="guidance scale (0 = none)")
+    p.add_argument("--sync-cfg", type=float, help="the sync features' own guidance (default: the model's; = --cfg: one "
+                   "guidance for all): lower keeps the hits they make on their own, often false, from being amplified")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--contacts", help="contact times in seconds, e.g. '0.5, 1.25': the hits go there instead of where "
                    "the model's contact detector finds them")
@@ -91,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         contacts = None if args.contacts is None else parse_numbers("contacts", args.contacts, 100)
         info = add_sound(args.video, args.out, args.prompt, args.model, args.steps, args.cfg, args.seed,
-                         contacts=contacts)
+                         contacts=contacts, sync_cfg=args.sync_cfg)
     except (LuminaError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
