@@ -9,7 +9,9 @@ audio latent --(vae.decode)--> normalized log-mel --(vocoder | Griffin-Lim)--> 1
 
 Sampling uses the engine's ``plan`` / ``guide`` / ``euler_step`` with a ``SampleConfig``; guidance
 follows the release's convention ``pos + cfg * (pos - neg)`` (cfg = 0: no negative pass), the negative
-pass being the same model with video, sync and text replaced by their learned null embeddings.
+pass being the same model with video, sync and text replaced by their learned null embeddings.  A member with
+``default_sync_guidance`` runs a third pass without the sync features, so that their own hits get a guidance of their
+own (``__call__``'s ``sync_guidance_scale``).
 """
 
 from __future__ import annotations
