@@ -279,6 +279,7 @@ class LuminaV2APipeline(DiffusionPipeline):
         if sync_cfg is not None and not (isinstance(sync_cfg, (int, float)) and math.isfinite(sync_cfg) and sync_cfg >= 0):
             raise InvalidRequestError(f"sync_guidance_scale={sync_cfg!r}: give a number >= 0 (or None: the same as "
                                       "guidance_scale)")
+        sync_cfg = None if sync_cfg is None else float(sync_cfg)
         shift = float(time_shift if time_shift is not None else c.default_time_shift)
         try:
             sample_config = SampleConfig(patch="1x2", steps=int(steps), time_shift=shift, renorm=renorm, cfg=cfg_scale,
@@ -307,7 +308,7 @@ class LuminaV2APipeline(DiffusionPipeline):
 
         steps_plan = plan(sample_config)
         guided = any(s.guided for s in steps_plan)
-        split_sync = guided and onsets is not None and sync_cfg is not None and float(sync_cfg) != cfg_scale
+        split_sync = guided and onsets is not None and sync_cfg is not None and sync_cfg != cfg_scale
         batch = 3 if split_sync else 2 if guided else 1
 
         def expand(v):
@@ -326,7 +327,7 @@ class LuminaV2APipeline(DiffusionPipeline):
             xin = x.to(dtype).expand(batch, *x.shape[1:])
             v = self.transformer(xin, torch.full((batch,), step.t, device=device), **args).float()
             if step.guided and split_sync:
-                velocity = guide(v[2:], v[1:2], step.cfg, step.renorm) + (1.0 + float(sync_cfg)) * (v[:1] - v[2:])
+                velocity = guide(v[2:], v[1:2], step.cfg, step.renorm) + (1.0 + sync_cfg) * (v[:1] - v[2:])
             elif step.guided:
                 velocity = guide(v[:1], v[1:], step.cfg, step.renorm)
             else:

@@ -228,20 +228,25 @@ def markdown(result: Dict) -> str:
     return "\n".join(lines)
 
 
+def _contact_clips(clips) -> List[Dict]:
+    """Generated clips with exact contact times (outworld, devworld) in the form `evaluate` reads (no colours: pitch
+    is not scored)."""
+    return [dict(seed=c["seed"], frames=c["frames"], fps=c["fps"], truth_audio=c["truth_audio"], bounces=c["contacts"],
+                 kind=c["kind"], caption="") for c in clips]
+
+
 def out_of_world_eval_clips(n: int, seconds: float = 4.0) -> List[Dict]:
-    """Held-out lumina_research.eval.outworld clips in the form `evaluate` reads (no colours: pitch is not scored)."""
+    """Held-out lumina_research.eval.outworld clips."""
     from lumina_research.eval.outworld import out_of_world_clips
 
-    return [dict(seed=c["seed"], frames=c["frames"], fps=c["fps"], truth_audio=c["truth_audio"], bounces=c["contacts"],
-                 kind=c["kind"], caption="") for c in out_of_world_clips(n, seconds)]
+    return _contact_clips(out_of_world_clips(n, seconds))
 
 
 def tuning_eval_clips(n: int, seconds: float = 4.0) -> List[Dict]:
-    """lumina_research.eval.devworld clips in the form `evaluate` reads."""
+    """lumina_research.eval.devworld clips: the out-of-world tuning set."""
     from lumina_research.eval.devworld import dev_world_clips
 
-    return [dict(seed=c["seed"], frames=c["frames"], fps=c["fps"], truth_audio=c["truth_audio"], bounces=c["contacts"],
-                 kind=c["kind"], caption="") for c in dev_world_clips(n, seconds)]
+    return _contact_clips(dev_world_clips(n, seconds))
 
 
 def scene_eval_clips(n: int, seconds: float = 4.0, seed0: int = SCENES_SEED) -> List[Dict]:
