@@ -14,15 +14,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.models.attention import AttentionMixin, AttentionModuleMixin
+from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
+from diffusers.models.cache_utils import CacheMixin
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 
 from lumina.errors import InvalidRequestError
 from lumina.patch import PatchSize, parse_patch_size
-
-try:  # optional fast path on CUDA; never required
-    from flash_attn import flash_attn_varlen_func  # type: ignore
-except Exception:  # noqa: BLE001 - any import failure means "not available"
-    flash_attn_varlen_func = None
 
 
 def ffn_hidden_dim(dim: int, multiple_of: int) -> int:
@@ -62,8 +62,9 @@ class ScalarEmbedder(nn.Module):
         args = value.float()[:, None] * freqs[None]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
-    def forward(self, value: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.sinusoid(value).to(self.mlp[0].weight.dtype))
+    def forward(self, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`dtype`: the model's compute dtype (the weights' storage dtype may differ, e.g. layerwise float8 casting)."""
+        return self.mlp(self.sinusoid(value).to(dtype))
 
 
 def check_heads(dim: int, n_heads: int, n_kv_heads: int) -> None:
@@ -112,10 +113,60 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return out.type_as(x)
 
 
-class Attention(nn.Module):
-    """Self-attention with QK-norm, 3D RoPE and GQA, plus a gated caption cross-attention branch."""
+# Backends that take no mask, and the varlen sibling that reads one (caption masks, batches of unequal videos).
+VARLEN_BACKEND = {
+    AttentionBackendName.FLASH: AttentionBackendName.FLASH_VARLEN,
+    AttentionBackendName.FLASH_HUB: AttentionBackendName.FLASH_VARLEN_HUB,
+    AttentionBackendName._FLASH_3: AttentionBackendName._FLASH_VARLEN_3,
+    AttentionBackendName._FLASH_3_HUB: AttentionBackendName._FLASH_3_VARLEN_HUB,
+    AttentionBackendName.SAGE: AttentionBackendName.SAGE_VARLEN,
+}
 
-    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, cap_dim: int, qk_norm: bool):
+
+class LuminaVideoAttnProcessor:
+    """Self-attention over the video tokens plus the gated caption cross-attention, both through diffusers'
+    `dispatch_attention_fn`, so `set_attention_backend` picks the kernel and `enable_parallelism` splits the video
+    tokens (the caption keys are whole on every rank, so cross-attention stays local)."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def _attend(self, attn, q, k, v, mask, parallel_config):
+        backend = self._attention_backend
+        if mask is not None and backend in VARLEN_BACKEND:
+            backend = VARLEN_BACKEND[backend]
+        gqa = attn.n_heads != attn.n_kv_heads
+        name = backend or _AttentionBackendRegistry._active_backend
+        if gqa and "enable_gqa" not in _AttentionBackendRegistry._supported_arg_names[AttentionBackendName(name)]:
+            repeat = attn.n_heads // attn.n_kv_heads  # this kernel has no GQA: share the heads by copying them
+            k, v = k.repeat_interleave(repeat, dim=2), v.repeat_interleave(repeat, dim=2)
+            gqa = False
+        return dispatch_attention_fn(q, k, v, attn_mask=mask, scale=attn.head_dim**-0.5, enable_gqa=gqa,
+                                     backend=backend, parallel_config=parallel_config)
+
+    def __call__(self, attn: "Attention", hidden_states, attention_mask=None, image_rotary_emb=None,
+                 caption_kv=None, caption_mask=None):
+        b, L, _ = hidden_states.shape
+        q = attn.q_norm(attn.wq(hidden_states)).view(b, L, attn.n_heads, attn.head_dim)
+        k = attn.k_norm(attn.wk(hidden_states)).view(b, L, attn.n_kv_heads, attn.head_dim)
+        v = attn.wv(hidden_states).view(b, L, attn.n_kv_heads, attn.head_dim)
+        q, k = apply_rope(q, image_rotary_emb), apply_rope(k, image_rotary_emb)
+        out = self._attend(attn, q, k, v, attention_mask, self._parallel_config)
+        out_y = self._attend(attn, q, *caption_kv, caption_mask, None)
+        out = out.type_as(q) + out_y.type_as(q) * attn.gate.tanh().view(1, 1, -1, 1).to(q.dtype)
+        return attn.wo(out.flatten(-2))
+
+
+class Attention(nn.Module, AttentionModuleMixin):
+    """Self-attention with QK-norm, 3D RoPE and GQA, plus a gated caption cross-attention branch.
+
+    The weights live here (names as in the release's checkpoint); the computation is the processor's."""
+
+    _default_processor_cls = LuminaVideoAttnProcessor
+    _available_processors = [LuminaVideoAttnProcessor]
+    _supports_qkv_fusion = False
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, cap_dim: int, qk_norm: bool, processor=None):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = dim // n_heads
@@ -129,31 +180,7 @@ class Attention(nn.Module):
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
         norm = (lambda d: nn.LayerNorm(d)) if qk_norm else (lambda d: nn.Identity())
         self.q_norm, self.k_norm, self.ky_norm = norm(n_heads * self.head_dim), norm(kv_dim), norm(kv_dim)
-
-    def _sdpa(self, q, k, v, key_mask):
-        """q (B, Lq, H, D), k/v (B, Lk, Hkv, D), key_mask (B, Lk) bool or None (all keys) -> (B, Lq, H, D).
-
-        GQA heads are shared inside SDPA (no copies), and without a mask SDPA takes its fused path."""
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=self.head_dim**-0.5,
-            enable_gqa=self.n_heads != self.n_kv_heads,
-        )
-        return out.transpose(1, 2)
-
-    def _flash_self_attention(self, q, k, v, lengths: List[int]):
-        """Varlen flash attention over only the valid tokens of each item (CUDA, half precision)."""
-        b, L = q.shape[:2]
-        valid = torch.zeros(b, L, dtype=torch.bool, device=q.device)
-        for i, n in enumerate(lengths):
-            valid[i, :n] = True
-        cu = torch.tensor([0] + list(lengths), device=q.device, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-        out = flash_attn_varlen_func(
-            q[valid], k[valid], v[valid], cu, cu, max(lengths), max(lengths), softmax_scale=self.head_dim**-0.5
-        )
-        full = q.new_zeros(q.shape)
-        full[valid] = out
-        return full
+        self.set_processor(processor or self._default_processor_cls())
 
     def caption_kv(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the (normed) caption features, (B, Lc, Hkv, D) each."""
@@ -161,18 +188,8 @@ class Attention(nn.Module):
         yk = self.ky_norm(self.wk_y(y)).view(b, -1, self.n_kv_heads, self.head_dim)
         return yk, self.wv_y(y).view(b, -1, self.n_kv_heads, self.head_dim)
 
-    def forward(self, x, x_mask, lengths, freqs, y_kv, y_mask, use_flash: bool):
-        b, L, _ = x.shape
-        q = self.q_norm(self.wq(x)).view(b, L, self.n_heads, self.head_dim)
-        k = self.k_norm(self.wk(x)).view(b, L, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(b, L, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, freqs), apply_rope(k, freqs)
-        if use_flash:
-            out = self._flash_self_attention(q, k, v, lengths)
-        else:
-            out = self._sdpa(q, k, v, x_mask)
-        out_y = self._sdpa(q, *y_kv, y_mask) * self.gate.tanh().view(1, 1, -1, 1).to(q.dtype)
-        return self.wo((out + out_y).flatten(-2))
+    def forward(self, hidden_states, attention_mask=None, image_rotary_emb=None, caption_kv=None, caption_mask=None):
+        return self.processor(self, hidden_states, attention_mask, image_rotary_emb, caption_kv, caption_mask)
 
 
 class FeedForward(nn.Module):
@@ -201,15 +218,23 @@ class TransformerBlock(nn.Module):
     def caption_kv(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.attention.caption_kv(self.attention_y_norm(y))
 
-    def forward(self, x, x_mask, lengths, freqs, y, y_mask, c, use_flash, captions: Optional["CaptionKV"] = None):
-        """`captions`: the run's keys/values store for `y` (they are the same at every step). This block fills its own
-        entry here, inside its forward, where offload hooks have already put its weights on the compute device."""
-        scale_a, gate_a, scale_f, gate_f = self.adaLN_modulation(c).unsqueeze(1).chunk(4, dim=-1)
+    def forward(self, hidden_states, attention_mask, image_rotary_emb, encoder_hidden_states, encoder_attention_mask,
+                temb, captions: Optional["CaptionKV"] = None):
+        """Returns the new hidden states only (registered as such for diffusers' block caches).
+
+        `captions`: the run's keys/values store for `encoder_hidden_states` (the same at every step). This block fills
+        its own entry here, inside its forward, where offload hooks have already put its weights on the device."""
+        x, y = hidden_states, encoder_hidden_states
+        scale_a, gate_a, scale_f, gate_f = self.adaLN_modulation(temb).unsqueeze(1).chunk(4, dim=-1)
         y_kv = self.caption_kv(y) if captions is None else captions.get(self, y)
-        h = self.attention(self.attention_norm1(x) * (1 + scale_a), x_mask, lengths, freqs, y_kv, y_mask, use_flash)
+        h = self.attention(self.attention_norm1(x) * (1 + scale_a), attention_mask, image_rotary_emb, y_kv,
+                           encoder_attention_mask)
         x = x + gate_a.tanh() * self.attention_norm2(h)
         x = x + gate_f.tanh() * self.ffn_norm2(self.feed_forward(self.ffn_norm1(x) * (1 + scale_f)))
         return x
+
+
+TransformerBlockRegistry.register(TransformerBlock, TransformerBlockMetadata(return_hidden_states_index=0))
 
 
 class FinalLayer(nn.Module):
@@ -258,11 +283,31 @@ class CaptionCache:
         return entry
 
 
-class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
+class VideoRope(nn.Module):
+    """3D RoPE rotations (B, L, head_dim/2) for a padded batch of patch grids; padding rows rotate by 0.
+
+    A module of its own so that context parallelism can split its output along the tokens as it splits the video."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+
+    def forward(self, grids: List[Tuple[int, int, int]], length: int, device: torch.device) -> torch.Tensor:
+        freqs = torch.ones(len(grids), length, self.head_dim // 2, dtype=torch.complex64, device=device)
+        for i, grid in enumerate(grids):
+            fr = rope_frequencies(grid, self.head_dim, self.theta, device)
+            freqs[i, : fr.shape[0]] = fr
+        return freqs
+
+
+class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin):
     """Velocity v = f(x, t, captions, caption mask, motion score, patch size) of Lumina-Video.
 
-    `x` is a latent batch (B, C, F, H, W) or a list of (C, F, H, W) latents of different sizes; items
+    `hidden_states` is a latent batch (B, C, F, H, W) or a list of (C, F, H, W) latents of different sizes; items
     are padded to a common token count and masked, so no item attends to another's tokens.
+
+    Attention runs through diffusers' dispatcher (`set_attention_backend`), step caches through `enable_cache`
+    (the blocks are registered for First-Block Cache and MagCache; `lumina.cache` builds every method's config).
     """
 
     _supports_gradient_checkpointing = True
@@ -310,11 +355,18 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
                 for _ in range(n_layers)
             ]
         )
+        self.rope = VideoRope(dim // n_heads, rope_theta)
         self.gradient_checkpointing = False
 
     @property
     def head_dim(self) -> int:
         return self.config.dim // self.config.n_heads
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations are computed in: that of `pad_token`, a bare parameter that neither layerwise casting
+        (float8 storage) nor 8-bit quantization touches, unlike the Linear weights."""
+        return self.pad_token.dtype
 
     def supported_patch_sizes(self) -> List[PatchSize]:
         return list(self.patch_sizes)
@@ -355,9 +407,9 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
 
     def condition(self, t, cap_feats, cap_mask, motion_score):
         """c = time + pooled caption + motion (zero where the motion score is negative)."""
-        dtype = self.t_embedder.mlp[0].weight.dtype
-        t_emb = self.t_embedder(t * self.config.t_scale)
-        m_emb = self.motion_embedder(motion_score * self.config.motion_scale)
+        dtype = self.compute_dtype
+        t_emb = self.t_embedder(t * self.config.t_scale, dtype)
+        m_emb = self.motion_embedder(motion_score * self.config.motion_scale, dtype)
         m_emb = torch.where((motion_score < 0)[:, None], torch.zeros_like(m_emb), m_emb)
         maskf = cap_mask.to(cap_feats.dtype)[..., None]
         pooled = (cap_feats * maskf).sum(1) / maskf.sum(1).clamp(min=1)
@@ -365,58 +417,58 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
 
     def forward(
         self,
-        x: Union[torch.Tensor, List[torch.Tensor]],
-        t: torch.Tensor,
-        cap_feats: torch.Tensor,
-        cap_mask: torch.Tensor,
+        hidden_states: Union[torch.Tensor, List[torch.Tensor]],
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
         motion_score: torch.Tensor,
         patch_size: Union[str, PatchSize, Tuple[int, int]] = "1x2",
         caption_cache: Optional["CaptionCache"] = None,
+        return_dict: Optional[bool] = None,
     ):
-        """`caption_cache`: pass the same CaptionCache at every step of a sampling run (without autograd) so
-        each caption tensor's per-layer keys/values are computed once instead of at every step."""
+        """Velocity of latents `hidden_states` at flow time `timestep` (0 noise, 1 data) for captions
+        `encoder_hidden_states` (mask `encoder_attention_mask`) and a motion score (negative: no motion condition).
+
+        `caption_cache`: pass the same CaptionCache at every step of a sampling run (without autograd) so each caption
+        tensor's per-layer keys/values are computed once instead of at every step.
+        `return_dict`: True gives a `Transformer2DModelOutput`, False a tuple (diffusers' conventions); left unset, the
+        velocity itself (a tensor, or a list for a list input), as the release's code and the parity tests call it."""
+        x = hidden_states
         ps = self._resolve_patch(patch_size)
         items = list(x) if isinstance(x, (list, tuple)) or x.dim() == 5 else [x]
-        dtype = self.all_x_embedder[ps.key].weight.dtype
-        device = cap_feats.device
+        dtype = self.compute_dtype
+        device = encoder_hidden_states.device
         b = len(items)
-        t = torch.as_tensor(t, device=device, dtype=torch.float32).reshape(-1).expand(b)
+        t = torch.as_tensor(timestep, device=device, dtype=torch.float32).reshape(-1).expand(b)
         motion_score = torch.as_tensor(motion_score, device=device, dtype=torch.float32).reshape(-1).expand(b)
-        c = self.condition(t, cap_feats, cap_mask, motion_score)
+        c = self.condition(t, encoder_hidden_states, encoder_attention_mask, motion_score)
 
-        tokens, grids, freqs_list = [], [], []
-        for item in items:
-            tok, grid = self.patchify(item, ps)
-            tokens.append(tok)
-            grids.append(grid)
-            freqs_list.append(rope_frequencies(grid, self.head_dim, self.config.rope_theta, device))
-        lengths = [tok.shape[0] for tok in tokens]
+        patched = [self.patchify(item, ps) for item in items]
+        lengths = [tok.shape[0] for tok, _ in patched]
         L = max(lengths)
-        seq = torch.zeros(b, L, tokens[0].shape[1], dtype=dtype, device=device)
-        freqs = torch.ones(b, L, self.head_dim // 2, dtype=torch.complex64, device=device)
-        x_mask = torch.zeros(b, L, dtype=torch.bool, device=device)
-        for i, (tok, fr) in enumerate(zip(tokens, freqs_list)):
-            seq[i, : lengths[i]] = tok.to(dtype)
-            freqs[i, : lengths[i]] = fr
-            x_mask[i, : lengths[i]] = True
+        seq = torch.stack([F.pad(tok.to(dtype), (0, 0, 0, L - tok.shape[0])) for tok, _ in patched])
+        freqs = self.rope([grid for _, grid in patched], L, device)
         h = self.all_x_embedder[ps.key](seq)
-        y = cap_feats.to(dtype)
-        y_mask = cap_mask.bool()
-        y_mask = None if bool(y_mask.all()) else y_mask
-        attn_mask = None if min(lengths) == L else x_mask
-        use_flash = flash_attn_varlen_func is not None and h.is_cuda and dtype in (torch.float16, torch.bfloat16)
+        y = encoder_hidden_states.to(dtype)
+        y_mask = encoder_attention_mask.bool()
+        attn_mask = None
+        if min(lengths) < L:  # shapes, not values: no data-dependent branch for torch.compile
+            attn_mask = torch.arange(L, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
         captions = None
         if caption_cache is not None and not torch.is_grad_enabled():
-            captions = caption_cache.for_captions(cap_feats, dtype)
+            captions = caption_cache.for_captions(encoder_hidden_states, dtype)
         for layer in self.layers:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                h = self._gradient_checkpointing_func(layer, h, attn_mask, lengths, freqs, y, y_mask, c, use_flash)
+                h = self._gradient_checkpointing_func(layer, h, attn_mask, freqs, y, y_mask, c)
             else:
-                h = layer(h, attn_mask, lengths, freqs, y, y_mask, c, use_flash, captions)
+                h = layer(h, attn_mask, freqs, y, y_mask, c, captions)
         h = self.all_final_layer[ps.key](h, c)
-        outs = [
-            self.unpatchify(h[i, : lengths[i]], grids[i], ps, item.shape[1]) for i, item in enumerate(items)
-        ]
+        outs = [self.unpatchify(h[i, : lengths[i]], grid, ps, item.shape[1])
+                for i, ((_, grid), item) in enumerate(zip(patched, items))]
         if isinstance(x, (list, tuple)):
-            return outs
-        return torch.stack(outs) if x.dim() == 5 else outs[0]
+            out = outs
+        else:
+            out = torch.stack(outs) if x.dim() == 5 else outs[0]
+        if return_dict is None:
+            return out
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)

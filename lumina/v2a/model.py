@@ -233,14 +233,11 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
 
         pos = self.positions(audio_times.to(device), visual_times.to(device))
         freqs = rope_from_positions(pos, self.head_dim, self.config.rope_theta).unsqueeze(0).expand(b, -1, -1)
-        L = h.shape[1]
-        x_mask = torch.ones(b, L, dtype=torch.bool, device=device)
-        lengths = [L] * b
 
         y, y_mask = self.captions(cap_feats, cap_mask, drop, b, dtype, device)
         maskf = y_mask.to(y.dtype)[..., None]
         pooled = (y * maskf).sum(1) / maskf.sum(1).clamp(min=1)
-        c = self.t_embedder(t * self.config.t_scale) + self.cap_embedder(pooled)
+        c = self.t_embedder(t * self.config.t_scale, dtype) + self.cap_embedder(pooled)
         if self.visual_cond_embedder is not None:
             v_c = self.visual_cond_embedder(visual.to(dtype).mean(dim=(1, 2)))
             if drop is not None:
@@ -249,8 +246,8 @@ class LuminaV2ATransformer(ModelMixin, ConfigMixin):
 
         for layer in self.layers:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                h = self._gradient_checkpointing_func(layer, h, x_mask, lengths, freqs, y, y_mask, c, False)
+                h = self._gradient_checkpointing_func(layer, h, None, freqs, y, y_mask, c)
             else:
-                h = layer(h, x_mask, lengths, freqs, y, y_mask, c, False)
+                h = layer(h, None, freqs, y, y_mask, c)
         out = self.final_layer(h[:, :n_audio], c)
         return self.unpatchify(out, t_a)
