@@ -23,17 +23,18 @@ def pipe():
 
 
 def test_prompt_encoding_right_pads_to_multiple_of_8_and_flags_truncation(pipe):
-    emb, mask, truncated = pipe.encode_prompt(["a red circle", "a much longer prompt about a blue square moving"])
-    assert emb.shape[1] % 8 == 0 and emb.shape[2] == 32 and not truncated
+    prompts = ["a red circle", "a much longer prompt about a blue square moving"]
+    emb, mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False)
+    assert emb.shape[1] % 8 == 0 and emb.shape[2] == 32 and not pipe.prompt_truncated(prompts)
     assert mask[0].tolist() == sorted(mask[0].tolist(), reverse=True)  # ones then zeros: right padding
     ids = pipe.tokenizer(SYSTEM_PROMPT + "a red circle")["input_ids"]
     assert int(mask[0].sum()) == len(ids)
-    long_emb, long_mask, truncated = pipe.encode_prompt("word " * 400)
-    assert truncated and long_emb.shape[1] == MAX_PROMPT_TOKENS and int(long_mask.sum()) == MAX_PROMPT_TOKENS
+    long_emb, long_mask, _, _ = pipe.encode_prompt("word " * 400, do_classifier_free_guidance=False)
+    assert pipe.prompt_truncated("word " * 400) and long_emb.shape[1] == MAX_PROMPT_TOKENS and int(long_mask.sum()) == MAX_PROMPT_TOKENS
 
 
 def test_hidden_states_minus_two_are_the_features(pipe):
-    emb, mask, _ = pipe.encode_prompt("a red circle")
+    emb, mask, _, _ = pipe.encode_prompt("a red circle")
     tok = pipe.tokenizer([SYSTEM_PROMPT + "a red circle"], return_tensors="pt", padding=True, pad_to_multiple_of=8)
     with torch.no_grad():
         hs = pipe.text_encoder(**tok, output_hidden_states=True).hidden_states
@@ -130,7 +131,7 @@ def test_callback_sees_every_step_and_schedule_is_reported(pipe):
 
 def test_interrupt_stops_the_loop_and_pipeline_stays_usable(pipe):
     def stop_after_first(p, i, t, kw):
-        p.interrupt()
+        p.request_interrupt()
         return kw
 
     with pytest.raises(GenerationInterrupted, match="after 1 of"):
@@ -157,7 +158,8 @@ def test_a_low_noise_expert_takes_over_from_its_time_and_survives_save_and_load(
     duo = LuminaVideoPipeline(transformer=pipe.transformer, vae=pipe.vae, text_encoder=pipe.text_encoder,
                               tokenizer=pipe.tokenizer, transformer_2=expert, max_resolution=128, expert_from_t=0.5)
     calls = {"base": [], "expert": []}
-    hooks = [net.register_forward_hook(lambda m, args, out, name=name: calls[name].append(float(args[1][0])))
+    hooks = [net.register_forward_hook(
+        lambda m, args, kwargs, out, name=name: calls[name].append(float(kwargs["timestep"][0])), with_kwargs=True)
              for name, net in (("base", pipe.transformer), ("expert", expert))]
     kw = dict(num_inference_steps=6, time_shift=1.0, guidance_scale=4.0, height=64, width=64, num_frames=8)
     trail = {}

@@ -99,7 +99,7 @@ class RunControl:
         with self._lock:
             self.pipe, self.step, self.total = pipe, None, total
             if self._stopping():
-                pipe.interrupt()
+                pipe.request_interrupt()
 
     def at_step(self, step: int) -> None:
         with self._lock:
@@ -107,7 +107,7 @@ class RunControl:
             if self._stopping() and self.pipe is not None:
                 # The pipeline clears its flag when denoising starts, so a stop pressed during
                 # text encoding is re-sent after the first step.
-                self.pipe.interrupt()
+                self.pipe.request_interrupt()
 
     def end(self) -> None:
         with self._lock:
@@ -124,7 +124,7 @@ class RunControl:
             if self.stop_file is not None:
                 self.stop_file.touch()
             if self.pipe is not None:
-                self.pipe.interrupt()
+                self.pipe.request_interrupt()
             return True
 
     def check(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from lumina.errors import InvalidRequestError, ModelFilesError
 from lumina.sampling.schedule import SampleConfig, TimeAware, get_preset
@@ -29,6 +29,7 @@ class ModelDefaults:
     max_resolution: int = 960
     steps: Optional[int] = None
     sampling: Optional[Dict[str, Any]] = None
+    mag_ratios: Optional[List[float]] = None  # MagCache's, measured on this checkpoint (lumina.pipelines.cache)
 
     def sample_config(self, preset: Union[None, str, Mapping[str, Any], SampleConfig] = None,
                       **overrides) -> SampleConfig:
@@ -60,8 +61,9 @@ class ModelDefaults:
         return {**{s: s for s in SINGLE_SCALES}, "multiscale": self.sample_config(name).patch}
 
     def to_config(self) -> Dict[str, Any]:
-        """The `defaults` entry of the pipeline config (max_resolution is a config entry of its own)."""
-        return {k: v for k, v in asdict(self).items() if k != "max_resolution"}
+        """The `defaults` entry of the pipeline config (max_resolution is a config entry of its own; unset optional
+        entries are left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "max_resolution" and not (k == "mag_ratios" and v is None)}
 
     @classmethod
     def from_config(cls, entry: Optional[Mapping[str, Any]], max_resolution: int) -> "ModelDefaults":

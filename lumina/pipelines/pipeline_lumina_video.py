@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteL
 from lumina.media import write_json
 from lumina.models.components import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size, vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
+from lumina.pipelines.cache import ForwardCounter, StepCache
 from lumina.pipelines.defaults import CONFIG_KEY, ModelDefaults
 from lumina.pipelines.memory import holds_8bit
 from lumina.pipelines.vae_decode import decode_latents
@@ -42,6 +45,7 @@ class LuminaVideoPipelineOutput(BaseOutput):
     schedule: List[Dict[str, Any]] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
     prompt_truncated: bool = False
+    cache: Dict[str, Any] = field(default_factory=dict)
 
 
 SMALL_LATENT_CELLS = 8 * 32 * 32  # latent frames x height x width decoded in one chunk on the CPU
@@ -68,7 +72,8 @@ class LuminaVideoPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "noise_pred", "prompt_embeds", "prompt_attention_mask",
+                               "negative_prompt_embeds", "negative_prompt_attention_mask"]
     _optional_components = ["vae", "text_encoder", "tokenizer", "transformer_2"]
 
     def __init__(self, transformer, vae=None, text_encoder=None, tokenizer=None, transformer_2=None,
@@ -85,6 +90,9 @@ class LuminaVideoPipeline(DiffusionPipeline):
         self.register_to_config(max_resolution=max_resolution, expert_from_t=expert_from_t, defaults=defaults)
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_compression[1])
         self._interrupt = False
+        self._guidance_scale = None
+        self._num_timesteps = None
+        self._current_timestep = None
         self.batched_guidance = True  # both CFG branches in one forward; memory modes that offload turn it off
 
     @property
@@ -155,51 +163,110 @@ class LuminaVideoPipeline(DiffusionPipeline):
         expert = self.transformer_2
         return expert if expert is not None and t >= self.config.expert_from_t else self.transformer
 
-    def _velocities(self, net, x, step, pos, neg, both, captions):
-        """(v_pos, v_neg or None) of network `net` at one step; with `both` the two guidance branches share one
-        forward, which halves the per-call overhead that dominates small models and coarse patch sizes.
-        `captions` is that network's CaptionCache (each network projects the captions its own way)."""
-        batch, device = x.shape[0], x.device
-        t = torch.full((batch,), step.t, device=device)
-        motion = torch.full((batch,), step.motion, device=device)
-        if not step.guided:
-            return net(x, t, *pos, motion, step.patch, captions), None
-        neg_motion = torch.full((batch,), step.neg_motion, device=device)
-        if both is not None:
-            v = net(torch.cat([x, x]), t.repeat(2), *both, torch.cat([motion, neg_motion]), step.patch, captions)
-            return v[:batch], v[batch:]
-        return (net(x, t, *pos, motion, step.patch, captions),
-                net(x, t, *neg, neg_motion, step.patch, captions))
+    @property
+    def guidance_scale(self) -> Optional[float]:
+        """The guidance of the current step (the release's is time-aware). A step-end callback may set
+        `pipe._guidance_scale`, as with diffusers' pipelines: the new value holds for the remaining steps."""
+        return self._guidance_scale
 
-    def interrupt(self) -> None:
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the current step runs the negative branch (guidance is truncated to 0 late in the release's runs)."""
+        return bool(self._guidance_scale)
+
+    @property
+    def num_timesteps(self) -> Optional[int]:
+        """Denoising steps (model evaluations per branch) of the current or last call."""
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self) -> Optional[float]:
+        """The current step on diffusers' clock (1000 = noise, 0 = data; the flow time t runs the other way), which
+        diffusers' step caches read."""
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        """Set by `request_interrupt()` (or `pipe._interrupt = True` in a callback): the call stops before its next
+        step and raises GenerationInterrupted, since a half-denoised latent is noise, not a video to return."""
+        return self._interrupt
+
+    def request_interrupt(self) -> None:
         """Ask a running call to stop after its current step (e.g. from a UI stop button)."""
         self._interrupt = True
 
-    def encode_prompt(self, prompt: Union[str, List[str]], device=None):
-        """System prompt + prompt -> hidden_states[-2], right padded to a multiple of 8, at most 256 tokens.
+    def _velocities(self, net, x, step, pos, neg, both, captions, counter):
+        """(v_pos, v_neg or None) of network `net` at one step, each forward in its cache context. With `both` the two
+        guidance branches share one forward, negative first (diffusers' layout, which FasterCache reads), which halves
+        the per-call overhead that dominates small models and coarse patch sizes. `captions` is that network's
+        CaptionCache (each network projects the captions its own way)."""
+        batch, device = x.shape[0], x.device
+        t = torch.full((batch,), step.t, device=device)
+        motion = torch.full((batch,), step.motion, device=device)
+        caching = getattr(net, "is_cache_enabled", False)
 
-        Returns (embeds, mask, truncated) where truncated says whether any prompt lost tokens.
-        """
+        def run(name, hidden, timestep, embeds, motion_score):
+            context = net.cache_context(name) if caching else contextlib.nullcontext()
+            with context, counter.watch(net):
+                return net(hidden_states=hidden, timestep=timestep, encoder_hidden_states=embeds[0],
+                           encoder_attention_mask=embeds[1], motion_score=motion_score, patch_size=step.patch,
+                           caption_cache=captions, return_dict=False)[0]
+
+        if not step.guided:
+            return run("cond", x, t, pos, motion), None
+        neg_motion = torch.full((batch,), step.neg_motion, device=device)
+        if both is not None:
+            v = run("uncond_cond", torch.cat([x, x]), t.repeat(2), both, torch.cat([neg_motion, motion]))
+            return v[batch:], v[:batch]
+        return run("cond", x, t, pos, motion), run("uncond", x, t, neg, neg_motion)
+
+    def _tokenize(self, prompts: List[str]):
+        """System prompt + prompts -> tokens right padded to a multiple of 8, at most 256; and whether any was cut."""
         if self.text_encoder is None or self.tokenizer is None:
             raise InvalidRequestError("this pipeline has no text encoder: pass prompt_embeds and prompt_attention_mask")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         texts = [SYSTEM_PROMPT + p for p in prompts]
-        device = device or self._execution_device
         full = self.tokenizer(texts, padding=False, truncation=False)["input_ids"]
-        truncated = any(len(ids) > MAX_PROMPT_TOKENS for ids in full)
-        tok = self.tokenizer(
-            texts,
-            padding=True,
-            pad_to_multiple_of=8,
-            max_length=MAX_PROMPT_TOKENS,
-            truncation=True,
-            padding_side="right",
-            return_tensors="pt",
-        )
+        tok = self.tokenizer(texts, padding=True, pad_to_multiple_of=8, max_length=MAX_PROMPT_TOKENS,
+                             truncation=True, padding_side="right", return_tensors="pt")
+        return tok, any(len(ids) > MAX_PROMPT_TOKENS for ids in full)
+
+    def prompt_truncated(self, prompt: Union[str, List[str]]) -> bool:
+        """Whether any prompt loses tokens to the 256-token limit."""
+        return self._tokenize([prompt] if isinstance(prompt, str) else list(prompt))[1]
+
+    def _encode_text(self, prompts: List[str], device):
+        tok, _ = self._tokenize(prompts)
         ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
         with torch.no_grad():
             out = self.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        return out.hidden_states[-2], mask, truncated
+        return out.hidden_states[-2], mask
+
+    def encode_prompt(self, prompt: Union[None, str, List[str]], negative_prompt: Union[None, str, List[str]] = None,
+                      do_classifier_free_guidance: bool = True, num_videos_per_prompt: int = 1,
+                      prompt_embeds: Optional[torch.Tensor] = None,
+                      prompt_attention_mask: Optional[torch.Tensor] = None,
+                      negative_prompt_embeds: Optional[torch.Tensor] = None,
+                      negative_prompt_attention_mask: Optional[torch.Tensor] = None, device=None):
+        """Both sides of the guidance as diffusers' pipelines return them: (prompt_embeds, prompt_attention_mask,
+        negative_prompt_embeds, negative_prompt_attention_mask), each repeated per video; the negative pair is None
+        without guidance. The system prompt + prompt -> the text encoder's hidden_states[-2], right padded to a multiple
+        of 8, at most 256 tokens; the negative prompt defaults to "". Given embeddings are passed through."""
+        device = device or self._execution_device
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask = self._encode_text(prompts, device)
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            neg = "" if negative_prompt is None else negative_prompt
+            neg = [neg] * prompt_embeds.shape[0] if isinstance(neg, str) else list(neg)
+            negative_prompt_embeds, negative_prompt_attention_mask = self._encode_text(neg, device)
+        if not do_classifier_free_guidance:
+            negative_prompt_embeds = negative_prompt_attention_mask = None
+
+        def per_video(t):
+            return None if t is None else t.repeat_interleave(num_videos_per_prompt, 0).to(device)
+
+        return (per_video(prompt_embeds), per_video(prompt_attention_mask), per_video(negative_prompt_embeds),
+                per_video(negative_prompt_attention_mask))
 
     def prepare_latents(self, batch, frames, height, width, dtype, device, generator, shared_noise: float = 0.0):
         """Starting noise; with a list of generators each video's comes from its own (as diffusers' randn_tensor)."""
@@ -226,21 +293,43 @@ class LuminaVideoPipeline(DiffusionPipeline):
     def enable_vae_tiling(self):
         self.vae.enable_tiling()
 
-    def denoise(self, x: torch.Tensor, steps, pos, neg, callback_on_step_end: Optional[Callable] = None):
+    def denoise(self, x: torch.Tensor, steps, pos, neg, callback_on_step_end: Optional[Callable] = None,
+                callback_on_step_end_tensor_inputs=("latents",)):
         """Euler steps of the flow ODE from noise `x` along the planned `steps` (each with its patch size, guidance
-        and motion scores); returns the final latent and the log of what ran at each step."""
+        and motion scores); returns the final latent, the log of what ran at each step and the forward counts.
+
+        A step-end callback gets the tensors it asked for and may return new `latents` or prompt embeddings, or set
+        `pipe._guidance_scale` (from the next step on). Step caches enabled on a denoiser start clean at each call and
+        at each patch-size switch."""
         dtype = self.transformer.dtype
-        both = pad_and_stack(pos, neg) if neg is not None and self.batched_guidance else None
         captions = {id(net): CaptionCache() for net in self.denoisers.values()}
+        for net in self.denoisers.values():
+            if getattr(net, "is_cache_enabled", False):
+                net._reset_stateful_cache()
+        counter = ForwardCounter()
         self._interrupt = False
-        schedule_log = []
+        self._num_timesteps = len(steps)
+        override, both, patch_of, schedule_log = None, None, {}, []
         with self.progress_bar(total=len(steps)) as progress:
             for step in steps:
-                if self._interrupt:
+                if self.interrupt:
                     raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
+                if override is not None:
+                    step = dataclasses.replace(step, cfg=override)
+                if step.guided and neg is None:
+                    raise InvalidRequestError("a callback turned guidance on in a run planned without it, so no "
+                                              "negative prompt was encoded: plan guidance > 0 for some step instead")
+                self._guidance_scale, self._current_timestep = step.cfg, (1.0 - step.t) * 1000.0
                 net = self.transformer_at(step.t)
-                v_pos, v_neg = self._velocities(net, x.to(dtype), step, pos, neg, both, captions[id(net)])
-                x = euler_step(x, guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm), step.dt)
+                if patch_of.get(id(net), step.patch) != step.patch and getattr(net, "is_cache_enabled", False):
+                    net._reset_stateful_cache()  # no residual computed at one patch size may serve another
+                patch_of[id(net)] = step.patch
+                if step.guided and self.batched_guidance and both is None:
+                    both = pad_and_stack(neg, pos)  # negative first, as the forward batches them
+                v_pos, v_neg = self._velocities(net, x.to(dtype), step, pos, neg, both if step.guided else None,
+                                                captions[id(net)], counter)
+                velocity = guide(v_pos.float(), None if v_neg is None else v_neg.float(), step.cfg, step.renorm)
+                x = euler_step(x, velocity, step.dt)
                 if (step.index + 1) % NAN_CHECK_EVERY == 0 or step.index == len(steps) - 1:
                     check_finite(x, step.index, dtype)
                 schedule_log.append(
@@ -249,10 +338,45 @@ class LuminaVideoPipeline(DiffusionPipeline):
                      "motion": step.motion, "neg_motion": step.neg_motion if step.guided else None}
                 )
                 if callback_on_step_end is not None:
-                    cb_out = callback_on_step_end(self, step.index, step.t, {"latents": x})
-                    x = (cb_out or {}).get("latents", x)
+                    tensors = {"latents": x, "noise_pred": velocity, "prompt_embeds": pos[0],
+                               "prompt_attention_mask": pos[1], "negative_prompt_embeds": neg and neg[0],
+                               "negative_prompt_attention_mask": neg and neg[1]}
+                    out = callback_on_step_end(self, step.index, step.t,
+                                               {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
+                    x = out.get("latents", x)
+                    new_pos = (out.get("prompt_embeds", pos[0]), out.get("prompt_attention_mask", pos[1]))
+                    new_neg = neg and (out.get("negative_prompt_embeds", neg[0]),
+                                       out.get("negative_prompt_attention_mask", neg[1]))
+                    if any(a is not b for a, b in zip(new_pos + (new_neg or ()), pos + (neg or ()))):
+                        pos, neg, both = new_pos, new_neg, None
+                    if self._guidance_scale != step.cfg:
+                        override = float(self._guidance_scale or 0.0)
                 progress.update()
-        return x, schedule_log
+        return x, schedule_log, counter
+
+    @contextlib.contextmanager
+    def step_cache(self, cache: Optional[StepCache], num_steps: int):
+        """Enable `cache` on every denoiser for one call (diffusers' `enable_cache`, configured for this run's steps
+        and clock) and disable it after; None leaves the denoisers as they are (a cache the user enabled stays)."""
+        if cache is None:
+            yield
+            return
+        nets = list(self.denoisers.values())
+        for net in nets:
+            if net.is_cache_enabled:
+                raise InvalidRequestError(f"{type(net._cache_config).__name__} is already enabled on the transformer; "
+                                          f"call pipe.transformer.disable_cache() or leave cache unset")
+        config = cache.config(num_steps, lambda: self._current_timestep, self.defaults.mag_ratios,
+                              self.batched_guidance)
+        enabled = []
+        try:
+            for net in nets:
+                net.enable_cache(config)
+                enabled.append(net)
+            yield
+        finally:
+            for net in enabled:
+                net.disable_cache()
 
     def check_inputs(self, prompt, negative_prompt, height, width, num_frames, config: SampleConfig,
                      num_videos_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
@@ -323,6 +447,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Optional[Callable] = None,
         callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
+        cache: Union[None, str, StepCache] = None,
     ):
         """Generate videos. Unset values come from the model's own defaults (`pipe.defaults`: its size, frames and
         tuned sampling), so `pipe(prompt, generator=torch.Generator().manual_seed(s))` gives the CLI's and the app's
@@ -335,11 +460,13 @@ class LuminaVideoPipeline(DiffusionPipeline):
         ("multiscale": its tuned one) or a time-aware schedule of patch sizes. `sample_config` is the base the
         keyword settings override: a preset name, a release-format dict or a SampleConfig (default: the model's).
         `generator`: one for the whole batch, or a list with one per video (prompts x num_videos_per_prompt).
+        `cache`: a step cache for this call ("fbc:0.1", "fast", a StepCache; see lumina.pipelines.cache), or None.
 
         Returns frames as np (B, F, H, W, 3) in [0, 1], pt (B, F, 3, H, W), pil, or the final latent
         (B, 16, F', H', W') before the VAE scaling factor.
         """
         t_start = time.perf_counter()
+        cache = StepCache.parse(cache)
         defaults = self.defaults
         if latents is None:
             height = defaults.height if height is None else height
@@ -357,14 +484,11 @@ class LuminaVideoPipeline(DiffusionPipeline):
         dtype = self.transformer.dtype
 
         t0 = time.perf_counter()
-        truncated = False
-        if prompt_embeds is None:
-            prompt_embeds, prompt_attention_mask, truncated = self.encode_prompt(prompt, device)
-        needs_negative = any(s.guided for s in steps)
-        if needs_negative and negative_prompt_embeds is None:
-            neg = negative_prompt if negative_prompt is not None else ""
-            neg = [neg] * prompt_embeds.shape[0] if isinstance(neg, str) else neg
-            negative_prompt_embeds, negative_prompt_attention_mask, _ = self.encode_prompt(neg, device)
+        truncated = prompt is not None and self.prompt_truncated(prompt)
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = \
+            self.encode_prompt(prompt, negative_prompt, any(s.guided for s in steps), num_videos_per_prompt,
+                               prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+                               negative_prompt_attention_mask, device)
         t_encode = time.perf_counter() - t0
 
         if latents is None:
@@ -372,17 +496,14 @@ class LuminaVideoPipeline(DiffusionPipeline):
                                            config.shared_noise)
         else:
             latents = latents.to(device=device, dtype=torch.float32)
-        each = num_videos_per_prompt  # every prompt's embeddings once per video
-        pos = (prompt_embeds.repeat_interleave(each, 0).to(device, dtype),
-               prompt_attention_mask.repeat_interleave(each, 0).to(device))
-        neg = (
-            (negative_prompt_embeds.repeat_interleave(each, 0).to(device, dtype),
-             negative_prompt_attention_mask.repeat_interleave(each, 0).to(device))
-            if needs_negative else None
-        )
+        pos = (prompt_embeds.to(dtype), prompt_attention_mask)
+        neg = None if negative_prompt_embeds is None else (negative_prompt_embeds.to(dtype),
+                                                            negative_prompt_attention_mask)
 
         t0 = time.perf_counter()
-        x, schedule_log = self.denoise(latents.float(), steps, pos, neg, callback_on_step_end)
+        with self.step_cache(cache, len(steps)):
+            x, schedule_log, counter = self.denoise(latents.float(), steps, pos, neg, callback_on_step_end,
+                                                    callback_on_step_end_tensor_inputs or ("latents",))
         t_denoise = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -396,14 +517,15 @@ class LuminaVideoPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
-        return LuminaVideoPipelineOutput(frames=frames, schedule=schedule_log, timings=timings, prompt_truncated=truncated)
+        return LuminaVideoPipelineOutput(frames=frames, schedule=schedule_log, timings=timings, prompt_truncated=truncated,
+                                         cache=counter.summary(cache))
 
 
-def pad_and_stack(pos, neg):
-    """(embeds, mask) of the positive then the negative prompts in one batch, padded to one length."""
-    length = max(pos[0].shape[1], neg[0].shape[1])
-    embeds = [F.pad(e, (0, 0, 0, length - e.shape[1])) for e in (pos[0], neg[0])]
-    masks = [F.pad(m, (0, length - m.shape[1])) for m in (pos[1], neg[1])]
+def pad_and_stack(first, second):
+    """(embeds, mask) of two prompt batches in one, `first` first, padded to one length."""
+    length = max(first[0].shape[1], second[0].shape[1])
+    embeds = [F.pad(e, (0, 0, 0, length - e.shape[1])) for e in (first[0], second[0])]
+    masks = [F.pad(m, (0, length - m.shape[1])) for m in (first[1], second[1])]
     return torch.cat(embeds), torch.cat(masks)
 
 

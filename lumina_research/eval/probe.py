@@ -79,7 +79,7 @@ def flow_losses(pipe, data, captions: Sequence[str], patches=PATCHES, times=TIME
                 seed: int = 0) -> Dict[str, List[float]]:
     """Per patch size, the flow MSE at each t of `data` (``encode_clips``) captioned `captions`, on fixed noise."""
     x1, motion = data
-    embeds, mask, _ = pipe.encode_prompt(list(captions))
+    embeds, mask, _, _ = pipe.encode_prompt(list(captions), do_classifier_free_guidance=False)
     noise = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
     out = {}
     for patch in patches:

@@ -1,0 +1,163 @@
+"""Step caches for the Next-DiT, through diffusers' own hooks (`transformer.enable_cache`).
+
+A cache is named once, as `StepCache(method, knob)` (text "fbc:0.1", parsed by `StepCache.parse`), and turned into
+diffusers' config for one run by `StepCache.config`, since some methods need that run's step count and clock.
+The pipeline runs each forward in a `cache_context` and resets the hooks' state at every patch-size switch, so no
+residual computed at one patch size is reused at another.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
+
+from lumina.errors import InvalidRequestError
+
+# Attention and FFN of every block: where attention-level caches (PAB, FasterCache, TaylorSeer) act.
+ATTENTION = r"^layers\.\d+\.attention$"
+FEED_FORWARD = r"^layers\.\d+\.feed_forward$"
+
+# method -> (what its knob is, default knob, allowed range, integer knob?)
+METHODS: Dict[str, tuple] = {
+    "fbc": ("First-Block Cache: relative change of the first block's residual under which the other blocks are "
+            "skipped", 0.1, (0.0, 1.0), False),
+    "taylorseer": ("TaylorSeer: steps between full computations (attention and FFN predicted in between)", 3,
+                   (2, 20), True),
+    "pab": ("Pyramid Attention Broadcast: steps an attention output is reused", 2, (2, 20), True),
+    "faster": ("FasterCache: steps an attention output is reused (and the negative branch approximated)", 2,
+               (2, 20), True),
+    "mag": ("MagCache: accumulated magnitude error allowed before a step is computed again", 0.06, (0.0, 1.0),
+            False),
+}
+NONE = "none"
+FAST = "fast"
+
+
+@dataclass(frozen=True)
+class StepCache:
+    """One step-cache setting: a method of `METHODS` and its knob (the method's default if None)."""
+
+    method: str
+    knob: Optional[float] = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InvalidRequestError(f"cache method {self.method!r}; allowed: {', '.join(METHODS)}, {FAST} or "
+                                      f"{NONE} (NAME[:value]; `python -m lumina presets` lists them)")
+        _, default, (low, high), integer = METHODS[self.method]
+        knob = default if self.knob is None else self.knob
+        if isinstance(knob, bool) or not isinstance(knob, (int, float)) or not math.isfinite(knob) \
+                or not low < knob <= high or (integer and knob != int(knob)):
+            kind = "a whole number" if integer else "a number"
+            raise InvalidRequestError(f"cache {self.method}:{self.knob}: the value must be {kind} in "
+                                      f"({low}, {high}] ({METHODS[self.method][0]})")
+        object.__setattr__(self, "knob", int(knob) if integer else float(knob))
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}:{self.knob:g}"
+
+    @classmethod
+    def parse(cls, text) -> Optional["StepCache"]:
+        """"fbc", "fbc:0.2", "fast" (the measured default, `FAST_CACHE`) or "none"/""/None (no cache)."""
+        if text is None or isinstance(text, StepCache):
+            return text
+        name, _, value = str(text).strip().lower().partition(":")
+        if name in ("", NONE):
+            return None
+        if name == FAST and not value:
+            return FAST_CACHE
+        knob = None
+        if value:
+            try:
+                knob = float(value)
+            except ValueError:
+                raise InvalidRequestError(f"cache {text!r}: {value!r} is not a number; use NAME[:value], e.g. "
+                                          f"fbc:0.1") from None
+        return cls(name, knob)
+
+    def config(self, num_steps: int, current_timestep: Callable[[], float], mag_ratios: Optional[Sequence] = None,
+               batched_guidance: bool = True):
+        """diffusers' config of this cache for a run of `num_steps` forwards; `current_timestep` reads the run's clock
+        on diffusers' scale (1000 = noise, 0 = data)."""
+        from diffusers import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
+                               PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
+
+        if self.method == "fbc":
+            return FirstBlockCacheConfig(threshold=self.knob)
+        if self.method == "taylorseer":
+            return TaylorSeerCacheConfig(cache_interval=self.knob, disable_cache_before_step=2, max_order=1,
+                                         taylor_factors_dtype=torch.float32,
+                                         cache_identifiers=[ATTENTION, FEED_FORWARD])
+        if self.method == "pab":
+            return PyramidAttentionBroadcastConfig(
+                spatial_attention_block_skip_range=self.knob, spatial_attention_timestep_skip_range=(100, 800),
+                spatial_attention_block_identifiers=(ATTENTION,), temporal_attention_block_identifiers=(),
+                cross_attention_block_identifiers=(), current_timestep_callback=current_timestep)
+        if self.method == "faster":
+            if not batched_guidance:
+                raise InvalidRequestError("cache faster approximates the negative branch from a batch holding both "
+                                          "guidance branches; this memory mode runs them apart: use fbc or pab")
+            return FasterCacheConfig(
+                spatial_attention_block_skip_range=self.knob, spatial_attention_timestep_skip_range=(-1, 681),
+                spatial_attention_block_identifiers=(ATTENTION,), temporal_attention_block_identifiers=(),
+                current_timestep_callback=current_timestep, attention_weight_callback=lambda _: 0.5,
+                tensor_format="BCFHW",
+                _unconditional_conditional_input_kwargs_identifiers=[
+                    "hidden_states", "timestep", "encoder_hidden_states", "encoder_attention_mask", "motion_score"])
+        if not mag_ratios:
+            raise InvalidRequestError("cache mag needs this model's magnitude ratios (they depend on the checkpoint): "
+                                      "calibrate them with `lumina.pipelines.cache.calibrate_mag_ratios(pipe)` and "
+                                      "save the pipeline, or use fbc / taylorseer / pab")
+        return MagCacheConfig(threshold=self.knob, num_inference_steps=num_steps, mag_ratios=list(mag_ratios),
+                              retention_ratio=0.2, max_skip_steps=3)
+
+
+# The measured default of `--cache fast` (benchmarks/bench_cache.py; table and choice in docs/benchmarks.md).
+FAST_CACHE = StepCache("fbc", 0.1)
+
+
+class ForwardCounter:
+    """How many denoiser forwards ran their last block's attention (computed) and how many a cache answered
+    (skipped): a hook on that attention's output projection, which runs only when the attention is computed."""
+
+    def __init__(self):
+        self.forwards = self.computed = 0
+
+    @contextmanager
+    def watch(self, net):
+        last = net.layers[-1].attention.wo
+        ran = []
+        handle = last.register_forward_pre_hook(lambda *_: ran.append(1))
+        try:
+            yield
+        finally:
+            handle.remove()
+            self.forwards += 1
+            self.computed += bool(ran)
+
+    def summary(self, cache: Optional[StepCache]) -> Dict[str, object]:
+        return {"cache": cache.label if cache else NONE, "forwards": self.forwards, "computed": self.computed,
+                "skipped": self.forwards - self.computed}
+
+
+def calibrate_mag_ratios(pipe, prompt: str = "a red circle moving right", **call_kwargs) -> list:
+    """MagCache's per-step magnitude ratios of this pipeline's transformer, measured on one run at 1x2 (every forward
+    computed): the mean ratio of consecutive residual norms (output - input of the block stack) per step."""
+    net = pipe.transformer
+    norms, inputs = [], {}
+    first, last = net.layers[0], net.layers[-1]
+    h1 = first.register_forward_pre_hook(lambda m, args: inputs.__setitem__("h", args[0]))
+    h2 = last.register_forward_hook(
+        lambda m, args, out: norms.append(torch.linalg.norm((out - inputs["h"]).float(), dim=-1)))
+    try:
+        pipe(prompt, patch_schedule="1x2", output_type="latent", **call_kwargs)
+    finally:
+        h1.remove()
+        h2.remove()
+    ratios = [1.0] + [float((cur / (prev + 1e-8)).mean()) for prev, cur in zip(norms, norms[1:])]
+    return [round(r, 4) for r in ratios]
