@@ -132,9 +132,11 @@ class LuminaVideoAttnProcessor:
     _parallel_config = None
 
     def _attend(self, attn, q, k, v, mask, parallel_config):
+        """q (B, Lq, H, D), k/v (B, Lk, Hkv, D), mask (B, Lk) bool or None -> (B, Lq, H, D)."""
         backend = self._attention_backend
-        if mask is not None and backend in VARLEN_BACKEND:
-            backend = VARLEN_BACKEND[backend]
+        if mask is not None:
+            backend = VARLEN_BACKEND.get(backend, backend)
+            mask = mask[:, None, None, :]  # every backend reads (B, 1, 1, Lk); not all broadcast a (B, Lk) mask
         gqa = attn.n_heads != attn.n_kv_heads
         name = backend or _AttentionBackendRegistry._active_backend
         if gqa and "enable_gqa" not in _AttentionBackendRegistry._supported_arg_names[AttentionBackendName(name)]:

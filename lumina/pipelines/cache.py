@@ -28,8 +28,9 @@ METHODS: Dict[str, tuple] = {
     "taylorseer": ("TaylorSeer: steps between full computations (attention and FFN predicted in between)", 3,
                    (2, 20), True),
     "pab": ("Pyramid Attention Broadcast: steps an attention output is reused", 2, (2, 20), True),
-    "faster": ("FasterCache: steps an attention output is reused (and the negative branch approximated)", 2,
-               (2, 20), True),
+    # diffusers 0.42 hooks FasterCache's attention reuse only onto modules named blocks.*attn, so here it approximates
+    # the negative branch (from the positive one, every 5 steps in 4) and leaves attention to pab.
+    "faster": ("FasterCache: steps between two computations of the negative branch", 5, (2, 20), True),
     "mag": ("MagCache: accumulated magnitude error allowed before a step is computed again", 0.06, (0.0, 1.0),
             False),
 }
@@ -81,9 +82,10 @@ class StepCache:
         return cls(name, knob)
 
     def config(self, num_steps: int, current_timestep: Callable[[], float], mag_ratios: Optional[Sequence] = None,
-               batched_guidance: bool = True):
+               batched_guidance: bool = True, guided_throughout: bool = True):
         """diffusers' config of this cache for a run of `num_steps` forwards; `current_timestep` reads the run's clock
-        on diffusers' scale (1000 = noise, 0 = data)."""
+        on diffusers' scale (1000 = noise, 0 = data). FasterCache needs both guidance branches in one batch at every
+        step (`batched_guidance`, `guided_throughout`)."""
         from diffusers import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
                                PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
 
@@ -102,8 +104,13 @@ class StepCache:
             if not batched_guidance:
                 raise InvalidRequestError("cache faster approximates the negative branch from a batch holding both "
                                           "guidance branches; this memory mode runs them apart: use fbc or pab")
+            if not guided_throughout:
+                raise InvalidRequestError("cache faster needs guidance at every step, and this run stops guiding "
+                                          "(guidance 0 from some t on, as every release preset does): use pab, the "
+                                          "same attention reuse without the negative-branch approximation, or "
+                                          "a constant guidance")
             return FasterCacheConfig(
-                spatial_attention_block_skip_range=self.knob, spatial_attention_timestep_skip_range=(-1, 681),
+                unconditional_batch_skip_range=self.knob, spatial_attention_timestep_skip_range=(-1, 681),
                 spatial_attention_block_identifiers=(ATTENTION,), temporal_attention_block_identifiers=(),
                 current_timestep_callback=current_timestep, attention_weight_callback=lambda _: 0.5,
                 tensor_format="BCFHW",
@@ -122,23 +129,25 @@ FAST_CACHE = StepCache("fbc", 0.1)
 
 
 class ForwardCounter:
-    """How many denoiser forwards ran their last block's attention (computed) and how many a cache answered
-    (skipped): a hook on that attention's output projection, which runs only when the attention is computed."""
+    """Forwards per guidance branch (a guided step is two, as in `lumina.costs`) and how many of them ran their last
+    block's attention (computed) or were answered by a cache (skipped): a hook on that attention's output projection,
+    which runs only when the attention is computed, and counts the batch rows it computes (FasterCache computes the
+    positive rows alone when it approximates the negative branch)."""
 
     def __init__(self):
         self.forwards = self.computed = 0
 
     @contextmanager
-    def watch(self, net):
-        last = net.layers[-1].attention.wo
+    def watch(self, net, rows: int, batch: int):
+        """One forward of `rows` batch rows, `batch` rows a branch."""
         ran = []
-        handle = last.register_forward_pre_hook(lambda *_: ran.append(1))
+        handle = net.layers[-1].attention.wo.register_forward_pre_hook(lambda m, args: ran.append(args[0].shape[0]))
         try:
             yield
         finally:
             handle.remove()
-            self.forwards += 1
-            self.computed += bool(ran)
+            self.forwards += rows // batch
+            self.computed += sum(ran) // batch
 
     def summary(self, cache: Optional[StepCache]) -> Dict[str, object]:
         return {"cache": cache.label if cache else NONE, "forwards": self.forwards, "computed": self.computed,
@@ -155,7 +164,7 @@ def calibrate_mag_ratios(pipe, prompt: str = "a red circle moving right", **call
     h2 = last.register_forward_hook(
         lambda m, args, out: norms.append(torch.linalg.norm((out - inputs["h"]).float(), dim=-1)))
     try:
-        pipe(prompt, patch_schedule="1x2", output_type="latent", **call_kwargs)
+        pipe(prompt, **{**call_kwargs, "patch_schedule": "1x2", "output_type": "latent"})
     finally:
         h1.remove()
         h2.remove()

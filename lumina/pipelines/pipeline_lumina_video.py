@@ -207,7 +207,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
 
         def run(name, hidden, timestep, embeds, motion_score):
             context = net.cache_context(name) if caching else contextlib.nullcontext()
-            with context, counter.watch(net):
+            with context, counter.watch(net, hidden.shape[0], batch):
                 return net(hidden_states=hidden, timestep=timestep, encoder_hidden_states=embeds[0],
                            encoder_attention_mask=embeds[1], motion_score=motion_score, patch_size=step.patch,
                            caption_cache=captions, return_dict=False)[0]
@@ -355,7 +355,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         return x, schedule_log, counter
 
     @contextlib.contextmanager
-    def step_cache(self, cache: Optional[StepCache], num_steps: int):
+    def step_cache(self, cache: Optional[StepCache], steps):
         """Enable `cache` on every denoiser for one call (diffusers' `enable_cache`, configured for this run's steps
         and clock) and disable it after; None leaves the denoisers as they are (a cache the user enabled stays)."""
         if cache is None:
@@ -366,8 +366,8 @@ class LuminaVideoPipeline(DiffusionPipeline):
             if net.is_cache_enabled:
                 raise InvalidRequestError(f"{type(net._cache_config).__name__} is already enabled on the transformer; "
                                           f"call pipe.transformer.disable_cache() or leave cache unset")
-        config = cache.config(num_steps, lambda: self._current_timestep, self.defaults.mag_ratios,
-                              self.batched_guidance)
+        config = cache.config(len(steps), lambda: self._current_timestep, self.defaults.mag_ratios,
+                              self.batched_guidance, all(s.guided for s in steps))
         enabled = []
         try:
             for net in nets:
@@ -501,7 +501,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
                                                             negative_prompt_attention_mask)
 
         t0 = time.perf_counter()
-        with self.step_cache(cache, len(steps)):
+        with self.step_cache(cache, steps):
             x, schedule_log, counter = self.denoise(latents.float(), steps, pos, neg, callback_on_step_end,
                                                     callback_on_step_end_tensor_inputs or ("latents",))
         t_denoise = time.perf_counter() - t0
