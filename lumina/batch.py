@@ -14,6 +14,7 @@ from typing import List
 
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest
+from lumina.cache import StepCache
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.syntax import parse_setting
 
@@ -41,6 +42,8 @@ def read_prompts(path, defaults: ModelDefaults) -> List[GenerationRequest]:
                 for name, kind in SCHEDULE_FIELDS.items():
                     if name in item:
                         item[name] = parse_setting(item[name], kind, defaults.named_schedules(), name)
+                if "cache" in item:
+                    item["cache"] = StepCache.parse(item["cache"])
             except ValueError as err:
                 raise InvalidRequestError(f"{path}:{n}: {err}") from None
             requests.append(GenerationRequest(**item))

@@ -38,6 +38,8 @@ def _add_generate(sub) -> None:
                    help="none | model-offload | sequential-offload | group-offload, '+8bit', '+vae-tiling', "
                         "'+vae-slicing'; or auto (from free GPU memory)")
     p.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer blocks")
+    p.add_argument("--cache", help="step cache NAME[:value]: fast (the measured default), fbc, taylorseer, pab, "
+                                   "faster, mag or none (see `presets`)")
     p.add_argument("--audio", action="store_true", help="add sound with Lumina-V2A (--v2a-model)")
     p.add_argument("--v2a-model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory")
     p.add_argument("--out", required=True, help="FILE.mp4")
@@ -48,6 +50,7 @@ def cmd_generate(args) -> int:
     import torch
 
     from lumina.generation import GenerationRequest, generate_video, resolve_request
+    from lumina.cache import StepCache
     from lumina.pipelines.loading import load_pipeline, read_defaults
     from lumina.syntax import parse_resolution, parse_setting
     from lumina.validation import check_device, check_output_path
@@ -64,7 +67,7 @@ def cmd_generate(args) -> int:
         motion=parse_setting(args.motion, name="motion"), neg_motion=parse_setting(args.neg_motion, name="neg-motion"),
         cfg=parse_setting(args.cfg, name="cfg"),
         steps=args.steps, time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise,
-        seed=args.seed, audio=args.audio,
+        seed=args.seed, audio=args.audio, cache=StepCache.parse(args.cache),
     )
     job = resolve_request(req, defaults)
     pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
@@ -81,6 +84,7 @@ def cmd_generate(args) -> int:
 
 def cmd_presets(args) -> int:
     from lumina import syntax
+    from lumina.cache import FAST, FAST_CACHE, METHODS
     from lumina.pipelines.defaults import ModelDefaults
     from lumina.pipelines.loading import read_defaults
     from lumina.sampling import PRESETS
@@ -97,6 +101,9 @@ def cmd_presets(args) -> int:
     tiny = format_schedule(read_defaults("tiny").named_schedules()["multiscale"])
     print(f"  (a model's 'multiscale' is its multi-scale preset's schedule at its tuned switch times; tiny: {tiny})")
     print(syntax.__doc__.split("Schedule strings", 1)[1].strip().join(["Schedule strings ", ""]))
+    print(f"Step caches (--cache NAME[:value]; '{FAST}' = {FAST_CACHE.label}, measured in docs/benchmarks.md):")
+    for name, (what, default, (low, high), _) in METHODS.items():
+        print(f"  {name:10s} {what}; default {default}, allowed ({low}, {high}]")
     return 0
 
 

@@ -13,6 +13,7 @@ import torch
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
 from lumina.media import write_json, write_mp4
+from lumina.cache import StepCache
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling.schedule import SampleConfig, TimeAware
@@ -45,6 +46,7 @@ class GenerationRequest:
     shared_noise: Optional[float] = None
     seed: Optional[int] = None
     audio: bool = False
+    cache: Optional[StepCache] = None
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ class ResolvedRequest:
     seed: int
     audio: bool
     config: SampleConfig
+    cache: Optional[StepCache] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        """The sidecar's "request" (the sampling settings are its "sample_config")."""
-        return {k: v for k, v in asdict(self).items() if k != "config"}
+        """The sidecar's "request" (the sampling settings are its "sample_config"; the cache its label)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("config", "cache")}
+        return {**out, "cache": self.cache.label if self.cache else "none"}
 
 
 def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> ResolvedRequest:
@@ -84,7 +88,7 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
         req.preset, patch=req.schedule, steps=req.steps, cfg=req.cfg, motion=req.motion, neg_motion=req.neg_motion,
         time_shift=req.time_shift, renorm=req.renorm, shared_noise=req.shared_noise)
     return ResolvedRequest(prompt, str(req.negative_prompt or ""), width, height, frames, fps, seed, bool(req.audio),
-                           config)
+                           config, req.cache)
 
 
 def generate_video(
@@ -111,6 +115,7 @@ def generate_video(
         generator=generator,
         output_type="np",
         callback_on_step_end=callback_on_step_end,
+        cache=req.cache,
     )
     frames = out.frames[0]
     audio = None
@@ -135,6 +140,7 @@ def generate_video(
         "patch_schedule": format_schedule(config.patch),
         "schedule": out.schedule,
         "prompt_truncated": out.prompt_truncated,
+        "cache": out.cache,
         "memory": getattr(getattr(pipe, "memory_plan", None), "name", "none"),
         "tokens_per_step": {
             s: pipe.transformer.num_tokens(pipe.latent_size(req.frames, req.height, req.width), s)

@@ -11,7 +11,7 @@ from diffusers.models.attention_dispatch import attention_backend
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from lumina.errors import InvalidRequestError
-from lumina.pipelines.cache import FAST_CACHE, METHODS, StepCache, calibrate_mag_ratios
+from lumina.cache import FAST_CACHE, METHODS, StepCache, calibrate_mag_ratios
 from tests.builders import random_pipeline, random_transformer
 
 MULTISCALE = ("2x4", (0.3, "2x2"), (0.6, "1x2"))
@@ -255,3 +255,21 @@ def test_cache_text_is_parsed_once_with_clear_refusals(text, error):
         StepCache.parse(text)
     assert StepCache.parse("fast") == FAST_CACHE and StepCache.parse("none") is None
     assert StepCache.parse("FBC:0.2") == StepCache("fbc", 0.2) and set(METHODS) >= {"fbc", "mag", "taylorseer"}
+
+
+def test_cli_cache_is_recorded_in_the_sidecar_with_its_forward_counts(tmp_path):
+    import json
+
+    from lumina.cli import main
+    from lumina.media import read_video
+
+    out = tmp_path / "clip.mp4"
+    rc = main(["generate", "--model", "tiny", "--prompt", "a red circle moving right on a navy background",
+               "--resolution", "64x64", "--frames", "8", "--steps", "16", "--seed", "1", "--cache", "fbc:0.9",
+               "--out", str(out)])
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert rc == 0 and read_video(out)[0].shape[0] == 8
+    assert sidecar["request"]["cache"] == "fbc:0.9"
+    counts = sidecar["cache"]
+    assert counts["cache"] == "fbc:0.9" and counts["skipped"] > 0
+    assert counts["forwards"] == counts["computed"] + counts["skipped"] >= 15

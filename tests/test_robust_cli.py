@@ -115,6 +115,8 @@ BAD_SETTINGS = [
     (["--cfg", "nan, 0@0.2"], "cfg=nan"),
     (["--time-shift", "inf"], "time shift=inf"),
     (["--steps", "0"], "steps=0"),
+    (["--cache", "fbc:lots"], "not a number"),
+    (["--cache", "warp"], "allowed: fbc"),
     (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device"),
 ]
 

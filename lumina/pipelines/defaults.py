@@ -29,7 +29,7 @@ class ModelDefaults:
     max_resolution: int = 960
     steps: Optional[int] = None
     sampling: Optional[Dict[str, Any]] = None
-    mag_ratios: Optional[List[float]] = None  # MagCache's, measured on this checkpoint (lumina.pipelines.cache)
+    mag_ratios: Optional[List[float]] = None  # MagCache's, measured on this checkpoint (lumina.cache)
 
     def sample_config(self, preset: Union[None, str, Mapping[str, Any], SampleConfig] = None,
                       **overrides) -> SampleConfig:

@@ -20,7 +20,7 @@ from lumina.errors import GenerationInterrupted, InvalidRequestError, NonFiniteL
 from lumina.media import write_json
 from lumina.models.components import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_size, vae_compression
 from lumina.models.transformer_nextdit import CaptionCache
-from lumina.pipelines.cache import ForwardCounter, StepCache
+from lumina.cache import ForwardCounter, StepCache
 from lumina.pipelines.defaults import CONFIG_KEY, ModelDefaults
 from lumina.pipelines.memory import holds_8bit
 from lumina.pipelines.vae_decode import decode_latents
@@ -460,7 +460,7 @@ class LuminaVideoPipeline(DiffusionPipeline):
         ("multiscale": its tuned one) or a time-aware schedule of patch sizes. `sample_config` is the base the
         keyword settings override: a preset name, a release-format dict or a SampleConfig (default: the model's).
         `generator`: one for the whole batch, or a list with one per video (prompts x num_videos_per_prompt).
-        `cache`: a step cache for this call ("fbc:0.1", "fast", a StepCache; see lumina.pipelines.cache), or None.
+        `cache`: a step cache for this call ("fbc:0.1", "fast", a StepCache; see lumina.cache), or None.
 
         Returns frames as np (B, F, H, W, 3) in [0, 1], pt (B, F, 3, H, W), pil, or the final latent
         (B, 16, F', H', W') before the VAE scaling factor.

@@ -1,5 +1,7 @@
 """Step caches for the Next-DiT, through diffusers' own hooks (`transformer.enable_cache`).
 
+Light to import (torch and diffusers load when a config is built), so the CLI checks `--cache` at once.
+
 A cache is named once, as `StepCache(method, knob)` (text "fbc:0.1", parsed by `StepCache.parse`), and turned into
 diffusers' config for one run by `StepCache.config`, since some methods need that run's step count and clock.
 The pipeline runs each forward in a `cache_context` and resets the hooks' state at every patch-size switch, so no
@@ -12,8 +14,6 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
-
-import torch
 
 from lumina.errors import InvalidRequestError
 
@@ -86,6 +86,7 @@ class StepCache:
         """diffusers' config of this cache for a run of `num_steps` forwards; `current_timestep` reads the run's clock
         on diffusers' scale (1000 = noise, 0 = data). FasterCache needs both guidance branches in one batch at every
         step (`batched_guidance`, `guided_throughout`)."""
+        import torch
         from diffusers import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
                                PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
 
@@ -118,7 +119,7 @@ class StepCache:
                     "hidden_states", "timestep", "encoder_hidden_states", "encoder_attention_mask", "motion_score"])
         if not mag_ratios:
             raise InvalidRequestError("cache mag needs this model's magnitude ratios (they depend on the checkpoint): "
-                                      "calibrate them with `lumina.pipelines.cache.calibrate_mag_ratios(pipe)` and "
+                                      "calibrate them with `lumina.cache.calibrate_mag_ratios(pipe)` and "
                                       "save the pipeline, or use fbc / taylorseer / pab")
         return MagCacheConfig(threshold=self.knob, num_inference_steps=num_steps, mag_ratios=list(mag_ratios),
                               retention_ratio=0.2, max_skip_steps=3)
@@ -157,6 +158,8 @@ class ForwardCounter:
 def calibrate_mag_ratios(pipe, prompt: str = "a red circle moving right", **call_kwargs) -> list:
     """MagCache's per-step magnitude ratios of this pipeline's transformer, measured on one run at 1x2 (every forward
     computed): the mean ratio of consecutive residual norms (output - input of the block stack) per step."""
+    import torch
+
     net = pipe.transformer
     norms, inputs = [], {}
     first, last = net.layers[0], net.layers[-1]
