@@ -51,11 +51,12 @@ class StepCache:
                                       f"{NONE} (NAME[:value]; `python -m lumina presets` lists them)")
         _, default, (low, high), integer = METHODS[self.method]
         knob = default if self.knob is None else self.knob
-        if isinstance(knob, bool) or not isinstance(knob, (int, float)) or not math.isfinite(knob) \
-                or not low < knob <= high or (integer and knob != int(knob)):
-            kind = "a whole number" if integer else "a number"
-            raise InvalidRequestError(f"cache {self.method}:{self.knob}: the value must be {kind} in "
-                                      f"({low}, {high}] ({METHODS[self.method][0]})")
+        in_range = isinstance(knob, (int, float)) and not isinstance(knob, bool) and math.isfinite(knob) and (
+            low <= knob <= high and knob == int(knob) if integer else low < knob <= high)
+        if not in_range:
+            allowed = f"a whole number from {low} to {high}" if integer else f"a number in ({low}, {high}]"
+            raise InvalidRequestError(f"cache {self.method}:{self.knob:g}: the value must be {allowed} "
+                                      f"({METHODS[self.method][0]})")
         object.__setattr__(self, "knob", int(knob) if integer else float(knob))
 
     @property
@@ -123,6 +124,33 @@ class StepCache:
                                       "save the pipeline, or use fbc / taylorseer / pab")
         return MagCacheConfig(threshold=self.knob, num_inference_steps=num_steps, mag_ratios=list(mag_ratios),
                               retention_ratio=0.2, max_skip_steps=3)
+
+
+# Share of forwards the adaptive methods skipped on the tiny model at their default knob (benchmarks/bench_cache.py,
+# docs/benchmarks.md): the cost model's assumption for them until a GPU run measures the release's own.
+ADAPTIVE_SKIP_SHARE = {"fbc": 0.5, "mag": 0.4}
+
+
+def work_share(cache: Optional[StepCache], position: int, stage_steps: int, timestep: float, guided: bool,
+               n_layers: int, attention_share: float) -> float:
+    """Predicted share of a step's uncached work that `cache` still computes: the step is the `position`-th of its
+    patch-size stage (`stage_steps` long; caches restart at each stage), at diffusers' `timestep` (1000 = noise).
+    Rules of each method as diffusers 0.42 applies them (see `StepCache.config`); fbc and mag skip adaptively, so
+    they are charged their measured skip share (`ADAPTIVE_SKIP_SHARE`)."""
+    if cache is None or position == 0:
+        return 1.0
+    method, k = cache.method, cache.knob
+    if method == "fbc":  # a skipped forward still runs the first block
+        return 1.0 - ADAPTIVE_SKIP_SHARE["fbc"] * (1.0 - 1.0 / n_layers)
+    if method == "mag":  # the first 20% of a stage always computes
+        return 1.0 if position < 0.2 * stage_steps else 1.0 - ADAPTIVE_SKIP_SHARE["mag"]
+    if method == "taylorseer":  # attention and FFN predicted between full computations
+        return 1.0 if position < 2 or (position - 3) % k == 0 else 0.05
+    if method == "pab":  # attention output reused inside its timestep range
+        return 1.0 - attention_share if 100 < timestep < 800 and position % k else 1.0
+    if method == "faster":  # the negative branch approximated from the positive one
+        return 0.5 if guided and timestep < 641 and position % k else 1.0
+    return 1.0
 
 
 # The measured default of `--cache fast` (benchmarks/bench_cache.py; table and choice in docs/benchmarks.md).

@@ -102,8 +102,9 @@ def cmd_presets(args) -> int:
     print(f"  (a model's 'multiscale' is its multi-scale preset's schedule at its tuned switch times; tiny: {tiny})")
     print(syntax.__doc__.split("Schedule strings", 1)[1].strip().join(["Schedule strings ", ""]))
     print(f"Step caches (--cache NAME[:value]; '{FAST}' = {FAST_CACHE.label}, measured in docs/benchmarks.md):")
-    for name, (what, default, (low, high), _) in METHODS.items():
-        print(f"  {name:10s} {what}; default {default}, allowed ({low}, {high}]")
+    for name, (what, default, (low, high), integer) in METHODS.items():
+        allowed = f"{low}..{high}" if integer else f"({low}, {high}]"
+        print(f"  {name:10s} {what}; default {default}, allowed {allowed}")
     return 0
 
 

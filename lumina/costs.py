@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from lumina.cache import StepCache, work_share
 from lumina.sampling import SampleConfig, plan
 from lumina.settings import SETTINGS
 
@@ -20,6 +21,12 @@ DEFAULT_FIT = {"overhead_s": 0.01, "flops_per_second": 3.5e14}
 
 def forward_flops(config, tokens: int, caption_tokens: int = 256) -> float:
     """Multiply-adds x2 of one transformer forward over `tokens` video tokens (one item)."""
+    return sum(forward_flops_parts(config, tokens, caption_tokens).values())
+
+
+def forward_flops_parts(config, tokens: int, caption_tokens: int = 256) -> Dict[str, float]:
+    """The FLOPs of one forward by where they go: "attention" (the attention modules: projections, caption keys and
+    the attention itself) and "ffn"."""
     d, layers = config.dim, config.n_layers
     kv = (d // config.n_heads) * (config.n_kv_heads or config.n_heads)
     ffn = config.ffn_dim or 0
@@ -27,10 +34,11 @@ def forward_flops(config, tokens: int, caption_tokens: int = 256) -> float:
         from lumina.models.transformer_nextdit import ffn_hidden_dim
 
         ffn = ffn_hidden_dim(d, config.multiple_of)
-    per_token = 2 * (2 * d * d + 2 * d * kv + 3 * d * ffn)
+    projections = 2 * (2 * d * d + 2 * d * kv)
     caption = 2 * caption_tokens * 2 * config.cap_feat_dim * kv
     attention = 2 * 2 * tokens * (tokens + caption_tokens) * d
-    return float(layers * (tokens * per_token + caption + attention))
+    return {"attention": float(layers * (tokens * projections + caption + attention)),
+            "ffn": float(layers * tokens * 2 * 3 * d * ffn)}
 
 
 def load_fit(device: str = "cuda") -> Optional[Dict[str, float]]:
@@ -48,18 +56,31 @@ def forward_seconds(config, tokens: int, fit: Dict[str, float]) -> float:
 
 
 def request_seconds(
-    transformer_config, sample_config: SampleConfig, latent_shape: Tuple[int, int, int], fit: Optional[dict] = None
+    transformer_config, sample_config: SampleConfig, latent_shape: Tuple[int, int, int], fit: Optional[dict] = None,
+    cache: Optional[StepCache] = None,
 ) -> Tuple[float, Dict[str, int]]:
-    """Predicted denoising seconds for one video, and the tokens per step of each scale used."""
+    """Predicted denoising seconds for one video, and the tokens per step of each scale used. With a step `cache`,
+    each step is charged the share of its work the cache still computes (`lumina.cache.work_share`), the per-forward
+    overhead included."""
 
     fit = fit or load_fit()
     f, h, w = latent_shape
     total, tokens_by_scale = 0.0, {}
-    for step in plan(sample_config):
+    steps = plan(sample_config)
+    stage_sizes = {}
+    for step in steps:
+        stage_sizes[step.patch] = stage_sizes.get(step.patch, 0) + 1
+    position, previous = 0, None
+    for step in steps:
         ps = step.patch
+        position = position + 1 if ps == previous else 0
+        previous = ps
         tokens = -(-f // ps.f) * (h // ps.p) * (w // ps.p)
         tokens_by_scale[ps.name] = tokens
-        total += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1)
+        parts = forward_flops_parts(transformer_config, tokens)
+        share = work_share(cache, position, stage_sizes[ps], (1.0 - step.t) * 1000.0, step.guided,
+                           transformer_config.n_layers, parts["attention"] / sum(parts.values()))
+        total += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1) * share
     return total, tokens_by_scale
 
 

@@ -249,7 +249,7 @@ def test_mag_cache_needs_the_models_ratios_then_skips(pipe):
 
 @pytest.mark.parametrize("text,error", [("fbc:lots", "not a number"), ("warp", "allowed: fbc"),
                                         ("fbc:2", r"in \(0.0, 1.0\]"), ("taylorseer:2.5", "whole number"),
-                                        ("pab:inf", "number in")])
+                                        ("pab:inf", "whole number from 2 to 20"), ("pab:1", "from 2 to 20")])
 def test_cache_text_is_parsed_once_with_clear_refusals(text, error):
     with pytest.raises(InvalidRequestError, match=error):
         StepCache.parse(text)
