@@ -149,6 +149,15 @@ def holds_8bit(module) -> bool:
     return any(isinstance(m, bnb.nn.Linear8bitLt) for m in module.modules())
 
 
+def int8_layers(module) -> int:
+    """How many bitsandbytes int8 layers `module` holds whose weight really is int8: what an 8-bit mode must leave
+    (a Linear8bitLt keeping float weights, or a plain Linear, saves nothing)."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None or not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(isinstance(m, bnb.nn.Linear8bitLt) and m.weight.dtype == torch.int8 for m in module.modules())
+
+
 def quantize_8bit(module: torch.nn.Module, skip=()) -> int:
     """Swap nn.Linear layers outside `skip` for bitsandbytes int8 ones, quantized on the device `module` is on;
     returns how many were swapped.
