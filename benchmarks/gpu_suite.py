@@ -5,19 +5,22 @@
 
 Builds the 1.77 B `LuminaNextDiTVideo()`, a Gemma-2-2B-shaped `Gemma2Model` (with the tiny model's tokenizer) and
 `AutoencoderKLCogVideoX()` (the CogVideoX-2b configuration) once, in bf16, and keeps them in CPU memory; every
-measurement starts from a copy. Sections, each guarded so a failure is recorded and the rest still runs:
+measurement starts from a copy. Sections, each a list of rows and of checks, each guarded so a failure is recorded
+and the rest still runs:
 
 - forward: one transformer forward per patch size at 1248x704x96 and 672x384x64, batch 1 and 2, timed by
   lumina.costs.forward_samples (as bench_forward.py and the app's cost fit): seconds, TFLOP/s, peak GB;
-- presets: the four presets' denoising time composed from those step times (guided steps run batch 2);
+- presets: the four presets' denoising time composed from those step times (guided steps run batch 2), and the
+  multi-scale / single-scale ratio held to the range the cost model allows;
 - end_to_end: f16F64R512 and its MultiScale preset, prompt to video;
 - memory_modes: every mode of `modes_for(device)` at 1248x704x96 (2 steps at 1x2 with guidance): peak GB through
   denoising and through the full decode, s/step, decode seconds, a finite video of the right shape, the latent's
-  relative difference to `none`, and 8-bit weights whose quantization state sits elsewhere than the weight.
+  relative difference to `none`, the int8 layers an 8-bit mode holds and 8-bit weights whose quantization state
+  sits elsewhere than the weight, and for tiled modes the tiled decode's pixels against the untiled decode's.
 
-Writes DIR/gpu_suite.json after every section and DIR/gpu_suite.md at the end. A bare CUDA machine with torch,
-transformers and accelerate needs only diffusers and bitsandbytes: `bash scripts/gpu_wheels.sh` fetches them where
-PyPI is reachable (docs/benchmarks.md, "GPU suite").
+`Report` writes DIR/gpu_suite.json and DIR/gpu_suite.md (atomically) after every row, so a run stopped by a time-out
+keeps what finished. A bare CUDA machine with torch, transformers and accelerate needs only diffusers and
+bitsandbytes: `bash scripts/gpu_wheels.sh` fetches them where PyPI is reachable (docs/benchmarks.md, "GPU suite").
 """
 
 from __future__ import annotations
@@ -25,25 +28,26 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import math
 import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lumina.costs import forward_samples  # noqa: E402
+from lumina.costs import forward_samples, request_seconds  # noqa: E402
 from lumina.media import write_json, write_text  # noqa: E402
 from lumina.models.components import tiny_vae_config  # noqa: E402
 from lumina.pipelines.loading import TINY_DIR  # noqa: E402
-from lumina.pipelines.memory import (apply_memory_mode, mode_tolerance, modes_for, parse_memory_mode,  # noqa: E402
-                                     quantization_devices, relative_difference)  # noqa: E402
+from lumina.pipelines.memory import (apply_memory_mode, int8_layers, mode_tolerance, modes_for,  # noqa: E402
+                                     parse_memory_mode, quantization_devices, relative_difference)  # noqa: E402
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline  # noqa: E402
 from lumina.pipelines.vae_decode import half_conv3d_falls_back  # noqa: E402
 from lumina.sampling import get_preset, plan  # noqa: E402
@@ -54,6 +58,18 @@ PRESETS_BY_SIZE = {"960": ("f24F96R960", "f24F96R960-MultiScale"), "512": ("f16F
 # Issue 29's targets for the memory modes on a CUDA GPU (peak GB through the full decode).
 PEAK_TARGETS_GB = {"model-offload+8bit+vae-tiling": 16.0, "group-offload+vae-tiling": 12.0}
 DECODE_TARGET_S = 30.0
+# Latent frames decoded with and without tiling for a tiled mode: one decoder chunk at the full area, so every tile
+# seam is in it (each tile decodes the same chunks as the untiled decode) at a twelfth of a release decode's time.
+TILING_CHECK_FRAMES = 2
+# The 960 ratio's range: the cost model's floor and ceiling (ratio_bounds), widened for timing noise.
+RATIO_SLACK = (0.9, 1.1)
+# Largest (max, mean) |tiled - untiled| decoded pixel in [0, 1] a tiled mode may give: the max catches a hole or a
+# NaN, the mean a misplaced or unblended tile. Tiles differ from the untiled decode near their edges (each tile's
+# group norms see only the tile), and with random weights much more than with trained ones: CogVideoX-2b's tiling
+# measured max 0.16-0.45, mean 0.0015-0.003 (CPU, fp32, 2 latent frames of 248x368 to 352x624 pixels, full and
+# 8-channel configurations); the toy (tiny VAE, 64x128 with a 16-pixel last tile row) 0.50 and 0.022.
+TILING_RELEASE = (0.6, 0.01)
+TILING_TOY = (0.75, 0.05)
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,8 @@ class Scale:
     sizes: Dict[str, Tuple[int, int, int]]  # "960"/"512" -> (width, height, frames)
     max_resolution: int
     end_to_end_steps: Optional[int]  # None: the presets' own 70 grid points
+    tiling_tolerance: Tuple[float, float]  # largest (max, mean) |tiled - untiled| decoded pixel in [0, 1]
+    ratio_target: Optional[float] = None  # issue 29's 960 multi-scale / single-scale target (release sizes only)
     mode_steps: int = 3  # grid points: 2 guided steps at 1x2
     repeats: int = 2
     caption_tokens: int = 256
@@ -82,6 +100,8 @@ RELEASE = Scale(
     sizes={"960": (1248, 704, 96), "512": (672, 384, 64)},
     max_resolution=960,
     end_to_end_steps=None,
+    tiling_tolerance=TILING_RELEASE,
+    ratio_target=0.40,
 )
 TOY = Scale(
     name="toy",
@@ -92,10 +112,17 @@ TOY = Scale(
     sizes={"960": (128, 64, 16), "512": (64, 64, 8)},
     max_resolution=128,
     end_to_end_steps=6,
+    tiling_tolerance=TILING_TOY,
     repeats=1,
     caption_tokens=32,
     tolerance_8bit=0.08,  # a dim-64 toy rounds more per projection than the 2B release (as in tests/test_memory.py)
 )
+
+
+def latent_shape(scale: Scale, size: str) -> Tuple[int, int, int]:
+    """(frames, height, width) of the latent of a video of `size` (4x temporal, 8x spatial)."""
+    w, h, frames = scale.sizes[size]
+    return max(frames // 4, 1), h // 8, w // 8
 
 
 def build(scale: Scale, dtype: torch.dtype, device: str, seed: int = 0) -> Dict[str, torch.nn.Module]:
@@ -148,67 +175,169 @@ class Meter:
         return round(torch.cuda.max_memory_allocated() / 1e9, 2) if self.cuda else None
 
 
+def check(subject: str, what: str, ok: bool, value) -> dict:
+    """One line of a section's checks: what was asked of `subject`, whether it holds, what was measured."""
+    return {"for": subject, "check": what, "ok": bool(ok), "value": value}
 
-def section_forward(parts, scale: Scale, device: str, meter: Meter) -> dict:
-    net = copy.deepcopy(parts["transformer"]).to(device)
-    rows = []
-    for size, (w, h, frames) in scale.sizes.items():
-        latent = (max(frames // 4, 1), h // 8, w // 8)
+
+def json_safe(value):
+    """`value` with every non-finite float as its text ("nan", "inf"): strict JSON refuses them, and a NaN is a
+    finding to record, not a reason to lose the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class Report:
+    """The suite's results and their one writer: each section is {"rows": [...], "checks": [...]} plus its own
+    figures, and DIR/gpu_suite.json and DIR/gpu_suite.md are rewritten atomically after every row, so a run killed
+    inside a section (a device call's time-out) keeps every row that finished, with its checks."""
+
+    def __init__(self, out: Path, scale: str, env: dict):
+        self.out = out
+        self.start = time.perf_counter()
+        self.data = {"scale": scale, "env": env, "sections": {}}
+
+    @property
+    def sections(self) -> Dict[str, dict]:
+        return self.data["sections"]
+
+    def section(self, name: str) -> dict:
+        self.sections[name] = {"rows": [], "checks": []}
+        self.save()
+        return self.sections[name]
+
+    def add(self, name: str, row: Optional[dict] = None, checks: Sequence[dict] = ()) -> None:
+        sec = self.sections[name]
+        if row is not None:
+            sec["rows"].append(row)
+        sec["checks"].extend(checks)
+        self.save()
+
+    def save(self) -> None:
+        self.data["seconds"] = round(time.perf_counter() - self.start, 1)
+        write_text(self.out / "gpu_suite.md", markdown(self.data))  # first: a row in the JSON is in the table
+        write_json(self.out / "gpu_suite.json", json_safe(self.data))
+
+
+@dataclass
+class Run:
+    """What every section reads: the built components, the shapes, where to run, the report to add rows to."""
+
+    parts: Dict[str, torch.nn.Module]
+    scale: Scale
+    device: str
+    meter: Meter
+    report: Report
+    deadline: float  # perf_counter seconds after which no memory mode starts
+
+
+def section_forward(run: Run) -> None:
+    net = copy.deepcopy(run.parts["transformer"]).to(run.device)
+    run.report.sections["forward"]["params"] = sum(p.numel() for p in net.parameters())
+    for size in run.scale.sizes:
         for patch in PATCHES:
             for batch in (1, 2):
-                meter.reset()
-                [(_, tokens, flops, seconds)] = forward_samples(net, latent, scale.repeats, scale.caption_tokens,
-                                                                batch=batch, patches=[patch])
-                rows.append({"size": size, "patch": patch, "batch": batch, "tokens": tokens, "s": round(seconds, 4),
-                             "tflops": float(f"{flops / seconds / 1e12:.4g}"), "peak_gb": meter.peak_gb()})
-    return {"params": sum(p.numel() for p in parts["transformer"].parameters()), "rows": rows}
+                run.meter.reset()
+                [(_, tokens, flops, seconds)] = forward_samples(net, latent_shape(run.scale, size), run.scale.repeats,
+                                                                run.scale.caption_tokens, batch=batch, patches=[patch])
+                run.report.add("forward", {"size": size, "patch": patch, "batch": batch, "tokens": tokens,
+                                           "s": round(seconds, 4), "tflops": float(f"{flops / seconds / 1e12:.4g}"),
+                                           "peak_gb": run.meter.peak_gb()})
 
 
-def section_presets(forward: dict) -> dict:
-    """Denoising seconds of each preset from the measured step times (guided steps: both branches, batch 2)."""
-    step_s = {(r["size"], r["patch"], r["batch"]): r["s"] for r in forward["rows"]}
-    out = {}
+def ratio_bounds(config, presets: Tuple[str, str], latent: Tuple[int, int, int]) -> Tuple[float, float]:
+    """The multi-scale / single-scale denoising time the cost model (lumina.costs) allows: every forward's seconds in
+    proportion to its FLOPs (the floor: coarse scales cost their tokens) up to every forward the same seconds (the
+    ceiling: per-forward overhead only, as at toy sizes)."""
+    single, multi = (get_preset(name) for name in presets)
+    limits = ({"overhead_s": 0.0, "flops_per_second": 1.0}, {"overhead_s": 1.0, "flops_per_second": math.inf})
+    return tuple(request_seconds(config, multi, latent, fit)[0] / request_seconds(config, single, latent, fit)[0]
+                 for fit in limits)
+
+
+def section_presets(run: Run) -> None:
+    """Denoising seconds of each preset from the measured step times (guided steps: both branches, batch 2); the
+    960 ratio is held to the cost model's range (a step timed at the wrong size or patch falls outside it)."""
+    step_s = {(r["size"], r["patch"], r["batch"]): r["s"] for r in run.report.sections["forward"]["rows"]}
+    ratios = run.report.sections["presets"]["ratios"] = {}
     for size, names in PRESETS_BY_SIZE.items():
+        seconds = {}
         for name in names:
             steps = plan(get_preset(name))
             counts: Dict[str, int] = {}
             for s in steps:
                 key = f"{s.patch.name}x{2 if s.guided else 1}"
                 counts[key] = counts.get(key, 0) + 1
-            seconds = sum(step_s[(size, s.patch.name, 2 if s.guided else 1)] for s in steps)
-            out[name] = {"seconds": round(seconds, 2), "steps": counts}
-        single, multi = names
-        out[f"{size}_ratio"] = round(out[multi]["seconds"] / out[single]["seconds"], 3)
-    return out
+            seconds[name] = sum(step_s[(size, s.patch.name, 2 if s.guided else 1)] for s in steps)
+            run.report.add("presets", {"preset": name, "size": size, "seconds": round(seconds[name], 2),
+                                       "steps": counts})
+        ratios[size] = round(seconds[names[1]] / seconds[names[0]], 3)
+    floor, ceiling = ratio_bounds(run.parts["transformer"].config, PRESETS_BY_SIZE["960"], latent_shape(run.scale, "960"))
+    low, high = round(RATIO_SLACK[0] * floor, 3), round(RATIO_SLACK[1] * ceiling, 3)
+    checks = [check("960", f"multi-scale / single scale in [{low}, {high}] (cost model: FLOPs only {floor:.3f}, "
+                           f"overhead only {ceiling:.3f})", low <= ratios["960"] <= high, ratios["960"])]
+    if run.scale.ratio_target is not None:
+        checks.append(check("960", f"multi-scale / single scale <= {run.scale.ratio_target:g} (issue 29)",
+                            ratios["960"] <= run.scale.ratio_target, ratios["960"]))
+    run.report.add("presets", checks=checks)
 
 
-def section_end_to_end(parts, scale: Scale, device: str, meter: Meter) -> dict:
-    pipe = fresh_pipeline(parts, scale)
-    apply_memory_mode(pipe, "none", device)
-    w, h, frames = scale.sizes["512"]
-    out = {}
+def section_end_to_end(run: Run) -> None:
+    pipe = fresh_pipeline(run.parts, run.scale)
+    apply_memory_mode(pipe, "none", run.device)
+    w, h, frames = run.scale.sizes["512"]
+    denoise = {}
     for name in PRESETS_BY_SIZE["512"]:
-        meter.reset()
+        run.meter.reset()
         result = pipe(prompt=PROMPT, width=w, height=h, num_frames=frames, sample_config=name,
-                      num_inference_steps=scale.end_to_end_steps, generator=torch.Generator().manual_seed(0),
+                      num_inference_steps=run.scale.end_to_end_steps, generator=torch.Generator().manual_seed(0),
                       output_type="np")
-        meter.sync()
-        out[name] = {"timings": {k: round(v, 3) for k, v in result.timings.items()}, "peak_gb": meter.peak_gb(),
-                     "frames_shape": list(result.frames.shape), "finite": bool(np.isfinite(result.frames).all())}
+        run.meter.sync()
+        finite, shape = bool(np.isfinite(result.frames).all()), list(result.frames.shape)
+        denoise[name] = result.timings["denoise"]
+        run.report.add("end_to_end", {"preset": name, "timings": {k: round(v, 3) for k, v in result.timings.items()},
+                                      "peak_gb": run.meter.peak_gb(), "frames_shape": shape, "finite": finite},
+                       [check(name, "finite video", finite, finite),
+                        check(name, f"video shape {[1, frames, h, w, 3]}", shape == [1, frames, h, w, 3], shape)])
     single, multi = PRESETS_BY_SIZE["512"]
-    out["denoise_ratio"] = round(out[multi]["timings"]["denoise"] / out[single]["timings"]["denoise"], 3)
-    return out
+    run.report.sections["end_to_end"]["denoise_ratio"] = round(denoise[multi] / denoise[single], 3)
 
 
-def run_mode(parts, scale: Scale, mode: str, device: str, meter: Meter, reference: Optional[torch.Tensor]) -> dict:
+def int8_counts(pipe) -> Dict[str, int]:
+    """int8 layers per component an 8-bit mode quantizes (the denoisers and the text encoder, where present)."""
+    parts = {**pipe.denoisers, "text_encoder": pipe.text_encoder}
+    return {name: int8_layers(module) for name, module in parts.items() if module is not None}
+
+
+def tiling_gap(pipe, latent: torch.Tensor) -> dict:
+    """Largest and mean |tiled - untiled| output pixel ([0, 1]) of the latent's first TILING_CHECK_FRAMES frames:
+    tiles change the pixels near their edges (each tile's norms see only the tile), a misplaced, missing or
+    unblended tile changes far more. Leaves tiling on."""
+    z = latent[:, :, :TILING_CHECK_FRAMES]
+    videos = []
+    for enable in (pipe.vae.enable_tiling, pipe.vae.disable_tiling):
+        enable()
+        videos.append(pipe.video_processor.denormalize(pipe.decode_latents(z).float()))
+    pipe.vae.enable_tiling()
+    gap = (videos[0] - videos[1]).abs()
+    return {"tiling_max_abs": round(gap.max().item(), 4), "tiling_mean_abs": round(gap.mean().item(), 5)}
+
+
+def run_mode(run: Run, mode: str, reference: Optional[torch.Tensor]) -> dict:
+    scale, meter = run.scale, run.meter
     w, h, frames = scale.sizes["960"]
     meter.reset()
     start = time.perf_counter()
-    pipe = fresh_pipeline(parts, scale)
+    pipe = fresh_pipeline(run.parts, scale)
     tokens = pipe.transformer.num_tokens(pipe.latent_size(frames, h, w), "1x2")
-    applied = apply_memory_mode(pipe, mode, device, tokens_per_step=tokens)
+    applied = apply_memory_mode(pipe, mode, run.device, tokens_per_step=tokens)
     row = {"mode": mode, "plan": applied.name, "setup_s": round(time.perf_counter() - start, 1),
-           "misplaced_8bit": quantization_devices(pipe, device)}
+           "int8_layers": int8_counts(pipe), "misplaced_8bit": quantization_devices(pipe, run.device)}
     meter.reset()
     result = pipe(prompt=PROMPT, width=w, height=h, num_frames=frames, sample_config="f24F96R960",
                   num_inference_steps=scale.mode_steps, generator=torch.Generator().manual_seed(0),
@@ -221,63 +350,73 @@ def run_mode(parts, scale: Scale, mode: str, device: str, meter: Meter, referenc
     video = pipe.decode_latents(latent)
     meter.sync()
     decode_s = time.perf_counter() - start
-    pipe.maybe_free_model_hooks()
     row.update(peak_decode_gb=meter.peak_gb(), decode_s=round(decode_s, 2), video_shape=list(video.shape),
                finite_video=bool(torch.isfinite(video).all()))
+    del video
+    if applied.vae_tiling:
+        row.update(tiling_gap(pipe, latent))
+    pipe.maybe_free_model_hooks()
     row["rel_diff_vs_none"] = None if reference is None else round(relative_difference(latent.cpu(), reference), 5)
     row["latent"] = latent.float().cpu()
     return row
 
 
-def section_memory_modes(parts, scale: Scale, device: str, meter: Meter, deadline: float) -> dict:
-    modes = modes_for(torch.device(device).type)
+def section_memory_modes(run: Run) -> None:
+    sec = run.report.sections["memory_modes"]
+    sec.update(size="x".join(map(str, run.scale.sizes["960"])), grid_points=run.scale.mode_steps)
+    modes = modes_for(torch.device(run.device).type)
     modes = ["none"] + [m for m in modes if m != "none"]  # `none` first: the reference the others are held to
-    rows, reference = [], None
+    reference = None
     for mode in modes:
-        if time.perf_counter() > deadline:  # results must come back within one device call
-            rows.append({"mode": mode, "error": "skipped: the suite ran past its --budget-s"})
-            continue
-        try:
-            row = run_mode(parts, scale, mode, device, meter, reference)
-            latent = row.pop("latent")
-            reference = latent if mode == "none" else reference
-        except Exception as err:  # one mode's failure is a finding, not the end of the suite
-            row = {"mode": mode, "error": repr(err)[:400], "trace": traceback.format_exc()[-3000:]}
-        rows.append(row)
-        meter.reset()
-    return {"size": "x".join(map(str, scale.sizes["960"])), "grid_points": scale.mode_steps, "rows": rows,
-            "checks": check_modes(rows, meter.cuda, scale)}
+        if time.perf_counter() > run.deadline:  # results must come back within one device call
+            row = {"mode": mode, "error": "skipped: the suite ran past its --budget-s"}
+        else:
+            try:
+                row = run_mode(run, mode, reference)
+                latent = row.pop("latent")
+                reference = latent if mode == "none" else reference
+            except Exception as err:  # one mode's failure is a finding, not the end of the suite
+                row = {"mode": mode, "error": repr(err)[:400], "trace": traceback.format_exc()[-3000:]}
+        run.report.add("memory_modes", row, check_mode(row, run.meter.cuda, run.scale))
+        run.meter.reset()
 
 
-def check_modes(rows: List[dict], cuda: bool, scale: Scale) -> List[dict]:
-    """Issue 29's targets, one line each: what was asked, what was measured, whether it holds."""
+def check_mode(r: dict, cuda: bool, scale: Scale) -> List[dict]:
+    """Issue 29's targets for one memory mode's row, one line each: what was asked, what was measured, whether it
+    holds."""
+    mode = r["mode"]
+    if "error" in r:
+        return [check(mode, "runs", False, r["error"][:120])]
     w, h, frames = scale.sizes["960"]
     expected_shape = [1, 3, frames, h, w]
-    checks = []
-    for r in rows:
-        if "error" in r:
-            checks.append({"mode": r["mode"], "check": "runs", "ok": False, "value": r["error"][:120]})
-            continue
-        applied = parse_memory_mode(r["plan"])
-        bound = scale.tolerance_8bit if applied.quantize_8bit and scale.tolerance_8bit else mode_tolerance(applied)
-        checks.append({"mode": r["mode"], "check": "finite video", "ok": r["finite_latent"] and r["finite_video"],
-                       "value": r["finite_video"]})
-        checks.append({"mode": r["mode"], "check": f"video shape {expected_shape}",
-                       "ok": r["video_shape"] == expected_shape, "value": r["video_shape"]})
-        checks.append({"mode": r["mode"], "check": "8-bit state with its weight", "ok": not r["misplaced_8bit"],
-                       "value": len(r["misplaced_8bit"])})
-        if r["rel_diff_vs_none"] is not None:
-            checks.append({"mode": r["mode"], "check": f"latent vs none <= {bound:g}",
-                           "ok": r["rel_diff_vs_none"] <= bound, "value": r["rel_diff_vs_none"]})
-        if cuda and r["mode"] in PEAK_TARGETS_GB:
-            target = PEAK_TARGETS_GB[r["mode"]]
-            peak = max(r["peak_denoise_gb"], r["peak_decode_gb"])
-            checks.append({"mode": r["mode"], "check": f"peak through decode <= {target:g} GB", "ok": peak <= target,
-                           "value": peak})
-        if cuda:
-            checks.append({"mode": r["mode"], "check": f"decode <= {DECODE_TARGET_S:g} s",
-                           "ok": r["decode_s"] <= DECODE_TARGET_S, "value": r["decode_s"]})
+    applied = parse_memory_mode(r["plan"])
+    bound = scale.tolerance_8bit if applied.quantize_8bit and scale.tolerance_8bit else mode_tolerance(applied)
+    int8 = ", ".join(f"{k} {v}" for k, v in r["int8_layers"].items())
+    checks = [check(mode, "finite video", r["finite_latent"] and r["finite_video"], r["finite_video"]),
+              check(mode, f"video shape {expected_shape}", r["video_shape"] == expected_shape, r["video_shape"]),
+              check(mode, "int8 layers in every 8-bit component" if applied.quantize_8bit else "no int8 layers",
+                    all(r["int8_layers"].values()) if applied.quantize_8bit else not any(r["int8_layers"].values()),
+                    f"int8 layers: {int8}"),
+              check(mode, "8-bit state with its weight", not r["misplaced_8bit"], len(r["misplaced_8bit"]))]
+    if r["rel_diff_vs_none"] is not None:
+        checks.append(check(mode, f"latent vs none <= {bound:g}", r["rel_diff_vs_none"] <= bound,
+                            r["rel_diff_vs_none"]))
+    if applied.vae_tiling:
+        most, mean = scale.tiling_tolerance
+        checks.append(check(mode, f"tiled vs untiled decode: pixel difference max <= {most:g}, mean <= {mean:g}",
+                            r["tiling_max_abs"] <= most and r["tiling_mean_abs"] <= mean,
+                            f"max {r['tiling_max_abs']}, mean {r['tiling_mean_abs']}"))
+    if cuda and mode in PEAK_TARGETS_GB:
+        peak = max(r["peak_denoise_gb"], r["peak_decode_gb"])
+        checks.append(check(mode, f"peak through decode <= {PEAK_TARGETS_GB[mode]:g} GB",
+                            peak <= PEAK_TARGETS_GB[mode], peak))
+    if cuda:
+        checks.append(check(mode, f"decode <= {DECODE_TARGET_S:g} s", r["decode_s"] <= DECODE_TARGET_S, r["decode_s"]))
     return checks
+
+
+SECTIONS: Dict[str, Callable[[Run], None]] = {"forward": section_forward, "presets": section_presets,
+                                              "end_to_end": section_end_to_end, "memory_modes": section_memory_modes}
 
 
 def environment(device: str, commit: Optional[str]) -> dict:
@@ -308,6 +447,28 @@ def git_commit() -> str:
         return "unknown (pass --commit)"
 
 
+# Each section's table: (header, the row's key; "a.b" reads row["a"]["b"]).
+COLUMNS = {
+    "forward": [("size", "size"), ("patch", "patch"), ("batch", "batch"), ("tokens", "tokens"), ("s", "s"),
+                ("TFLOP/s", "tflops"), ("peak GB", "peak_gb")],
+    "presets": [("preset", "preset"), ("denoise s", "seconds"), ("steps", "steps")],
+    "end_to_end": [("preset", "preset"), ("encode s", "timings.encode"), ("denoise s", "timings.denoise"),
+                   ("decode s", "timings.decode"), ("total s", "timings.total"), ("peak GB", "peak_gb")],
+    "memory_modes": [("mode", "mode"), ("peak GB denoise", "peak_denoise_gb"), ("peak GB decode", "peak_decode_gb"),
+                     ("s/step", "s_per_step"), ("decode s", "decode_s"), ("finite", "finite_video"),
+                     ("rel. diff vs none", "rel_diff_vs_none"), ("int8 layers", "int8_layers"),
+                     ("tiled vs untiled max", "tiling_max_abs"), ("error", "error")],
+}
+# A section's figures beyond its rows, printed under its table.
+SUMMARIES = {"presets": "ratios", "end_to_end": "denoise_ratio"}
+
+
+def cell(row: dict, key: str):
+    for part in key.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return "-" if row is None else row
+
+
 def markdown(results: dict) -> str:
     env = results.get("env", {})
     lines = [f"# GPU suite ({results['scale']}): {env.get('gpu', 'CPU')}, commit {env.get('commit')}", "",
@@ -317,32 +478,21 @@ def markdown(results: dict) -> str:
 
     def table(header, rows):
         lines.extend(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
-        lines.extend("| " + " | ".join("-" if v is None else str(v) for v in row) + " |" for row in rows)
+        lines.extend("| " + " | ".join(str(v) for v in row) + " |" for row in rows)
         lines.append("")
 
     for name, sec in results["sections"].items():
         lines.append(f"## {name}")
         if "error" in sec:
             lines.extend([f"failed: `{sec['error']}`", ""])
-            continue
-        if name == "forward":
-            table(["size", "patch", "batch", "tokens", "s", "TFLOP/s", "peak GB"],
-                  [[r["size"], r["patch"], r["batch"], r["tokens"], r["s"], r["tflops"], r["peak_gb"]] for r in sec["rows"]])
-        elif name == "presets":
-            table(["preset", "denoise s", "steps"],
-                  [[k, v["seconds"], v["steps"]] for k, v in sec.items() if isinstance(v, dict)])
-            lines.extend([f"multi-scale / single scale: 960 {sec.get('960_ratio')}, 512 {sec.get('512_ratio')}", ""])
-        elif name == "end_to_end":
-            table(["preset", "encode s", "denoise s", "decode s", "total s", "peak GB"],
-                  [[k, v["timings"]["encode"], v["timings"]["denoise"], v["timings"]["decode"], v["timings"]["total"],
-                    v["peak_gb"]] for k, v in sec.items() if isinstance(v, dict)])
-        elif name == "memory_modes":
-            table(["mode", "peak GB denoise", "peak GB decode", "s/step", "decode s", "finite", "rel. diff vs none"],
-                  [[r["mode"], r.get("peak_denoise_gb"), r.get("peak_decode_gb"), r.get("s_per_step"),
-                    r.get("decode_s"), r.get("finite_video", "error"), r.get("rel_diff_vs_none", r.get("error"))]
-                   for r in sec["rows"]])
-            table(["mode", "check", "ok", "value"],
-                  [[c["mode"], c["check"], "yes" if c["ok"] else "**no**", c["value"]] for c in sec["checks"]])
+        columns = COLUMNS.get(name, [])
+        if sec["rows"] and columns:
+            table([h for h, _ in columns], [[cell(r, key) for _, key in columns] for r in sec["rows"]])
+        if SUMMARIES.get(name) in sec:
+            lines.extend([f"{SUMMARIES[name]}: {sec[SUMMARIES[name]]}", ""])
+        if sec["checks"]:
+            table(["for", "check", "ok", "value"],
+                  [[c["for"], c["check"], "yes" if c["ok"] else "**no**", c["value"]] for c in sec["checks"]])
     return "\n".join(lines)
 
 
@@ -351,10 +501,15 @@ def main(argv=None) -> dict:
     p.add_argument("--out", required=True, help="folder for gpu_suite.json and gpu_suite.md")
     p.add_argument("--toy", action="store_true", help="toy sizes on the CPU: rehearses every section in seconds")
     p.add_argument("--device", default=None, help="default: cuda, or cpu with --toy")
-    p.add_argument("--sections", default="forward,presets,end_to_end,memory_modes")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from: {', '.join(SECTIONS)}")
     p.add_argument("--commit", default=None, help="the commit measured, where the copy has no .git")
     p.add_argument("--budget-s", type=float, default=480.0, help="start no memory mode after this many seconds")
     args = p.parse_args(argv)
+    wanted = [n.strip() for n in args.sections.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in SECTIONS]
+    if unknown or not wanted:
+        p.error(f"--sections {args.sections!r}: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(SECTIONS)}")
     scale = TOY if args.toy else RELEASE
     device = args.device or ("cpu" if args.toy else "cuda")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -362,38 +517,24 @@ def main(argv=None) -> dict:
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = {"scale": scale.name, "env": environment(device, args.commit), "sections": {}}
-    meter = Meter(device)
-
-    def save():
-        results["seconds"] = round(time.perf_counter() - start, 1)
-        write_json(out / "gpu_suite.json", results)
-
+    report = Report(out, scale.name, environment(device, args.commit))
     t0 = time.perf_counter()
     parts = build(scale, dtype, device)
-    results["build_s"] = round(time.perf_counter() - t0, 1)
-    wanted = args.sections.split(",")
-    runners = {
-        "forward": lambda: section_forward(parts, scale, device, meter),
-        "presets": lambda: section_presets(results["sections"]["forward"]),
-        "end_to_end": lambda: section_end_to_end(parts, scale, device, meter),
-        "memory_modes": lambda: section_memory_modes(parts, scale, device, meter, start + args.budget_s),
-    }
-    for name in [n for n in runners if n in wanted]:
+    report.data["build_s"] = round(time.perf_counter() - t0, 1)
+    run = Run(parts, scale, device, Meter(device), report, report.start + args.budget_s)
+    for name in [n for n in SECTIONS if n in wanted]:
         t0 = time.perf_counter()
+        sec = report.section(name)
         try:
-            results["sections"][name] = runners[name]()
+            SECTIONS[name](run)
         except Exception as err:  # a broken section is recorded and the next one still runs
-            results["sections"][name] = {"error": repr(err)[:400], "trace": traceback.format_exc()[-3000:]}
-        results["sections"][name]["seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"{name}: {results['sections'][name]['seconds']} s", flush=True)
-        meter.reset()
-        save()
-    save()
-    write_text(out / "gpu_suite.md", markdown(results))
+            sec.update(error=repr(err)[:400], trace=traceback.format_exc()[-3000:])
+        sec["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"{name}: {sec['seconds']} s", flush=True)
+        run.meter.reset()
+        report.save()
     print((out / "gpu_suite.md").read_text())
-    return results
+    return report.data
 
 
 if __name__ == "__main__":

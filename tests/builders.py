@@ -39,8 +39,11 @@ def random_pipeline(seed: int = 0, vae_levels: int = 4, vae_temporal: int = 4) -
                                tokenizer=tokenizer, max_resolution=128)
 
 
-def save_random_pipeline(folder: Path, seed: int = 0) -> Path:
+def save_random_pipeline(folder: Path, seed: int = 0, text_encoder: bool = True) -> Path:
+    """`text_encoder=False`: saved without text encoder and tokenizer (it then takes prompt_embeds)."""
     pipe = random_pipeline(seed)
+    if not text_encoder:
+        pipe = LuminaVideoPipeline(transformer=pipe.transformer, vae=pipe.vae, max_resolution=128)
     pipe.set_defaults(ModelDefaults(width=64, height=64, frames=8, fps=8, max_resolution=128, steps=4))
     pipe.save_pretrained(str(folder))
     return folder

@@ -190,6 +190,31 @@ def test_8bit_load_quantizes_the_text_encoder_at_load_time(random_pipeline_dir):
     assert quantization_devices(pipe, "cpu") == []
 
 
+def test_8bit_load_of_a_pipeline_without_text_encoder(tmp_path):
+    """Nothing for a library quantizer on a CPU (diffusers refuses an empty mapping, which read as "its files could
+    not be read"): it loads in full precision and the denoiser's layers are swapped; on CUDA only it is mapped."""
+    from tests.builders import save_random_pipeline
+    from lumina.pipelines.loading import load_pipeline
+    from lumina.pipelines.memory import holds_8bit, load_time_8bit, quantization_devices, relative_difference
+
+    present = ["transformer", "vae"]
+    assert load_time_8bit("cpu", present) is None
+    assert set(load_time_8bit("cuda", present).quant_mapping) == {"transformer"}
+    folder = save_random_pipeline(tmp_path / "no-encoder", text_encoder=False)
+    embeds, mask = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0)), torch.ones(1, 8, dtype=torch.long)
+    embeds = dict(prompt_embeds=embeds[:1], prompt_attention_mask=mask, negative_prompt_embeds=embeds[1:],
+                  negative_prompt_attention_mask=mask)
+
+    def latent(pipe):
+        return pipe(**embeds, generator=torch.Generator().manual_seed(0), **FAST).frames
+
+    ref = latent(load_pipeline(str(folder))[0])
+    pipe, _ = load_pipeline(str(folder), memory="8bit")
+    assert pipe.text_encoder is None and holds_8bit(pipe.transformer) and pipe.memory_plan.quantize_8bit
+    assert quantization_devices(pipe, "cpu") == []
+    assert 0 < relative_difference(latent(pipe), ref) < TINY_8BIT_TOLERANCE
+
+
 def test_saved_8bit_pipeline_is_never_read_back_as_full_precision(random_pipeline_dir, tmp_path):
     """save_pretrained records the quantization in each model's config: the text encoder loads back identical (on
     any device), and the transformer goes back through diffusers' 8-bit loader, which needs a GPU (its round trip

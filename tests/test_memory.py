@@ -6,7 +6,8 @@ import torch
 from lumina.errors import InvalidRequestError
 from lumina.pipelines.memory import (FULL_PRECISION_MODULES, GIB, MemoryPlan, apply_memory_mode, check_plan,
                                      choose_plan, enable_group_offload, enable_model_offload, mode_tolerance,
-                                     parse_memory_mode, quantization_devices, quantize_8bit, relative_difference)
+                                     int8_layers, parse_memory_mode, quantization_devices, quantize_8bit,
+                                     relative_difference)
 from tests.builders import random_pipeline, random_transformer
 
 FAST = dict(num_inference_steps=3, height=64, width=64, num_frames=8, output_type="latent")
@@ -87,6 +88,19 @@ def test_8bit_weights_and_vae_tiling_on_cpu():
     assert 0 < relative_difference(out, ref) < 0.08
     video = pipe("a red circle", num_inference_steps=3, height=64, width=64, num_frames=8).frames
     assert video.shape == (1, 8, 64, 64, 3)
+
+
+def test_int8_layers_counts_only_int8_weights():
+    """What the GPU suite holds an 8-bit mode to: bitsandbytes layers whose weight really is int8 (bitsandbytes
+    builds and quantizes them on a CPU too)."""
+    import bitsandbytes as bnb
+
+    model = random_transformer()
+    assert int8_layers(model) == 0 and int8_layers(None) == 0
+    float_weights = bnb.nn.Linear8bitLt(32, 32, has_fp16_weights=True)  # an int8 layer class that saves nothing
+    assert float_weights.weight.dtype == torch.float32 and int8_layers(float_weights) == 0
+    swapped = quantize_8bit(model, FULL_PRECISION_MODULES)
+    assert int8_layers(model) == swapped == 18
 
 
 def test_8bit_forward_on_cpu_is_within_the_8bit_tolerance():

@@ -38,17 +38,45 @@ def test_bounded_decode_gives_diffusers_video(tiling):
 
 def test_tiles_are_placed_at_their_own_start():
     """Tiles of 4x6 latent cells at diffusers' overlap factors (1/6, 1/5) start every 3x4 cells (24x32 pixels) while
-    diffusers places them every tile - blend pixels (27x39): its video is misaligned and 35x63 for a 32x56 one.
+    diffusers places them every tile - blend pixels (27x39): its video is misaligned and 24x63 for a 24x56 one.
     Ours puts each tile at its start: where one tile alone covers the video, the video is that tile's decode."""
     vae = toy_vae((8, 16, 16, 16), tiling=True)
-    z = torch.randn(1, 16, 2, 4, 7, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(1, 16, 2, 3, 7, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = vae.decode(z).sample
     out = decode_latents(vae, z)
-    assert ref.shape[-2:] == (35, 63) and out.shape[-2:] == (32, 56)
+    assert ref.shape[-2:] == (24, 63) and out.shape[-2:] == (24, 56)
     left, right = decode_latents(vae, z[..., 0:6]), decode_latents(vae, z[..., 4:7])  # each one tile: untiled
     assert torch.equal(out[..., :32], left[..., :32])  # before the overlap (pixels 32-47)
     assert torch.equal(out[..., 48:], right[..., 16:])  # after it
+
+
+def release_tiled_vae() -> AutoencoderKLCogVideoX:
+    """CogVideoX-2b's tiling as released (480x720 samples: 30x45-latent tiles every 25x36 cells, 40- and 72-pixel
+    blends), few channels."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8,) * 4, norm_num_groups=4, layers_per_block=1).eval()
+    vae.enable_tiling()
+    assert (vae.tile_latent_min_height, vae.tile_latent_min_width) == (30, 45)
+    return vae
+
+
+@pytest.mark.parametrize("height, width, tiles", [(48, 80, 2 * 3), (26, 73, 2 * 3)])
+def test_thin_last_tiles_as_diffusers(height, width, tiles):
+    """diffusers starts a tile every stride cells up to the end, so a width mod 36 of 1-9 (a height mod 25 of 1-5)
+    adds a thin last tile blended over its neighbour's edge: 384x640 (80 = 2 * 36 + 8 columns) and 208x584 (thin
+    in both directions, each thin tile inside its neighbour). Skipping them differed by up to 1.6 here."""
+    vae = release_tiled_vae()
+    z = torch.randn(1, 16, 1, height, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = vae.decode(z).sample
+    calls = []
+    hook = vae.decoder.register_forward_hook(lambda *_: calls.append(1))
+    out = decode_latents(vae, z)
+    hook.remove()
+    assert len(calls) == tiles
+    assert out.shape == ref.shape == (1, 3, 1, 8 * height, 8 * width)
+    assert torch.equal(out, ref)
 
 
 def test_one_chunk_override_is_one_decoder_call():

@@ -129,13 +129,16 @@ def int8_config(library: str):
 def load_time_8bit(device_type: str, components):
     """8-bit at load time for a saved pipeline, by the libraries themselves: the text encoder through transformers'
     bitsandbytes quantizer, the denoisers through diffusers' on CUDA only (it refuses to start without a GPU; on a CPU
-    apply_memory_mode swaps their layers after loading). `components`: the names the saved pipeline has."""
+    apply_memory_mode swaps their layers after loading). `components`: the names the saved pipeline has.
+
+    None where no present component loads quantized (a CPU run of a pipeline without a text encoder): diffusers
+    refuses an empty mapping, and apply_memory_mode still swaps the denoisers' layers."""
     from diffusers import PipelineQuantizationConfig
 
     mapping = {"text_encoder": int8_config("transformers")} if "text_encoder" in components else {}
     if device_type == "cuda":
         mapping.update({name: int8_config("diffusers") for name in DENOISERS if name in components})
-    return PipelineQuantizationConfig(quant_mapping=mapping)
+    return PipelineQuantizationConfig(quant_mapping=mapping) if mapping else None
 
 
 def holds_8bit(module) -> bool:
@@ -144,6 +147,15 @@ def holds_8bit(module) -> bool:
     if bnb is None or not isinstance(module, torch.nn.Module):
         return False
     return any(isinstance(m, bnb.nn.Linear8bitLt) for m in module.modules())
+
+
+def int8_layers(module) -> int:
+    """How many bitsandbytes int8 layers `module` holds whose weight really is int8: what an 8-bit mode must leave
+    (a Linear8bitLt keeping float weights, or a plain Linear, saves nothing)."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None or not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(isinstance(m, bnb.nn.Linear8bitLt) and m.weight.dtype == torch.int8 for m in module.modules())
 
 
 def quantize_8bit(module: torch.nn.Module, skip=()) -> int:

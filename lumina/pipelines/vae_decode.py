@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import weakref
 from contextlib import contextmanager
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXCausalConv3d
@@ -71,19 +71,13 @@ def _decode_frames(vae, z: torch.Tensor) -> torch.Tensor:
     return torch.cat(out, dim=2)
 
 
-def _tile_starts(size: int, tile: int, stride: int) -> List[int]:
-    """Tile starts every `stride` cells, stopping at the first tile that reaches the end."""
-    starts = [0]
-    while starts[-1] + tile < size:
-        starts.append(starts[-1] + stride)
-    return starts
-
-
 def _decode_tiled(vae, z: torch.Tensor) -> torch.Tensor:
     """diffusers' `tiled_decode` tiles and linear blending, each tile written into the output as soon as it is
     blended; only the edges the next tiles blend with (the bottom rows of the row above, the right columns of the
     left tile) are kept, instead of every tile's output.
 
+    The grid is diffusers': a tile every stride cells while the start is inside the latent, so a last tile may be
+    thin (from 1 cell) and lie inside its neighbour, which it still blends with (384x640 has one: 80 = 2 * 36 + 8).
     Each tile is placed at its own start and blended over its real overlap with its neighbours. diffusers places
     them at multiples of `tile - blend` pixels, which is the tile stride only for some tile sizes (CogVideoX-2b's
     defaults: 200 and 288 pixels, where this gives diffusers' video); for others (the tiny model's VAE) its
@@ -93,7 +87,7 @@ def _decode_tiled(vae, z: torch.Tensor) -> torch.Tensor:
     tile_h, tile_w = vae.tile_latent_min_height, vae.tile_latent_min_width
     stride_h = int(tile_h * (1 - vae.tile_overlap_factor_height))
     stride_w = int(tile_w * (1 - vae.tile_overlap_factor_width))
-    rows, cols = _tile_starts(height, tile_h, stride_h), _tile_starts(width, tile_w, stride_w)
+    rows, cols = list(range(0, height, stride_h)), list(range(0, width, stride_w))  # diffusers' grid
     blend_h, blend_w = (tile_h - stride_h) * scale, (tile_w - stride_w) * scale
     out_h = [(b - a) * scale for a, b in zip(rows, rows[1:] + [height])]
     out_w = [(b - a) * scale for a, b in zip(cols, cols[1:] + [width])]
