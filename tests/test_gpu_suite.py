@@ -51,7 +51,7 @@ def test_toy_suite_runs_every_section_and_meets_the_mode_checks(tmp_path):
     _, err = proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     saved = json.loads((tmp_path / "gpu_suite.json").read_text())
-    assert saved["sections"].keys() == {"forward", "presets", "end_to_end", "memory_modes"}
+    assert saved["sections"].keys() == {"forward", "presets", "cached", "end_to_end", "memory_modes"}
     assert all("error" not in sec for sec in saved["sections"].values()), saved["sections"]
     modes = ["none"] + [m for m in modes_for("cpu") if m != "none"]
     assert seen == [modes[:k] for k in range(1, len(modes) + 1)]
@@ -68,6 +68,10 @@ def test_toy_suite_runs_every_section_and_meets_the_mode_checks(tmp_path):
     [timing_range] = presets["checks"]  # the toy has no issue-29 target; its range is the cost model's
     assert timing_range["check"].startswith("multi-scale / single scale in [0.367, 1.1] (cost model: FLOPs only 0.408")
     assert timing_range["value"] == presets["ratios"]["960"] > 0
+
+    cached = {r["cache"]: r for r in saved["sections"]["cached"]["rows"]}
+    assert cached.keys() == {"fbc:0.1", "taylorseer:4"} and cached["taylorseer:4"]["skipped"] > 0
+    assert all(r["computed"] + r["skipped"] == 10 and r["predicted_s"] > 0 for r in cached.values())  # 6 grid points
 
     e2e = {r["preset"]: r for r in saved["sections"]["end_to_end"]["rows"]}
     for name in PRESETS_512:
