@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from lumina.cache import FAST_CACHE
 import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
@@ -70,7 +72,7 @@ def test_toy_suite_runs_every_section_and_meets_the_mode_checks(tmp_path):
     assert timing_range["value"] == presets["ratios"]["960"] > 0
 
     cached = {r["cache"]: r for r in saved["sections"]["cached"]["rows"]}
-    assert cached.keys() == {"fbc:0.1", "taylorseer:4"} and cached["taylorseer:4"]["skipped"] > 0
+    assert cached.keys() == {FAST_CACHE.label, "taylorseer:4"} and cached["taylorseer:4"]["skipped"] > 0
     assert all(r["computed"] + r["skipped"] == 10 and r["predicted_s"] > 0 for r in cached.values())  # 6 grid points
 
     e2e = {r["preset"]: r for r in saved["sections"]["end_to_end"]["rows"]}
