@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lumina.cache import FAST_CACHE
-import torch
 
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
 from lumina.pipelines.memory import modes_for
