@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from lumina.cache import FAST_CACHE
-
 from lumina.models.transformer_nextdit import LuminaNextDiTVideo
 from lumina.pipelines.memory import modes_for
 
