@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 
 from lumina.errors import InvalidRequestError
@@ -258,11 +259,12 @@ class CaptionCache:
         return entry
 
 
-class LuminaNextDiTVideo(ModelMixin, ConfigMixin):
+class LuminaNextDiTVideo(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Velocity v = f(x, t, captions, caption mask, motion score, patch size) of Lumina-Video.
 
     `x` is a latent batch (B, C, F, H, W) or a list of (C, F, H, W) latents of different sizes; items
     are padded to a common token count and masked, so no item attends to another's tokens.
+    PeftAdapterMixin gives it diffusers' LoRA adapters (lumina.pipelines.lora loads them for the pipeline).
     """
 
     _supports_gradient_checkpointing = True
