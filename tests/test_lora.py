@@ -25,6 +25,7 @@ from lumina.cli import main
 from lumina.errors import InvalidRequestError, ModelFilesError
 from lumina.loras import Lora, check_lora, check_loras
 from lumina.media import read_video
+from lumina.pipelines.lora import as_transformer_keys
 from lumina.syntax import parse_lora, parse_loras
 from tests.builders import random_pipeline, random_transformer
 
@@ -141,8 +142,11 @@ def test_two_loras_with_weights_add_up(pipe, tmp_path):
 
 def test_the_release_codes_key_form_loads_the_same(pipe, tmp_path):
     """Module names are the release's, so a LoRA written against the original code (`diffusion_model.` keys, no
-    metadata: alpha = r) needs no conversion."""
+    metadata: alpha = r) needs no conversion; peft's own prefix and bare module names read the same way."""
     _, state, _ = make_lora(pipe.transformer, tmp_path)
+    key = "layers.1.feed_forward.w2.lora_B.weight"
+    for prefix in ("transformer.", "diffusion_model.", "base_model.model.", ""):
+        assert list(as_transformer_keys({prefix + key: state[key]})) == ["transformer." + key]
     save_file({f"diffusion_model.{k}": v for k, v in state.items()}, tmp_path / "original.safetensors")
     pipe.load_lora_weights(str(tmp_path / "original.safetensors"))
     assert close(latents(pipe), by_hand(pipe, random_pipeline().transformer, (state, 1.0, 1.0)))
@@ -164,6 +168,9 @@ def test_a_low_noise_expert_gets_a_lora_only_when_asked(pipe, base_latents, tmp_
                                   max_resolution=128, expert_from_t=0.02)
     with_lora = latents(duo)
     assert close(with_lora, latents(by_hand)) and not close(with_lora, before)
+    duo.set_adapters("detail", {"transformer_2": 0.0})  # per component: the expert's LoRA at 0 is no LoRA
+    assert torch.equal(latents(duo), before)
+    duo.set_adapters("detail", {"transformer_2": 1.0})
     duo.use_loras([])  # the request-level switch manages `transformer` only: the expert keeps its LoRA
     assert duo.get_list_adapters() == {"transformer_2": ["detail"]} and torch.equal(latents(duo), with_lora)
     with pytest.raises(InvalidRequestError, match="no transformer_2"):
@@ -284,15 +291,18 @@ def test_use_loras_makes_exactly_the_requested_loras_active(pipe, base_latents, 
 CLI_FAST = ["--resolution", "64x64", "--frames", "8", "--steps", "3", "--seed", "5"]
 
 
-def test_generate_with_lora_records_it_in_the_sidecar(random_pipeline_dir, tmp_path):
-    lora = make_lora(random_transformer(32), tmp_path)[0]
+def test_generate_with_loras_records_them_in_the_sidecar(random_pipeline_dir, tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    lora_a = make_lora(random_transformer(32), tmp_path / "a", seed=1)[0]
+    lora_b = make_lora(random_transformer(32), tmp_path / "b", seed=2)[0]
     plain, styled = tmp_path / "plain.mp4", tmp_path / "styled.mp4"
     generate = ["generate", "--model", str(random_pipeline_dir), "--prompt", PROMPT, *CLI_FAST]
     assert main([*generate, "--out", str(plain)]) == 0
-    assert main([*generate, "--lora", f"{tmp_path}:0.7", "--out", str(styled)]) == 0
+    assert main([*generate, "--lora", f"{tmp_path / 'a'}:0.7", "--lora", str(lora_b), "--out", str(styled)]) == 0
     sidecar = json.loads(styled.with_suffix(".json").read_text())
-    sha = check_lora(Lora(str(lora))).sha256
-    assert sidecar["request"]["loras"] == [{"path": str(lora), "scale": 0.7, "sha256": sha}]
+    assert sidecar["request"]["loras"] == [
+        {"path": str(lora_a), "scale": 0.7, "sha256": check_lora(Lora(str(lora_a))).sha256},
+        {"path": str(lora_b), "scale": 1.0, "sha256": check_lora(Lora(str(lora_b))).sha256}]
     assert json.loads(plain.with_suffix(".json").read_text())["request"]["loras"] == []
     difference = np.abs(read_video(styled)[0].astype(float) - read_video(plain)[0]).mean()
     assert difference > 1.0  # the LoRA changed the video
@@ -318,8 +328,8 @@ def test_a_bad_lora_is_refused_with_exit_2_and_no_file_written(random_pipeline_d
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lora", "other", "weights.bin"]
 
 
-def test_batch_lines_name_their_loras(tmp_path):
-    from lumina.batch import read_prompts
+def test_batch_lines_name_their_loras_and_are_checked_before_the_model_loads(tmp_path):
+    from lumina.batch import read_prompts, run_batch
     from lumina.pipelines.defaults import ModelDefaults
 
     prompts = tmp_path / "p.txt"
@@ -328,6 +338,10 @@ def test_batch_lines_name_their_loras(tmp_path):
     reqs = read_prompts(prompts, ModelDefaults())
     assert [r.loras for r in reqs] == [(Lora("a.safetensors", 0.5), Lora("b.safetensors")),
                                        (Lora("c.safetensors", 2.0),), ()]
+    prompts.write_text("plain\n")  # `lumina batch --lora` gives the lines without one its LoRA, checked up front
+    with pytest.raises(InvalidRequestError, match="prompt 1: LoRA 'nope.safetensors': no such file or folder"):
+        run_batch(prompts, tmp_path / "out", model=str(tmp_path / "no-model"), loras=(Lora("nope.safetensors"),))
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_app_takes_a_lora_on_local_runs_only(random_pipeline_dir, tmp_path, monkeypatch):

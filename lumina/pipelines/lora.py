@@ -16,6 +16,7 @@ LoRA is made for one or the other). Steps the expert denoises run without a LoRA
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -206,7 +207,9 @@ class LuminaVideoLoraLoaderMixin(LoraBaseMixin):
                 net.delete_adapters(sorted(loaded - set(wanted)))
             for name, lora in wanted.items():
                 if name not in loaded:
-                    self.load_lora_weights(lora.path, adapter_name=name)
+                    with warnings.catch_warnings():  # peft's caution at a second adapter: several are the point here
+                        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                        self.load_lora_weights(lora.path, adapter_name=name)
             net.set_adapters(list(wanted), [lora.scale for lora in wanted.values()])
         except BaseException:
             if getattr(net, "peft_config", None):
