@@ -104,7 +104,6 @@ def cmd_presets(args) -> int:
 
 def cmd_batch(args) -> int:
     from lumina.batch import run_batch
-
     from lumina.syntax import parse_loras
 
     written = run_batch(args.prompts, args.out, model=args.model, device=args.device, memory=args.memory,

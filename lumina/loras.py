@@ -106,6 +106,11 @@ def check_lora(lora: Lora) -> Lora:
 
 def check_loras(loras: Iterable[Lora]) -> Tuple[Lora, ...]:
     """Each LoRA checked (check_lora); the same file twice is refused (give it once, at the scale wanted)."""
+    loras = tuple(loras)
+    odd = next((lora for lora in loras if not isinstance(lora, Lora)), None)
+    if odd is not None:
+        raise InvalidRequestError(f"LoRA {odd!r}: give Lora(path, scale) values (lumina.syntax.parse_lora reads "
+                                  f"'PATH[:SCALE]', e.g. {EXAMPLE!r})")
     checked = tuple(check_lora(lora) for lora in loras)
     seen = {}
     for lora in checked:

@@ -264,6 +264,8 @@ def test_check_loras_resolves_hashes_and_refuses(pipe, tmp_path):
         check_lora(Lora(str(tmp_path / "model.safetensors")))
     with pytest.raises(InvalidRequestError, match="no such file or folder"):
         check_lora(Lora(str(tmp_path / "nope.safetensors")))
+    with pytest.raises(InvalidRequestError, match="give Lora.path, scale. values"):  # text is read at the edge
+        check_loras([str(file)])
 
 
 def test_use_loras_makes_exactly_the_requested_loras_active(pipe, base_latents, tmp_path):
