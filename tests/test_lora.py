@@ -188,7 +188,7 @@ def _renamed(state, old, new):
                      "has lora_A (4, 128) and lora_B (64, 4), this model needs (r, 64) and (32, r)"),
     ("another model", "is not for this model: 14 of the 14 layers it adapts are not Linear layers of "
                       "LuminaNextDiTVideo (e.g. layers.0.attn.to_q"),
-    ("not a lora", "holds 1 weights that are not LoRA factors"),
+    ("not a lora", "holds 1 tensor(s) that are not LoRA factors"),
     ("missing", "no such file or folder"),
 ])
 def test_a_lora_that_does_not_fit_is_refused_naming_what_is_wrong(pipe, base_latents, tmp_path, case, words):

@@ -73,7 +73,7 @@ def check_lora_fits(state_dict: Dict[str, torch.Tensor], transformer: torch.nn.M
         raise ModelFilesError(f"{source} holds no weights")
     if odd:
         raise ModelFilesError(
-            f"{source} holds {len(odd)} weights that are not LoRA factors this loader reads (e.g. "
+            f"{source} holds {len(odd)} tensor(s) that are not LoRA factors this loader reads (e.g. "
             f"{', '.join(odd[:SHOWN])}); a LoRA holds MODULE.lora_A.weight and MODULE.lora_B.weight (peft's form)")
     modules = dict(transformer.named_modules())
     linear = {name: getattr(m, "base_layer", m) for name, m in modules.items()}
