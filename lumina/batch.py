@@ -10,20 +10,22 @@ import json
 import re
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest
 from lumina.cache import StepCache
+from lumina.loras import Lora
 from lumina.pipelines.defaults import ModelDefaults
-from lumina.syntax import parse_setting
+from lumina.syntax import parse_loras, parse_setting
 
 SCHEDULE_FIELDS = {"schedule": "patch", "motion": "number", "neg_motion": "number", "cfg": "number"}
 
 
 def read_prompts(path, defaults: ModelDefaults) -> List[GenerationRequest]:
     """A text file (one prompt a line) or JSON lines with GenerationRequest fields ("prompt" required); schedule
-    fields may be text ("20, 0@0.2", "multiscale": the model's) or the JSON list form."""
+    fields may be text ("20, 0@0.2", "multiscale": the model's) or the JSON list form, "loras" a list of
+    "PATH[:SCALE]"."""
     allowed = {f.name for f in fields(GenerationRequest)}
     requests = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
@@ -44,6 +46,8 @@ def read_prompts(path, defaults: ModelDefaults) -> List[GenerationRequest]:
                         item[name] = parse_setting(item[name], kind, defaults.named_schedules(), name)
                 if "cache" in item:
                     item["cache"] = StepCache.parse(item["cache"])
+                if "loras" in item:
+                    item["loras"] = parse_loras(item["loras"])
             except ValueError as err:
                 raise InvalidRequestError(f"{path}:{n}: {err}") from None
             requests.append(GenerationRequest(**item))
@@ -58,8 +62,9 @@ def output_name(index: int, prompt: str) -> str:
 
 
 def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, memory: str = "none",
-              seed: int = 0) -> List[Path]:
-    """Generate this process's share; returns the outputs it wrote (skipped ones excluded)."""
+              seed: int = 0, loras: Tuple[Lora, ...] = ()) -> List[Path]:
+    """Generate this process's share; returns the outputs it wrote (skipped ones excluded). `loras`: for the lines
+    that name none."""
     import torch
     from accelerate import PartialState
 
@@ -71,8 +76,9 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
     defaults = read_defaults(model)
     requests = read_prompts(prompts_file, defaults)
     for i, req in enumerate(requests):  # every line checked before the model loads
+        req = req if req.seed is not None else replace(req, seed=seed + i)
         try:
-            requests[i] = resolve_request(req if req.seed is not None else replace(req, seed=seed + i), defaults)
+            requests[i] = resolve_request(req if req.loras else replace(req, loras=loras), defaults)
         except ValueError as err:
             raise InvalidRequestError(f"{prompts_file}: prompt {i + 1}: {err}") from None
     out_dir = Path(out_dir)

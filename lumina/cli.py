@@ -10,6 +10,7 @@ from typing import List, Optional
 from lumina.errors import LuminaError
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+LORA_HELP = "a LoRA .safetensors file (or a folder with one) at a scale (default 1); repeat for several"
 
 
 def _add_generate(sub) -> None:
@@ -40,6 +41,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer blocks")
     p.add_argument("--cache", help="step cache NAME[:value]: fast (the measured default), fbc, taylorseer, pab, "
                                    "faster, mag or none (see `presets`)")
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help=LORA_HELP)
     p.add_argument("--audio", action="store_true", help="add sound with Lumina-V2A (--v2a-model)")
     p.add_argument("--v2a-model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory")
     p.add_argument("--out", required=True, help="FILE.mp4")
@@ -52,7 +54,7 @@ def cmd_generate(args) -> int:
     from lumina.generation import GenerationRequest, generate_video, resolve_request
     from lumina.cache import StepCache
     from lumina.pipelines.loading import load_pipeline, read_defaults
-    from lumina.syntax import parse_resolution, parse_setting
+    from lumina.syntax import parse_loras, parse_resolution, parse_setting
     from lumina.validation import check_device, check_output_path
 
     width = height = None
@@ -68,6 +70,7 @@ def cmd_generate(args) -> int:
         cfg=parse_setting(args.cfg, name="cfg"),
         steps=args.steps, time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise,
         seed=args.seed, audio=args.audio, cache=StepCache.parse(args.cache),
+        loras=parse_loras(args.lora),
     )
     job = resolve_request(req, defaults)
     pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
@@ -110,9 +113,10 @@ def cmd_presets(args) -> int:
 
 def cmd_batch(args) -> int:
     from lumina.batch import run_batch
+    from lumina.syntax import parse_loras
 
     written = run_batch(args.prompts, args.out, model=args.model, device=args.device, memory=args.memory,
-                        seed=args.seed)
+                        seed=args.seed, loras=parse_loras(args.lora))
     print(f"{len(written)} new videos in {args.out}")
     return 0
 
@@ -140,6 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--memory", default="none")
     b.add_argument("--device", default=None, help="default: this process's accelerator, else cpu")
     b.add_argument("--seed", type=int, default=0, help="base seed: line i uses seed + i unless it sets one")
+    b.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help=LORA_HELP + "; for lines without 'loras'")
     sub.add_parser("v2a", help="add synchronized sound to a video (Lumina-V2A); see `v2a --help`")
     ms = sub.add_parser("motion-score", help="measure a video's motion score (release protocol)")
     ms.add_argument("video")

@@ -6,12 +6,13 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
+from lumina.loras import Lora, check_loras
 from lumina.media import write_json, write_mp4
 from lumina.cache import StepCache
 from lumina.pipelines.defaults import ModelDefaults
@@ -26,7 +27,8 @@ class GenerationRequest:
 
     `schedule` is a patch schedule (a patch size name, a name of the model's schedules such as "multiscale", or the
     time-aware tuple form); `motion`, `neg_motion` and `cfg` are numbers or time-aware tuples.
-    `steps` is the release's `step` (grid points): steps - 1 denoising evaluations.
+    `steps` is the release's `step` (grid points): steps - 1 denoising evaluations. `loras`: LoRA files and the
+    scale of each (lumina.syntax.parse_lora reads "PATH[:SCALE]").
     """
 
     prompt: str
@@ -46,6 +48,7 @@ class GenerationRequest:
     shared_noise: Optional[float] = None
     seed: Optional[int] = None
     audio: bool = False
+    loras: Tuple[Lora, ...] = ()
     cache: Optional[StepCache] = None
 
 
@@ -63,6 +66,7 @@ class ResolvedRequest:
     seed: int
     audio: bool
     config: SampleConfig
+    loras: Tuple[Lora, ...] = ()  # checked: each file's path, scale and sha256 (recorded in the sidecar)
     cache: Optional[StepCache] = None
 
     def to_dict(self) -> Dict[str, Any]:
@@ -75,7 +79,7 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
     """Fill defaults (only where a value is None: a zero is a value, and is refused), draw a seed if none, and
     check everything, the sampling settings included, before any model work starts. The one place a request's
     values are validated: sizes, frames, fps and seed here, each sampling value (and every stage of a time-aware
-    one) in SampleConfig."""
+    one) in SampleConfig, the LoRA files and scales in lumina.loras."""
     prompt = V.check_prompt(req.prompt)
     pick = lambda name: getattr(defaults, name) if getattr(req, name) is None else getattr(req, name)  # noqa: E731
     width, height, frames, fps = pick("width"), pick("height"), pick("frames"), pick("fps")
@@ -88,7 +92,7 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
         req.preset, patch=req.schedule, steps=req.steps, cfg=req.cfg, motion=req.motion, neg_motion=req.neg_motion,
         time_shift=req.time_shift, renorm=req.renorm, shared_noise=req.shared_noise)
     return ResolvedRequest(prompt, str(req.negative_prompt or ""), width, height, frames, fps, seed, bool(req.audio),
-                           config, req.cache)
+                           config, req.cache, check_loras(req.loras))
 
 
 def generate_video(
@@ -99,11 +103,13 @@ def generate_video(
     audio_fn: Optional[Callable] = None,
     on_phase: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
-    """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings).
+    """Run the pipeline with the request's LoRAs (and no others: `use_loras`), write OUT.mp4 and OUT.json (every
+    setting, seed, per-step schedule, timings).
 
     `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
     t_start = time.perf_counter()
     config = req.config
+    pipe.use_loras(req.loras)
     generator = torch.Generator("cpu").manual_seed(req.seed)
     out = pipe(
         prompt=req.prompt,

@@ -13,10 +13,12 @@ Entries are comma separated; each after the first names the flow time T (0 < T <
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
 
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
+from lumina.loras import EXAMPLE as LORA_EXAMPLE, Lora
 from lumina.patch import RELEASE_PATCH_SIZES
 from lumina.sampling.schedule import TimeAware, as_patch_name, normalize_time_aware, stages
 
@@ -95,3 +97,30 @@ def parse_numbers(name: str, text, most: int) -> List[float]:
         raise InvalidRequestError(f"{name}: give 1 to {most} comma-separated numbers, got {len(values)}")
     return values
 
+
+
+def parse_lora(text: str) -> Lora:
+    """'PATH' or 'PATH:SCALE' -> Lora(PATH, SCALE) (scale 1 when none is given). A path that exists is taken whole,
+    so a file whose name ends in ':2' is still read as a file."""
+    text = str(text).strip()
+    if not text:
+        raise InvalidRequestError(f"empty LoRA; write PATH or PATH:SCALE, e.g. {LORA_EXAMPLE}")
+    path, sep, scale = text.rpartition(":")
+    if not sep or Path(text).expanduser().exists() or "/" in scale or "\\" in scale:
+        return Lora(text)
+    try:
+        return Lora(path, V.as_float("scale", scale))
+    except InvalidRequestError:
+        raise InvalidRequestError(f"LoRA {text!r}: no such file, and {scale!r} after the last ':' is not a scale; "
+                                  f"write PATH or PATH:SCALE, e.g. {LORA_EXAMPLE}") from None
+
+
+def parse_loras(value) -> Tuple[Lora, ...]:
+    """LoRAs as the edges give them: None or "" (none), text with one PATH[:SCALE] a line (the app), or a list of
+    such strings (repeated --lora, a batch file's "loras")."""
+    if value is None:
+        return ()
+    items = value.splitlines() if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise InvalidRequestError(f"LoRAs {value!r}: give PATH or PATH:SCALE strings, e.g. {LORA_EXAMPLE!r}")
+    return tuple(parse_lora(item) for item in items if item.strip())

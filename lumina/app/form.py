@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -16,7 +17,7 @@ from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest, ResolvedRequest, resolve_request
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.sampling.schedule import TimeAware, stages
-from lumina.syntax import format_schedule, parse_resolution, parse_schedule
+from lumina.syntax import format_schedule, parse_loras, parse_resolution, parse_schedule
 
 SCHEDULES = ("multiscale", "1x2", "2x2", "2x4")
 CUSTOM = "custom"
@@ -24,6 +25,13 @@ COMPARE_SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")
 LENGTH_MODES = ("seconds", "frames")
 MAX_GRID_SIDE = 5
 SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, so this is off."
+LORA_SPACE_NOTE = "LoRAs are for local runs of the app: a LoRA names a file on the server's disk, which a Space does not offer"
+
+
+def on_a_space() -> bool:
+    """Whether the app runs on a Hugging Face Space (ZeroGPU or not): Spaces set SPACE_ID. The LoRA field, which
+    names a file on the server's disk, is offered to local runs only."""
+    return bool(os.environ.get("SPACE_ID"))
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ GENERATE_SETTINGS: Dict[str, Setting] = {
     "add_sound": Setting("Add sound", bool, False),
     "model": Setting("Model", Optional[str], reset_with_model=False),
     "memory_mode": Setting("Memory mode", Optional[str], reset_with_model=False),
+    "lora": Setting("LoRA", Optional[str]),  # cleared when the model changes: a LoRA is made for one model
 }
 
 
@@ -197,7 +206,7 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
         "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
         "neg_motion_after": float(neg[-1][1]),
         "schedule": schedule, "custom_schedule": custom or format_schedule(multiscale), "seed": 0,
-        "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none",
+        "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none", "lora": "",
     }
 
 
@@ -232,6 +241,9 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults,
         seed = None  # resolve_request draws one
     if values.get("add_sound") and not sound_available:
         raise InvalidRequestError(SOUND_NOTE)
+    loras = parse_loras(values.get("lora"))
+    if loras and on_a_space():
+        raise InvalidRequestError(LORA_SPACE_NOTE)
     number = lambda name, label: V.as_float(label, values[name])  # noqa: E731
     req = GenerationRequest(
         prompt=values.get("prompt"), negative_prompt=str(values.get("negative_prompt") or ""), width=width,
@@ -244,7 +256,7 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults,
         cfg=cfg_schedule(number("guidance", "guidance"), number("guidance_until", "guidance until")),
         steps=V.as_int("steps", values["steps"]), time_shift=number("time_shift", "time shift"),
         shared_noise=number("shared_noise", "shared noise"),
-        seed=None if seed is None else V.as_int("seed", seed), audio=bool(values.get("add_sound")),
+        seed=None if seed is None else V.as_int("seed", seed), audio=bool(values.get("add_sound")), loras=loras,
     )
     return resolve_request(req, defaults), notices
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin
 from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
 from diffusers.models.cache_utils import CacheMixin
@@ -302,7 +303,7 @@ class VideoRope(nn.Module):
         return freqs
 
 
-class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin):
+class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, PeftAdapterMixin):
     """Velocity v = f(x, t, captions, caption mask, motion score, patch size) of Lumina-Video.
 
     `hidden_states` is a latent batch (B, C, F, H, W) or a list of (C, F, H, W) latents of different sizes; items
@@ -310,6 +311,7 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin):
 
     Attention runs through diffusers' dispatcher (`set_attention_backend`), step caches through `enable_cache`
     (the blocks are registered for First-Block Cache and MagCache; `lumina.cache` builds every method's config).
+    PeftAdapterMixin gives it diffusers' LoRA adapters (lumina.pipelines.lora loads them for the pipeline).
     """
 
     _supports_gradient_checkpointing = True

@@ -22,6 +22,7 @@ from lumina.models.components import RELEASE_SPATIAL, RELEASE_TEMPORAL, latent_s
 from lumina.models.transformer_nextdit import CaptionCache
 from lumina.cache import ForwardCounter, StepCache
 from lumina.pipelines.defaults import CONFIG_KEY, ModelDefaults
+from lumina.pipelines.lora import LuminaVideoLoraLoaderMixin
 from lumina.pipelines.memory import holds_8bit
 from lumina.pipelines.vae_decode import decode_latents
 from lumina.sampling import SampleConfig, euler_step, guide, initial_noise, plan
@@ -59,7 +60,7 @@ SHIPPED_CODE = {
 }
 
 
-class LuminaVideoPipeline(DiffusionPipeline):
+class LuminaVideoPipeline(DiffusionPipeline, LuminaVideoLoraLoaderMixin):
     """Text-to-video with Lumina-Video's multi-scale Next-DiT.
 
     Any component but the transformer may be None when its inputs are given directly
@@ -69,6 +70,9 @@ class LuminaVideoPipeline(DiffusionPipeline):
     steps at t >= `expert_from_t` use it. The trajectory of a video is settled at high noise and the details of
     its objects at low noise; a small model trained for the second alone can learn them without unlearning the
     first. The release has none.
+
+    LoRAs load the diffusers way (`load_lora_weights`, `set_adapters`, `fuse_lora`, `unload_lora_weights`; see
+    lumina.pipelines.lora): into `transformer`, or with `load_into_transformer_2=True` into the expert.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"

@@ -13,7 +13,8 @@ import gradio as gr
 
 from lumina import validation as V
 from lumina.app.endpoints import Studio
-from lumina.app.form import CUSTOM, GENERATE_SETTINGS, LENGTH_MODES, SOUND_NOTE, frames_notice, size_choices
+from lumina.app.form import (CUSTOM, GENERATE_SETTINGS, LENGTH_MODES, SOUND_NOTE, frames_notice, on_a_space,
+                             size_choices)
 from lumina.app.results import settings_caption
 from lumina.app.ui.common import HEAVY, LIGHT, Slider, running, wire_stop
 from lumina.app.vocabulary import vocabulary_text
@@ -87,6 +88,10 @@ FIELDS: Dict[str, Callable[..., gr.Component]] = {
                                                        info="GPU memory savers: 'vae tiling' decodes in tiles, "
                                                             "'model offload' keeps parts on the CPU; "
                                                             "'a + b' uses both; CPU: none", **kw),
+    "lora": lambda d, studio, **kw: gr.Textbox(value=d["lora"], visible=not on_a_space(), lines=1, max_lines=4,
+                                               placeholder="style.safetensors:0.8",
+                                               info="a LoRA file on this machine for this model, PATH or PATH:SCALE "
+                                                    "(scale 1 if none); one a line", **kw),
 }
 
 
@@ -197,6 +202,7 @@ def build_generate_tab(studio: Studio, examples: Sequence[Dict[str, Any]], first
                     with gr.Row():
                         model = field("model")
                         field("memory_mode")
+                    field("lora")
         gr.Markdown("### History (this session)")
         history_state = gr.State([])
         selected = gr.State(None)
