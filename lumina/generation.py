@@ -92,7 +92,7 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
         req.preset, patch=req.schedule, steps=req.steps, cfg=req.cfg, motion=req.motion, neg_motion=req.neg_motion,
         time_shift=req.time_shift, renorm=req.renorm, shared_noise=req.shared_noise)
     return ResolvedRequest(prompt, str(req.negative_prompt or ""), width, height, frames, fps, seed, bool(req.audio),
-                           config, req.cache, check_loras(req.loras))
+                           config, loras=check_loras(req.loras), cache=req.cache)
 
 
 def generate_video(
