@@ -56,15 +56,12 @@ def output_name(index: int, prompt: str) -> str:
 
 def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, memory: str = "none",
               seed: int = 0) -> List[Path]:
-    """Generate this process's share; returns the outputs it wrote (skipped ones excluded)."""
-    import torch
-    from accelerate import PartialState
-
+    """Generate this process's share; returns the outputs it wrote (skipped ones excluded). Every line, the model
+    folder and the output folder are checked before torch is imported."""
     from lumina.generation import generate_video, resolve_request
-    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina.pipelines.defaults import read_defaults
     from lumina.validation import check_device, check_output_path
 
-    state = PartialState(cpu=not torch.cuda.is_available())
     defaults = read_defaults(model)
     requests = read_prompts(prompts_file, defaults)
     for i, req in enumerate(requests):  # every line checked before the model loads
@@ -72,6 +69,10 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
             requests[i] = resolve_request(req if req.seed is not None else replace(req, seed=seed + i), defaults)
         except ValueError as err:
             raise InvalidRequestError(f"{prompts_file}: prompt {i + 1}: {err}") from None
+        if requests[i].audio:
+            raise InvalidRequestError(
+                f"{prompts_file}: prompt {i + 1}: \"audio\": true is not available in a batch (it loads no V2A "
+                f"model); add sound to its videos afterwards with `python -m lumina v2a --video IN --out OUT`")
     out_dir = Path(out_dir)
     check_output_path(out_dir / output_name(0, "clip"), option="--out")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,12 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
         (i, r) for i, r in enumerate(requests)
         if not ((out_dir / output_name(i, r.prompt)).exists() and (out_dir / output_name(i, r.prompt)).with_suffix(".json").exists())
     ]
+    import torch
+    from accelerate import PartialState
+
+    from lumina.pipelines.loading import load_pipeline
+
+    state = PartialState(cpu=not torch.cuda.is_available())
     written = []
     with state.split_between_processes(todo) as mine:
         if not mine:

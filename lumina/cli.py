@@ -44,11 +44,10 @@ def _add_generate(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    """Everything the user gave is checked (values, output path, device, model defaults) before a model loads."""
-    import torch
-
+    """Everything the user gave is checked (values, output path, device, model folder and defaults) before torch,
+    diffusers or a model loads."""
     from lumina.generation import GenerationRequest, generate_video, resolve_request
-    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina.pipelines.defaults import read_defaults
     from lumina.syntax import parse_resolution, parse_setting
     from lumina.validation import check_device, check_output_path
 
@@ -67,6 +66,10 @@ def cmd_generate(args) -> int:
         seed=args.seed, audio=args.audio,
     )
     job = resolve_request(req, defaults)
+    import torch
+
+    from lumina.pipelines.loading import load_pipeline
+
     pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)
     audio_fn = None
@@ -81,8 +84,7 @@ def cmd_generate(args) -> int:
 
 def cmd_presets(args) -> int:
     from lumina import syntax
-    from lumina.pipelines.defaults import ModelDefaults
-    from lumina.pipelines.loading import read_defaults
+    from lumina.pipelines.defaults import ModelDefaults, read_defaults
     from lumina.sampling import PRESETS
     from lumina.syntax import format_schedule
 

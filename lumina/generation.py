@@ -6,17 +6,17 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
 from lumina.media import write_json, write_mp4
 from lumina.pipelines.defaults import ModelDefaults
-from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling.schedule import SampleConfig, TimeAware
 from lumina.syntax import format_schedule
+
+if TYPE_CHECKING:  # requests are resolved and checked without importing torch or diffusers
+    from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
     values are validated: sizes, frames, fps and seed here, each sampling value (and every stage of a time-aware
     one) in SampleConfig."""
     prompt = V.check_prompt(req.prompt)
+    negative_prompt = V.check_negative_prompt(req.negative_prompt)
+    if not isinstance(req.audio, bool):
+        raise InvalidRequestError(f"audio={req.audio!r}: must be true or false")
     pick = lambda name: getattr(defaults, name) if getattr(req, name) is None else getattr(req, name)  # noqa: E731
     width, height, frames, fps = pick("width"), pick("height"), pick("frames"), pick("fps")
     seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
@@ -83,8 +86,7 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
     config = defaults.sample_config(
         req.preset, patch=req.schedule, steps=req.steps, cfg=req.cfg, motion=req.motion, neg_motion=req.neg_motion,
         time_shift=req.time_shift, renorm=req.renorm, shared_noise=req.shared_noise)
-    return ResolvedRequest(prompt, str(req.negative_prompt or ""), width, height, frames, fps, seed, bool(req.audio),
-                           config)
+    return ResolvedRequest(prompt, negative_prompt, width, height, frames, fps, seed, req.audio, config)
 
 
 def generate_video(
@@ -98,6 +100,8 @@ def generate_video(
     """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings).
 
     `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
+    import torch
+
     t_start = time.perf_counter()
     config = req.config
     generator = torch.Generator("cpu").manual_seed(req.seed)

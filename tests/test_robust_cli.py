@@ -195,3 +195,92 @@ def test_high_fps_video_refused_by_v2a_with_the_cap(tmp_path, capsys):
         read_video(clip, max_frames=100)
     with pytest.raises(InvalidRequestError, match="256x256 pixels; at most 4096"):
         read_video(clip, max_pixels=64 * 64)
+
+
+HEAVY = ("torch", "diffusers", "transformers", "cv2", "accelerate")
+
+
+def _run_cli(args, cwd):
+    """`python -m lumina ARGS` in a fresh interpreter: (exit code, stderr, wall seconds, heavy modules it imported)."""
+    probe = ("import runpy, sys; sys.argv = ['lumina', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('lumina', run_name='__main__')\n"
+             "finally:\n    print('HEAVY', sorted(m for m in %r if m in sys.modules), file=sys.stderr)\n" % (HEAVY,))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    seconds = time.perf_counter() - start
+    heavy = [line for line in proc.stderr.splitlines() if line.startswith("HEAVY")][-1]
+    return proc.returncode, proc.stderr, seconds, heavy
+
+
+@pytest.mark.parametrize("args, words", [
+    (["presets"], None),
+    (["generate", "--prompt", PROMPT, "--out", "x.gif"], "must be a .mp4 file"),
+    (["generate", "--prompt", PROMPT, "--out", "x.mp4", "--frames", "7"], "frames=7"),
+    (["generate", "--prompt", "", "--out", "x.mp4"], "the prompt is empty"),
+    (["v2a", "--video", "nothing.mp4", "--out", "x.mp4"], "no such file"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4"], "not a readable video"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4", "--seed", "-5"], "seed=-5: must be an integer in 0..4294967295"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4", "--seed", str(2**64)],
+     f"seed={2**64}: must be an integer in 0..4294967295"),
+    (["batch", "lines.txt", "--out", "out"], "lines.txt: prompt 1: unknown preset ['a']"),
+], ids=["presets", "out-suffix", "frames", "empty-prompt", "v2a-missing", "v2a-unreadable", "v2a-seed", "v2a-seed-2**64",
+        "batch-line"])
+def test_presets_and_refusals_answer_in_under_two_seconds_without_heavy_imports(args, words, tmp_path):
+    """Measured before the change: 6-7 s each, nearly all of it importing diffusers before anything was checked."""
+    (tmp_path / "not-a-video.mp4").write_text("not a video")
+    (tmp_path / "lines.txt").write_text('{"prompt": "x", "preset": ["a"]}\n')
+    rc, err, seconds, heavy = _run_cli(args, tmp_path)
+    assert heavy == "HEAVY []", (args, heavy)
+    assert seconds < 2.0, (args, seconds)
+    if words is None:
+        assert rc == 0
+    else:
+        errors = [line for line in err.splitlines() if line.startswith("error")]
+        assert rc == 2 and len(errors) == 1 and words in errors[0] and "Traceback" not in err, err
+
+
+def _malformed_model(folder: Path, case: str) -> Path:
+    """A model folder with one malformed part; the rest links to the tiny model's."""
+    folder.mkdir()
+    index = json.loads((TINY_DIR / "model_index.json").read_text())
+    for sub in ("text_encoder", "tokenizer", "transformer", "vae"):
+        (folder / sub).symlink_to(TINY_DIR / sub, target_is_directory=True)
+    if case == "list":
+        index = [1, 2, 3]
+    elif case == "transformer-empty":
+        index["transformer"] = []
+    elif case == "unknown-library":
+        index["vae"] = ["os", "system"]
+    elif case == "pickle":
+        (folder / "text_encoder").unlink()
+        (folder / "text_encoder").mkdir()
+        shutil.copy(TINY_DIR / "text_encoder" / "config.json", folder / "text_encoder" / "config.json")
+        marker = folder.parent / f"{case}-UNPICKLED"
+        payload = f"cos\nsystem\n(Vtouch {marker}\ntR.".encode()  # unpickling it runs `touch`
+        (folder / "text_encoder" / "pytorch_model.bin").write_bytes(payload)
+    text = json.dumps(index)
+    if case == "nested":
+        text = "[" * 200_000 + "]" * 200_000
+    (folder / "model_index.json").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("case, words", [
+    ("list", "model_index.json: not a valid pipeline config (a JSON object naming the components is expected, not a list)"),
+    ("nested", "model_index.json: not a valid pipeline config (nested too deeply)"),
+    ("transformer-empty", "'transformer' is []; a component is a pair [library, class]"),
+    ("unknown-library", "'vae' is [\"os\", \"system\"]; a component is a pair [library, class] with the library one of"),
+    ("pickle", "text_encoder/pytorch_model.bin: text_encoder's weights are a pickle file, which this project never loads"),
+])
+def test_malformed_model_folders_are_refused_in_one_line_and_never_unpickled(case, words, tmp_path, capsys):
+    model = _malformed_model(tmp_path / case, case)
+    rc, err, seconds = _refuse(["--out", str(tmp_path / "x.mp4"), *FAST], capsys, str(model))
+    assert rc == 2 and len(err) == 1 and words in err[0], err
+    assert seconds < 2.0  # refused from the folder's layout, before any library reads it
+    assert not (tmp_path / f"{case}-UNPICKLED").exists() and not (tmp_path / "x.mp4").exists()
+    if case == "pickle":  # the payload is a real one: unpickled, it would have run
+        import pickle
+
+        pickle.loads((model / "text_encoder" / "pytorch_model.bin").read_bytes())
+        assert (tmp_path / f"{case}-UNPICKLED").exists()

@@ -47,16 +47,19 @@ def stream_durations(path) -> Dict[str, float]:
 def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "assets/lumina-v2a-tiny",
               steps: Optional[int] = None, cfg: Optional[float] = None, seed: int = 0, pipe=None,
               contacts: Optional[List[float]] = None, sync_cfg: Optional[float] = None) -> Dict:
-    """Sound for ``video`` muxed into ``out``; ``contacts`` (s): where the hits go instead of the detected contacts."""
-    import torch
-
+    """Sound for ``video`` muxed into ``out``; ``contacts`` (s): where the hits go instead of the detected contacts.
+    The output path, the seed and the video's header are checked before torch and the model load."""
     from lumina import validation as V
     from lumina.media import read_video, write_mp4
-    from lumina.v2a import load_v2a
 
     V.check_output_path(out)
+    V.check_seed(seed)
     t0 = time.perf_counter()
     V.check_video_upload(video)
+    import torch
+
+    from lumina.v2a import load_v2a
+
     frames, fps = read_video(video, max_frames=V.MAX_V2A_FRAMES, max_pixels=V.MAX_V2A_PIXELS)
     pipe = pipe or load_v2a(model)
     result = pipe(frames, fps, prompt=prompt, num_inference_steps=steps, guidance_scale=cfg,
