@@ -1,7 +1,8 @@
 """Many prompts over many processes: `accelerate launch -m lumina batch PROMPTS --out DIR`.
 
 Each process (accelerate's PartialState: one GPU each, or a single CPU process) takes its share of the
-list; finished outputs (mp4 + sidecar) are skipped, so an interrupted batch resumes where it stopped.
+list; finished outputs (an mp4 and the sidecar that describes it, `lumina.media.read_sidecar`) are skipped, so an
+interrupted batch resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
     """Generate this process's share; returns the outputs it wrote (skipped ones excluded). Every line, the model
     folder and the output folder are checked before torch is imported."""
     from lumina.generation import generate_video, resolve_request
+    from lumina.media import check_sidecar_target, read_sidecar, sweep_partials
     from lumina.pipelines.defaults import read_defaults
     from lumina.validation import check_device, check_output_path
 
@@ -76,10 +78,10 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
     out_dir = Path(out_dir)
     check_output_path(out_dir / output_name(0, "clip"), option="--out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [
-        (i, r) for i, r in enumerate(requests)
-        if not ((out_dir / output_name(i, r.prompt)).exists() and (out_dir / output_name(i, r.prompt)).with_suffix(".json").exists())
-    ]
+    sweep_partials(out_dir)  # a pair killed between its two renames is completed, not made again
+    todo = [(i, r) for i, r in enumerate(requests) if read_sidecar(out_dir / output_name(i, r.prompt)) is None]
+    for i, r in todo:  # a stale or half-written pair is made again; someone else's JSON file is not replaced
+        check_sidecar_target(out_dir / output_name(i, r.prompt))
     import torch
     from accelerate import PartialState
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
-from lumina.media import write_json, write_mp4
+from lumina.media import check_sidecar_target, write_pair
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.sampling.schedule import SampleConfig, TimeAware
 from lumina.syntax import format_schedule
@@ -96,12 +96,16 @@ def generate_video(
     callback_on_step_end: Optional[Callable] = None,
     audio_fn: Optional[Callable] = None,
     on_phase: Optional[Callable[[str], None]] = None,
+    overwrite_sidecar: bool = False,
 ) -> Dict[str, Any]:
-    """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings).
+    """Run the pipeline, write OUT.mp4 and OUT.json (every setting, seed, per-step schedule, timings) as one pair
+    (`lumina.media.write_pair`: the sidecar records its video's size and sha256); returns the sidecar.
 
-    `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
+    `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4").
+    `overwrite_sidecar`: replace an OUT.json this project did not write (refused otherwise)."""
     import torch
 
+    check_sidecar_target(out_path, overwrite_sidecar)  # before the work, not after it
     t_start = time.perf_counter()
     config = req.config
     generator = torch.Generator("cpu").manual_seed(req.seed)
@@ -127,13 +131,10 @@ def generate_video(
             on_phase("adding sound")
         audio = audio_fn(frames, req.fps, req.prompt)
         timings["audio"] = time.perf_counter() - t0
-    out_path = Path(out_path)
     if on_phase is not None:
         on_phase("writing mp4")
-    write_mp4(out_path, frames, req.fps, audio=audio)
-    timings["total"] = time.perf_counter() - t_start
+    timings["total"] = time.perf_counter() - t_start  # up to the write: the sidecar is written with its video
     sidecar = {
-        "video": out_path.name,
         "request": req.to_dict(),
         "sample_config": config.to_dict(),
         "patch_schedule": format_schedule(config.patch),
@@ -146,5 +147,4 @@ def generate_video(
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-    write_json(out_path.with_suffix(".json"), sidecar)  # after the video, so no sidecar names a missing video
-    return sidecar
+    return write_pair(out_path, frames, req.fps, sidecar, audio=audio, overwrite_sidecar=overwrite_sidecar)

@@ -44,7 +44,8 @@ def _env():
 
 def test_kill_during_the_write_keeps_the_previous_file(tmp_path):
     """kill -9 as soon as the output folder changes (the write begins): the old clip and sidecar survive whole,
-    and the only leftover is a temporary file that the sweep (run before every write and at app start) removes."""
+    and the only leftovers are temporary files (the new video's, maybe its sidecar's: a sidecar that does not describe
+    the video there is never installed) that the sweep (run before every write and at app start) removes."""
     video, old_frames, old_sidecar = _old_clip(tmp_path)
     before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     proc = subprocess.Popen([sys.executable, "-m", "lumina", "generate", "--model", "tiny", "--prompt", PROMPT,
@@ -65,7 +66,8 @@ def test_kill_during_the_write_keeps_the_previous_file(tmp_path):
     assert (tmp_path / "good.json").read_bytes() == old_sidecar
     assert any(name.endswith(".partial") for name, _ in changed), changed  # the kill came during the write
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("good.mp4", "good.json"))
-    assert all(name.startswith(".good.mp4.") and name.endswith(".partial") for name in leftovers), leftovers
+    assert all(name.startswith((".good.mp4.", ".good.json.")) and name.endswith(".partial") for name in leftovers), \
+        leftovers
     assert sorted(p.name for p in sweep_partials(tmp_path)) == leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.json", "good.mp4"]
 

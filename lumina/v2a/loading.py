@@ -11,7 +11,8 @@ import torch
 
 from lumina.errors import ModelFilesError
 from lumina.settings import SETTINGS
-from lumina.v2a.pipeline import LuminaV2APipeline
+from lumina.v2a.model import LuminaV2ATransformer  # noqa: F401  (diffusers loads a component's class only from
+from lumina.v2a.pipeline import LuminaV2APipeline  # an imported module: the transformer's, the encoders')
 
 TINY_V2A_DIR = SETTINGS.assets / "lumina-v2a-tiny"
 
