@@ -165,7 +165,29 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
         shutil.copy(TINY_DIR / "vae" / "config.json", folder / "vae" / "config.json")
         data = (TINY_DIR / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
         (folder / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(data[: len(data) // 2])
+    elif case in ("list", "nested", "transformer-empty", "unknown-library"):
+        index = json.loads((TINY_DIR / "model_index.json").read_text())
+        malformed = {"list": [1, 2, 3], "nested": None, "transformer-empty": {**index, "transformer": []},
+                     "unknown-library": {**index, "vae": ["os", "system"]}}[case]
+        text = "[" * 200_000 + "]" * 200_000 if case == "nested" else json.dumps(malformed)
+        (folder / "model_index.json").write_text(text)
+    elif case == "pickle":
+        (folder / "text_encoder").unlink()
+        (folder / "text_encoder").mkdir()
+        shutil.copy(TINY_DIR / "text_encoder" / "config.json", folder / "text_encoder" / "config.json")
+        payload = f"cos\nsystem\n(Vtouch {tmp_path / 'UNPICKLED'}\ntR.".encode()  # unpickling it runs `touch`
+        (folder / "text_encoder" / "pytorch_model.bin").write_bytes(payload)
     return folder
+
+
+# Refused from the folder's layout, before any library reads it (the others when their file is read).
+LAYOUT = {
+    "list": "model_index.json: not a valid pipeline config (a JSON object naming the components is expected, not a list)",
+    "nested": "model_index.json: not a valid pipeline config (nested too deeply)",
+    "transformer-empty": "'transformer' is []; a component is a pair [library, class]",
+    "unknown-library": "'vae' is [\"os\", \"system\"]; a component is a pair [library, class] with the library one of",
+    "pickle": "text_encoder/pytorch_model.bin: text_encoder's weights are a pickle file, which this project never loads",
+}
 
 
 @pytest.mark.parametrize("case, words", [
@@ -173,12 +195,19 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
     ("defaults", "unknown preset 'f24'"),
     ("diffusers-truncated", "vae/diffusion_pytorch_model.safetensors"),
     ("release-truncated", "SafetensorError"),
+    *LAYOUT.items(),
 ])
-def test_corrupt_model_folders_give_one_line(case, words, tmp_path, capsys):
+def test_corrupt_model_folders_give_one_line_and_are_never_unpickled(case, words, tmp_path, capsys):
     model = _corrupt(tmp_path, case)
-    rc, err, _ = _refuse(["--out", str(tmp_path / "x.mp4"), *FAST], capsys, str(model))
+    rc, err, seconds = _refuse(["--out", str(tmp_path / "x.mp4"), *FAST], capsys, str(model))
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
-    assert not (tmp_path / "x.mp4").exists()
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "UNPICKLED").exists()
+    assert case not in LAYOUT or seconds < 2.0
+    if case == "pickle":  # the payload is a real one: unpickled, it would have run
+        import pickle
+
+        pickle.loads((model / "text_encoder" / "pytorch_model.bin").read_bytes())
+        assert (tmp_path / "UNPICKLED").exists()
 
 
 def test_high_fps_video_refused_by_v2a_with_the_cap(tmp_path, capsys):
@@ -240,49 +269,3 @@ def test_presets_and_refusals_answer_in_under_two_seconds_without_heavy_imports(
     else:
         errors = [line for line in err.splitlines() if line.startswith("error")]
         assert rc == 2 and len(errors) == 1 and words in errors[0] and "Traceback" not in err, err
-
-
-def _malformed_model(folder: Path, case: str) -> Path:
-    """A model folder with one malformed part; the rest links to the tiny model's."""
-    folder.mkdir()
-    index = json.loads((TINY_DIR / "model_index.json").read_text())
-    for sub in ("text_encoder", "tokenizer", "transformer", "vae"):
-        (folder / sub).symlink_to(TINY_DIR / sub, target_is_directory=True)
-    if case == "list":
-        index = [1, 2, 3]
-    elif case == "transformer-empty":
-        index["transformer"] = []
-    elif case == "unknown-library":
-        index["vae"] = ["os", "system"]
-    elif case == "pickle":
-        (folder / "text_encoder").unlink()
-        (folder / "text_encoder").mkdir()
-        shutil.copy(TINY_DIR / "text_encoder" / "config.json", folder / "text_encoder" / "config.json")
-        marker = folder.parent / f"{case}-UNPICKLED"
-        payload = f"cos\nsystem\n(Vtouch {marker}\ntR.".encode()  # unpickling it runs `touch`
-        (folder / "text_encoder" / "pytorch_model.bin").write_bytes(payload)
-    text = json.dumps(index)
-    if case == "nested":
-        text = "[" * 200_000 + "]" * 200_000
-    (folder / "model_index.json").write_text(text)
-    return folder
-
-
-@pytest.mark.parametrize("case, words", [
-    ("list", "model_index.json: not a valid pipeline config (a JSON object naming the components is expected, not a list)"),
-    ("nested", "model_index.json: not a valid pipeline config (nested too deeply)"),
-    ("transformer-empty", "'transformer' is []; a component is a pair [library, class]"),
-    ("unknown-library", "'vae' is [\"os\", \"system\"]; a component is a pair [library, class] with the library one of"),
-    ("pickle", "text_encoder/pytorch_model.bin: text_encoder's weights are a pickle file, which this project never loads"),
-])
-def test_malformed_model_folders_are_refused_in_one_line_and_never_unpickled(case, words, tmp_path, capsys):
-    model = _malformed_model(tmp_path / case, case)
-    rc, err, seconds = _refuse(["--out", str(tmp_path / "x.mp4"), *FAST], capsys, str(model))
-    assert rc == 2 and len(err) == 1 and words in err[0], err
-    assert seconds < 2.0  # refused from the folder's layout, before any library reads it
-    assert not (tmp_path / f"{case}-UNPICKLED").exists() and not (tmp_path / "x.mp4").exists()
-    if case == "pickle":  # the payload is a real one: unpickled, it would have run
-        import pickle
-
-        pickle.loads((model / "text_encoder" / "pytorch_model.bin").read_bytes())
-        assert (tmp_path / f"{case}-UNPICKLED").exists()
