@@ -255,12 +255,15 @@ def _run_cli(args, cwd):
     (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4", "--seed", str(2**64)],
      f"seed={2**64}: must be an integer in 0..4294967295"),
     (["batch", "lines.txt", "--out", "out"], "lines.txt: prompt 1: unknown preset ['a']"),
+    (["generate", "--prompt", PROMPT, "--out", "package.mp4"], "package.json exists and is not a sidecar of package.mp4"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "package.mp4"], "package.json exists and is not a sidecar"),
 ], ids=["presets", "out-suffix", "frames", "empty-prompt", "v2a-missing", "v2a-unreadable", "v2a-seed", "v2a-seed-2**64",
-        "batch-line"])
+        "batch-line", "generate-foreign-json", "v2a-foreign-json"])
 def test_presets_and_refusals_answer_in_under_two_seconds_without_heavy_imports(args, words, tmp_path):
     """Measured before the change: 6-7 s each, nearly all of it importing diffusers before anything was checked."""
     (tmp_path / "not-a-video.mp4").write_text("not a video")
     (tmp_path / "lines.txt").write_text('{"prompt": "x", "preset": ["a"]}\n')
+    (tmp_path / "package.json").write_text('{"name": "my-package"}\n')
     rc, err, seconds, heavy = _run_cli(args, tmp_path)
     assert heavy == "HEAVY []", (args, heavy)
     assert seconds < 2.0, (args, seconds)

@@ -6,7 +6,6 @@ MODEL is "tiny" (the bundled offline model in assets/), a diffusers-layout direc
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch

@@ -54,7 +54,7 @@ def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "
     The output path, its sidecar's name, the seed and the video's header are checked before torch and the model
     load."""
     from lumina import validation as V
-    from lumina.media import check_sidecar_target, iter_video, read_video, write_pair
+    from lumina.media import check_sidecar_target, iter_video, read_video, sidecar_path, write_pair
 
     V.check_output_path(out)
     check_sidecar_target(out, overwrite_sidecar)
@@ -80,7 +80,7 @@ def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "
             "total_seconds": round(time.perf_counter() - t0, 3)}
     write_pair(out, iter_video(video, **caps), fps, info, audio=result.audio, sample_rate=result.sample_rate,
                overwrite_sidecar=overwrite_sidecar)
-    return {**info, "video": str(out), "sidecar": str(Path(out).with_suffix(".json")), "streams": stream_durations(out)}
+    return {**info, "video": str(out), "sidecar": str(sidecar_path(out)), "streams": stream_durations(out)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
