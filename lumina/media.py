@@ -192,9 +192,9 @@ def check_sidecar_target(video, overwrite_sidecar: bool = False) -> None:
 
 def write_pair(video, frames: Frames, fps: int, sidecar: Dict[str, Any], audio: Optional[np.ndarray] = None,
                sample_rate: int = AUDIO_RATE, overwrite_sidecar: bool = False) -> Dict[str, Any]:
-    """Write VIDEO (mp4, as `write_mp4`: `frames` an array or an iterable) and its sidecar X.json (`sidecar` plus "video", "video_bytes" and
-    "video_sha256": the file it describes); returns the sidecar as written. The one writer of video + sidecar pairs
-    (CLI generate, batch, v2a; the app).
+    """Write VIDEO (mp4, as `write_mp4`: `frames` an array or an iterable) and its sidecar X.json (`sidecar` plus
+    "video", "video_bytes" and "video_sha256": the file it describes); returns the sidecar as written. The one writer
+    of video + sidecar pairs (CLI generate, batch, v2a; the app).
 
     After any failure or kill the two on disk are both old or both new, or the mismatch is detectable
     (`read_sidecar` gives None) and repaired by the next write into the folder (`sweep_partials`):
@@ -234,7 +234,6 @@ def write_pair(video, frames: Frames, fps: int, sidecar: Dict[str, Any], audio: 
             else:
                 video.unlink(missing_ok=True)
             raise
-        _fsync_dir(video.parent)
     except OSError as err:
         left = f"the previous {video.name} and {side.name} are unchanged" if had_video else "nothing was written"
         raise OutputError(f"{video} and its sidecar {side.name} could not be written "
@@ -242,6 +241,7 @@ def write_pair(video, frames: Frames, fps: int, sidecar: Dict[str, Any], audio: 
     finally:
         for leftover in (tmp_video, tmp_side, backup):
             leftover.unlink(missing_ok=True)
+    _fsync_dir(video.parent)
     return data
 
 
