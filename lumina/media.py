@@ -7,7 +7,8 @@ processes that died (a folder shared with other machines keeps theirs).
 
 A video and its JSON sidecar are written together by `write_pair`, and the sidecar describes its video (name, size,
 sha256), so `read_sidecar` tells a true pair from a stale one; see `write_pair` for why a kill or a failed write
-never leaves a new video beside an old sidecar for long.
+never leaves a new video beside an old sidecar for long. `write_sidecar` rewrites the sidecar of a video already
+written (a measurement added later); `check_sidecar_target` refuses an X.json this project did not write.
 """
 
 from __future__ import annotations
@@ -219,8 +220,7 @@ def write_pair(video, frames: Frames, fps: int, sidecar: Dict[str, Any], audio: 
     try:
         _encode_mp4(tmp_video, frames, fps, audio, sample_rate)
         _fsync(tmp_video)
-        data = {**sidecar, "video": video.name, "video_bytes": tmp_video.stat().st_size,
-                "video_sha256": _digest(tmp_video)}
+        data = _describing(sidecar, video.name, tmp_video)
         tmp_side.write_text(json.dumps(data, indent=1, allow_nan=False))
         _fsync(tmp_side)
         if had_video:
@@ -242,6 +242,20 @@ def write_pair(video, frames: Frames, fps: int, sidecar: Dict[str, Any], audio: 
         for leftover in (tmp_video, tmp_side, backup):
             leftover.unlink(missing_ok=True)
     _fsync_dir(video.parent)
+    return data
+
+
+def _describing(sidecar: Dict[str, Any], name: str, content: Path) -> Dict[str, Any]:
+    """`sidecar` plus the record of the video named `name` whose bytes are the file `content`."""
+    return {**sidecar, "video": name, "video_bytes": content.stat().st_size, "video_sha256": _digest(content)}
+
+
+def write_sidecar(video, sidecar: Dict[str, Any]) -> Dict[str, Any]:
+    """Replace the sidecar of the existing `video` (to add what was measured after it was written), describing it as
+    `write_pair` does, atomically: a kill leaves the previous sidecar. Returns the sidecar as written."""
+    video = Path(video)
+    data = _describing(sidecar, video.name, video)
+    write_json(sidecar_path(video), data)
     return data
 
 

@@ -207,6 +207,18 @@ def _encoded(frames: np.ndarray, folder: Path) -> bytes:
     return write_mp4(folder / "probe.mp4", frames, 8).read_bytes()
 
 
+def test_a_measurement_added_later_keeps_the_pair_whole(old_pair, tmp_path):
+    """The app adds the measured motion to an example's sidecar after the video is written (`write_sidecar`)."""
+    from lumina.media import write_sidecar
+
+    video, old, _ = old_pair
+    updated = write_sidecar(video, {**old, "measured_motion": 3.5})
+    assert read_sidecar(video) == updated and updated["measured_motion"] == 3.5
+    assert updated["video_sha256"] == old["video_sha256"]
+    video.write_bytes(video.read_bytes()[:-1])  # a truncated video is no longer the one described
+    assert read_sidecar(video) is None
+
+
 def test_sidecar_path_is_the_videos_name_with_json():
     assert sidecar_path("out/a.b.mp4") == Path("out/a.b.json")
 
