@@ -3,7 +3,7 @@
 Exports load lazily, so the motion scorer (`lumina.motion`) does not pay for torch and diffusers.
 """
 
-import importlib
+from lumina.lazy import lazy_exports
 
 _EXPORTS = {
     "LuminaNextDiTVideo": "lumina.models",
@@ -16,9 +16,4 @@ _EXPORTS = {
     "parse_patch_size": "lumina.patch",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lumina' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,8 @@
 """Many prompts over many processes: `accelerate launch -m lumina batch PROMPTS --out DIR`.
 
 Each process (accelerate's PartialState: one GPU each, or a single CPU process) takes its share of the
-list; finished outputs (mp4 + sidecar) are skipped, so an interrupted batch resumes where it stopped.
+list; finished outputs (an mp4 and the sidecar that describes it, `lumina.media.read_sidecar`) are skipped, so an
+interrupted batch resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import List, Tuple
 
+from lumina.cache import StepCache
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest
-from lumina.cache import StepCache
 from lumina.loras import Lora
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.syntax import parse_loras, parse_setting
@@ -64,15 +65,12 @@ def output_name(index: int, prompt: str) -> str:
 def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, memory: str = "none",
               seed: int = 0, loras: Tuple[Lora, ...] = ()) -> List[Path]:
     """Generate this process's share; returns the outputs it wrote (skipped ones excluded). `loras`: for the lines
-    that name none."""
-    import torch
-    from accelerate import PartialState
-
+    that name none. Every line, the model folder and the output folder are checked before torch is imported."""
     from lumina.generation import generate_video, resolve_request
-    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina.media import check_sidecar_target, read_sidecar, sweep_partials
+    from lumina.pipelines.defaults import read_defaults
     from lumina.validation import check_device, check_output_path
 
-    state = PartialState(cpu=not torch.cuda.is_available())
     defaults = read_defaults(model)
     requests = read_prompts(prompts_file, defaults)
     for i, req in enumerate(requests):  # every line checked before the model loads
@@ -81,13 +79,23 @@ def run_batch(prompts_file, out_dir, model: str = "tiny", device: str = None, me
             requests[i] = resolve_request(req if req.loras else replace(req, loras=loras), defaults)
         except ValueError as err:
             raise InvalidRequestError(f"{prompts_file}: prompt {i + 1}: {err}") from None
+        if requests[i].audio:
+            raise InvalidRequestError(
+                f"{prompts_file}: prompt {i + 1}: \"audio\": true is not available in a batch (it loads no V2A "
+                f"model); add sound to its videos afterwards with `python -m lumina v2a --video IN --out OUT`")
     out_dir = Path(out_dir)
     check_output_path(out_dir / output_name(0, "clip"), option="--out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [
-        (i, r) for i, r in enumerate(requests)
-        if not ((out_dir / output_name(i, r.prompt)).exists() and (out_dir / output_name(i, r.prompt)).with_suffix(".json").exists())
-    ]
+    sweep_partials(out_dir)  # a pair killed between its two renames is completed, not made again
+    todo = [(i, r) for i, r in enumerate(requests) if read_sidecar(out_dir / output_name(i, r.prompt)) is None]
+    for i, r in todo:  # a stale or half-written pair is made again; someone else's JSON file is not replaced
+        check_sidecar_target(out_dir / output_name(i, r.prompt))
+    import torch
+    from accelerate import PartialState
+
+    from lumina.pipelines.loading import load_pipeline
+
+    state = PartialState(cpu=not torch.cuda.is_available())
     written = []
     with state.split_between_processes(todo) as mine:
         if not mine:

@@ -45,15 +45,17 @@ def _add_generate(sub) -> None:
     p.add_argument("--audio", action="store_true", help="add sound with Lumina-V2A (--v2a-model)")
     p.add_argument("--v2a-model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory")
     p.add_argument("--out", required=True, help="FILE.mp4")
+    p.add_argument("--overwrite-sidecar", action="store_true",
+                   help="replace a FILE.json beside --out that is not one of this program's sidecars")
 
 
 def cmd_generate(args) -> int:
-    """Everything the user gave is checked (values, output path, device, model defaults) before a model loads."""
-    import torch
-
+    """Everything the user gave is checked (values, output path, device, model folder and defaults) before torch,
+    diffusers or a model loads."""
     from lumina.generation import GenerationRequest, generate_video, resolve_request
     from lumina.cache import StepCache
-    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina.media import check_sidecar_target
+    from lumina.pipelines.defaults import read_defaults
     from lumina.syntax import parse_loras, parse_resolution, parse_setting
     from lumina.validation import check_device, check_output_path
 
@@ -61,6 +63,7 @@ def cmd_generate(args) -> int:
     if args.resolution is not None:
         width, height = parse_resolution(args.resolution)
     check_output_path(args.out)
+    check_sidecar_target(args.out, args.overwrite_sidecar)
     check_device(args.device)
     defaults = read_defaults(args.model)
     req = GenerationRequest(
@@ -73,6 +76,10 @@ def cmd_generate(args) -> int:
         loras=parse_loras(args.lora),
     )
     job = resolve_request(req, defaults)
+    import torch
+
+    from lumina.pipelines.loading import load_pipeline
+
     pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
                                    memory=args.memory, compile_blocks=args.compile)
     audio_fn = None
@@ -80,7 +87,7 @@ def cmd_generate(args) -> int:
         from lumina.v2a import audio_fn_for, load_v2a
 
         audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=args.device))
-    sidecar = generate_video(pipe, job, args.out, audio_fn=audio_fn)
+    sidecar = generate_video(pipe, job, args.out, audio_fn=audio_fn, overwrite_sidecar=args.overwrite_sidecar)
     print(json.dumps({"video": args.out, "seed": sidecar["request"]["seed"], "timings": sidecar["timings"]}))
     return 0
 
@@ -88,8 +95,7 @@ def cmd_generate(args) -> int:
 def cmd_presets(args) -> int:
     from lumina import syntax
     from lumina.cache import FAST, FAST_CACHE, METHODS
-    from lumina.pipelines.defaults import ModelDefaults
-    from lumina.pipelines.loading import read_defaults
+    from lumina.pipelines.defaults import ModelDefaults, read_defaults
     from lumina.sampling import PRESETS
     from lumina.syntax import format_schedule
 

@@ -19,3 +19,7 @@ class NonFiniteLatentsError(LuminaError):
 
 class GenerationInterrupted(LuminaError):
     """The user stopped the run; models stay usable."""
+
+
+class OutputError(LuminaError):
+    """An output could not be written (a full disk, a folder in the way); what was there before is unchanged."""

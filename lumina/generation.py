@@ -6,19 +6,19 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from lumina import validation as V
+from lumina.cache import StepCache
 from lumina.errors import InvalidRequestError
 from lumina.loras import Lora, check_loras
-from lumina.media import write_json, write_mp4
-from lumina.cache import StepCache
+from lumina.media import check_sidecar_target, write_pair
 from lumina.pipelines.defaults import ModelDefaults
-from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 from lumina.sampling.schedule import SampleConfig, TimeAware
 from lumina.syntax import format_schedule
+
+if TYPE_CHECKING:  # requests are resolved and checked without importing torch or diffusers
+    from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
     values are validated: sizes, frames, fps and seed here, each sampling value (and every stage of a time-aware
     one) in SampleConfig, the LoRA files and scales in lumina.loras."""
     prompt = V.check_prompt(req.prompt)
+    negative_prompt = V.check_negative_prompt(req.negative_prompt)
+    if not isinstance(req.audio, bool):
+        raise InvalidRequestError(f"audio={req.audio!r}: must be true or false")
     pick = lambda name: getattr(defaults, name) if getattr(req, name) is None else getattr(req, name)  # noqa: E731
     width, height, frames, fps = pick("width"), pick("height"), pick("frames"), pick("fps")
     seed = random.randint(0, V.MAX_SEED) if req.seed is None else req.seed
@@ -91,8 +94,8 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
     config = defaults.sample_config(
         req.preset, patch=req.schedule, steps=req.steps, cfg=req.cfg, motion=req.motion, neg_motion=req.neg_motion,
         time_shift=req.time_shift, renorm=req.renorm, shared_noise=req.shared_noise)
-    return ResolvedRequest(prompt, str(req.negative_prompt or ""), width, height, frames, fps, seed, bool(req.audio),
-                           config, loras=check_loras(req.loras), cache=req.cache)
+    return ResolvedRequest(prompt, negative_prompt, width, height, frames, fps, seed, req.audio, config,
+                           loras=check_loras(req.loras), cache=req.cache)
 
 
 def generate_video(
@@ -102,11 +105,17 @@ def generate_video(
     callback_on_step_end: Optional[Callable] = None,
     audio_fn: Optional[Callable] = None,
     on_phase: Optional[Callable[[str], None]] = None,
+    overwrite_sidecar: bool = False,
 ) -> Dict[str, Any]:
     """Run the pipeline with the request's LoRAs (and no others: `use_loras`), write OUT.mp4 and OUT.json (every
-    setting, seed, per-step schedule, timings).
+    setting, seed, per-step schedule, timings) as one pair (`lumina.media.write_pair`: the sidecar records its
+    video's size and sha256); returns the sidecar.
 
-    `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
+    `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4").
+    `overwrite_sidecar`: replace an OUT.json this project did not write (refused otherwise)."""
+    import torch
+
+    check_sidecar_target(out_path, overwrite_sidecar)  # before the work, not after it
     t_start = time.perf_counter()
     config = req.config
     pipe.use_loras(req.loras)
@@ -134,13 +143,10 @@ def generate_video(
             on_phase("adding sound")
         audio = audio_fn(frames, req.fps, req.prompt)
         timings["audio"] = time.perf_counter() - t0
-    out_path = Path(out_path)
     if on_phase is not None:
         on_phase("writing mp4")
-    write_mp4(out_path, frames, req.fps, audio=audio)
-    timings["total"] = time.perf_counter() - t_start
+    timings["total"] = time.perf_counter() - t_start  # up to the write: the sidecar is written with its video
     sidecar = {
-        "video": out_path.name,
         "request": req.to_dict(),
         "sample_config": config.to_dict(),
         "patch_schedule": format_schedule(config.patch),
@@ -154,5 +160,4 @@ def generate_video(
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-    write_json(out_path.with_suffix(".json"), sidecar)  # after the video, so no sidecar names a missing video
-    return sidecar
+    return write_pair(out_path, frames, req.fps, sidecar, audio=audio, overwrite_sidecar=overwrite_sidecar)

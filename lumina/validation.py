@@ -125,10 +125,16 @@ def snap_size(value: int) -> int:
 
 
 def frames_for(seconds: float, fps: int) -> int:
-    """Frames for a duration, rounded to the nearest allowed count (a multiple of 8)."""
+    """Frames for a duration, rounded to the nearest allowed count (a multiple of 8); a duration whose frames would
+    pass MAX_FRAMES is refused here, by name, before any arithmetic could overflow."""
     check_fps(fps)
-    _require(isinstance(seconds, (int, float)) and seconds > 0 and math.isfinite(seconds), f"duration {seconds!r} must be > 0 s")
-    return max(FRAME_MULTIPLE, int(round(seconds * fps / FRAME_MULTIPLE)) * FRAME_MULTIPLE)
+    _require(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0,
+             f"duration {seconds!r} must be > 0 s")
+    frames = max(FRAME_MULTIPLE, round(seconds * fps / FRAME_MULTIPLE) * FRAME_MULTIPLE) \
+        if seconds * fps <= 2 * MAX_FRAMES else None
+    _require(frames is not None and frames <= MAX_FRAMES,
+             f"duration {seconds:g} s: at {fps} fps at most {MAX_FRAMES / fps:g} s ({MAX_FRAMES} frames) are accepted")
+    return frames
 
 
 def check_fps(fps) -> None:
@@ -180,6 +186,8 @@ def check_output_path(path, suffixes: Tuple[str, ...] = (".mp4",), option: str =
 
 def check_device(device: str) -> str:
     """A torch device this machine has: 'cpu', 'cuda', 'cuda:N' (N < the GPU count), 'mps'."""
+    if device == "cpu":  # the default, known without importing torch
+        return device
     import torch
 
     try:
@@ -197,10 +205,22 @@ def check_device(device: str) -> str:
     return device
 
 
-def check_prompt(prompt: Optional[str], max_chars: int = 4000) -> str:
+MAX_PROMPT_CHARS = 4000
+
+
+def check_prompt(prompt: Optional[str], max_chars: int = MAX_PROMPT_CHARS) -> str:
     _require(isinstance(prompt, str) and prompt.strip() != "", "the prompt is empty: describe the video you want")
     _require(len(prompt) <= max_chars, f"the prompt has {len(prompt)} characters; at most {max_chars} are accepted")
     return prompt.strip()
+
+
+def check_negative_prompt(text: Optional[str], max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """Optional (None or empty: none), with the prompt's length limit: it is encoded the same way."""
+    text = "" if text is None else text
+    _require(isinstance(text, str), f"negative_prompt={text!r}: must be text")
+    _require(len(text) <= max_chars,
+             f"the negative prompt has {len(text)} characters; at most {max_chars} are accepted")
+    return text
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")

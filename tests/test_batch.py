@@ -44,6 +44,14 @@ def test_every_line_and_the_folder_checked_before_the_model_loads(tmp_path):
     prompts.write_text('{"prompt": "a blue square", "cfg": "4, nan@0.5"}\n')
     with pytest.raises(InvalidRequestError, match=r"p.txt:1: cfg=nan"):
         run_batch(prompts, tmp_path / "out", model=str(model), device="cpu")
+    # every line is checked before any video is made: a later line's mistake stops the first line's video too
+    for line, words in [('{"prompt": "x", "preset": ["a"]}', r"prompt 2: unknown preset \['a'\]; presets: f24F96R960"),
+                        ('{"prompt": "x", "audio": true}', r'prompt 2: "audio": true is not available in a batch'),
+                        ('{"prompt": "x", "audio": "yes"}', r"prompt 2: audio='yes': must be true or false"),
+                        ('{"prompt": "x", "negative_prompt": "%s"}' % ("n" * 4001), "prompt 2: the negative prompt has 4001")]:
+        prompts.write_text(f"a red circle\n{line}\n")
+        with pytest.raises(InvalidRequestError, match=words):
+            run_batch(prompts, tmp_path / "out", model=str(model), device="cpu")
     prompts.write_text("a red circle\n")
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(InvalidRequestError, match="is a file, not a folder"):

@@ -1,9 +1,11 @@
 """The house's architecture: the library (`lumina`) never imports the research code (`lumina_research`), and no
 project modules import each other in a circle.
 
-Every import counts, function-local ones too (they run as soon as the function does), except those under
-`if TYPE_CHECKING:` (never run). A package's `__init__` importing its own submodules is not an edge: a lazy-export
-package does that, and it cannot close a circle unless a submodule imports the package back, which is an edge.
+Every import counts, function-local ones too (they run as soon as the function does). Imports under
+`if TYPE_CHECKING:` never run, but a circle through them is still two modules that need each other (the usual sign
+that a type lives in the wrong one), so cycles are checked with them too. A package's `__init__` importing its own
+submodules is not an edge: a lazy-export package does that, and it cannot close a circle unless a submodule imports
+the package back, which is an edge.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ def _type_checking_nodes(tree: ast.AST) -> Set[int]:
     return skipped
 
 
-def imported_names(name: str, path: Path) -> Set[str]:
-    """Every dotted name `name` imports, absolute (`from X import y` gives X.y: the module X.y, or a name in X)."""
+def imported_names(name: str, path: Path, annotations: bool = False) -> Set[str]:
+    """Every dotted name `name` imports, absolute (`from X import y` gives X.y: the module X.y, or a name in X);
+    with `annotations`, those under `if TYPE_CHECKING:` too."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    skipped = _type_checking_nodes(tree)
+    skipped = set() if annotations else _type_checking_nodes(tree)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: Set[str] = set()
     for node in ast.walk(tree):
@@ -58,13 +61,14 @@ def imported_names(name: str, path: Path) -> Set[str]:
     return out
 
 
-def import_graph() -> Dict[str, Set[str]]:
-    """module -> the project modules it imports (a name resolves to the longest project module it starts with)."""
+def import_graph(annotations: bool = False) -> Dict[str, Set[str]]:
+    """module -> the project modules it imports (a name resolves to the longest project module it starts with);
+    with `annotations`, the imports under `if TYPE_CHECKING:` too."""
     modules = project_modules()
     graph: Dict[str, Set[str]] = {}
     for name, path in modules.items():
         targets = set()
-        for imported in imported_names(name, path):
+        for imported in imported_names(name, path, annotations):
             parts = imported.split(".")
             while parts and ".".join(parts) not in modules:
                 parts.pop()
@@ -134,11 +138,20 @@ def test_no_import_cycles():
     assert not cycles, "import cycles among project modules:\n  " + "\n  ".join(" <-> ".join(c) for c in cycles)
 
 
+def test_no_import_cycles_through_type_checking_imports():
+    cycles = [c for c in strongly_connected(import_graph(annotations=True)) if frozenset(c) not in KNOWN_CYCLES]
+    assert not cycles, "import cycles among project modules (counting imports under TYPE_CHECKING):\n  " + \
+        "\n  ".join(" <-> ".join(c) for c in cycles)
+
+
 def test_the_graph_sees_function_local_and_relative_imports():
     """The checks above are only as good as the graph: a function-local absolute import, a relative one and a
     package's lazy exports are all read."""
     graph = import_graph()
-    assert "lumina.models.components" in graph["lumina.v2a"]  # function-local, inside load_v2a
+    assert "lumina.models.components" in graph["lumina.v2a.loading"]  # function-local, inside load_v2a
     assert "lumina_research.world.captions" in graph["lumina_research.world.render"]  # relative
+    # an import under TYPE_CHECKING is an edge of the annotations graph only
+    typed = "lumina.pipelines.pipeline_lumina_video"
+    assert typed not in graph["lumina.generation"] and typed in import_graph(annotations=True)["lumina.generation"]
     assert "lumina_research.world.render" not in graph["lumina_research.world"]  # a package's own submodule
     assert "lumina.models.components" in graph["lumina_research.train.assemble"]

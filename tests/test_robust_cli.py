@@ -44,7 +44,8 @@ def _env():
 
 def test_kill_during_the_write_keeps_the_previous_file(tmp_path):
     """kill -9 as soon as the output folder changes (the write begins): the old clip and sidecar survive whole,
-    and the only leftover is a temporary file that the sweep (run before every write and at app start) removes."""
+    and the only leftovers are temporary files (the new video's, maybe its sidecar's: a sidecar that does not describe
+    the video there is never installed) that the sweep (run before every write and at app start) removes."""
     video, old_frames, old_sidecar = _old_clip(tmp_path)
     before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     proc = subprocess.Popen([sys.executable, "-m", "lumina", "generate", "--model", "tiny", "--prompt", PROMPT,
@@ -65,7 +66,8 @@ def test_kill_during_the_write_keeps_the_previous_file(tmp_path):
     assert (tmp_path / "good.json").read_bytes() == old_sidecar
     assert any(name.endswith(".partial") for name, _ in changed), changed  # the kill came during the write
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("good.mp4", "good.json"))
-    assert all(name.startswith(".good.mp4.") and name.endswith(".partial") for name in leftovers), leftovers
+    assert all(name.startswith((".good.mp4.", ".good.json.")) and name.endswith(".partial") for name in leftovers), \
+        leftovers
     assert sorted(p.name for p in sweep_partials(tmp_path)) == leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.json", "good.mp4"]
 
@@ -165,7 +167,29 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
         shutil.copy(TINY_DIR / "vae" / "config.json", folder / "vae" / "config.json")
         data = (TINY_DIR / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
         (folder / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(data[: len(data) // 2])
+    elif case in ("list", "nested", "transformer-empty", "unknown-library"):
+        index = json.loads((TINY_DIR / "model_index.json").read_text())
+        malformed = {"list": [1, 2, 3], "nested": None, "transformer-empty": {**index, "transformer": []},
+                     "unknown-library": {**index, "vae": ["os", "system"]}}[case]
+        text = "[" * 200_000 + "]" * 200_000 if case == "nested" else json.dumps(malformed)
+        (folder / "model_index.json").write_text(text)
+    elif case == "pickle":
+        (folder / "text_encoder").unlink()
+        (folder / "text_encoder").mkdir()
+        shutil.copy(TINY_DIR / "text_encoder" / "config.json", folder / "text_encoder" / "config.json")
+        payload = f"cos\nsystem\n(Vtouch {tmp_path / 'UNPICKLED'}\ntR.".encode()  # unpickling it runs `touch`
+        (folder / "text_encoder" / "pytorch_model.bin").write_bytes(payload)
     return folder
+
+
+# Refused from the folder's layout, before any library reads it (the others when their file is read).
+LAYOUT = {
+    "list": "model_index.json: not a valid pipeline config (a JSON object naming the components is expected, not a list)",
+    "nested": "model_index.json: not a valid pipeline config (nested too deeply)",
+    "transformer-empty": "'transformer' is []; a component is a pair [library, class]",
+    "unknown-library": "'vae' is [\"os\", \"system\"]; a component is a pair [library, class] with the library one of",
+    "pickle": "text_encoder/pytorch_model.bin: text_encoder's weights are a pickle file, which this project never loads",
+}
 
 
 @pytest.mark.parametrize("case, words", [
@@ -173,12 +197,19 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
     ("defaults", "unknown preset 'f24'"),
     ("diffusers-truncated", "vae/diffusion_pytorch_model.safetensors"),
     ("release-truncated", "SafetensorError"),
+    *LAYOUT.items(),
 ])
-def test_corrupt_model_folders_give_one_line(case, words, tmp_path, capsys):
+def test_corrupt_model_folders_give_one_line_and_are_never_unpickled(case, words, tmp_path, capsys):
     model = _corrupt(tmp_path, case)
-    rc, err, _ = _refuse(["--out", str(tmp_path / "x.mp4"), *FAST], capsys, str(model))
+    rc, err, seconds = _refuse(["--out", str(tmp_path / "x.mp4"), *FAST], capsys, str(model))
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
-    assert not (tmp_path / "x.mp4").exists()
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "UNPICKLED").exists()
+    assert case not in LAYOUT or seconds < 2.0
+    if case == "pickle":  # the payload is a real one: unpickled, it would have run
+        import pickle
+
+        pickle.loads((model / "text_encoder" / "pytorch_model.bin").read_bytes())
+        assert (tmp_path / "UNPICKLED").exists()
 
 
 def test_high_fps_video_refused_by_v2a_with_the_cap(tmp_path, capsys):
@@ -197,3 +228,49 @@ def test_high_fps_video_refused_by_v2a_with_the_cap(tmp_path, capsys):
         read_video(clip, max_frames=100)
     with pytest.raises(InvalidRequestError, match="256x256 pixels; at most 4096"):
         read_video(clip, max_pixels=64 * 64)
+
+
+HEAVY = ("torch", "diffusers", "transformers", "cv2", "accelerate")
+
+
+def _run_cli(args, cwd):
+    """`python -m lumina ARGS` in a fresh interpreter: (exit code, stderr, wall seconds, heavy modules it imported)."""
+    probe = ("import runpy, sys; sys.argv = ['lumina', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('lumina', run_name='__main__')\n"
+             "finally:\n    print('HEAVY', sorted(m for m in %r if m in sys.modules), file=sys.stderr)\n" % (HEAVY,))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    seconds = time.perf_counter() - start
+    heavy = [line for line in proc.stderr.splitlines() if line.startswith("HEAVY")][-1]
+    return proc.returncode, proc.stderr, seconds, heavy
+
+
+@pytest.mark.parametrize("args, words", [
+    (["presets"], None),
+    (["generate", "--prompt", PROMPT, "--out", "x.gif"], "must be a .mp4 file"),
+    (["generate", "--prompt", PROMPT, "--out", "x.mp4", "--frames", "7"], "frames=7"),
+    (["generate", "--prompt", "", "--out", "x.mp4"], "the prompt is empty"),
+    (["v2a", "--video", "nothing.mp4", "--out", "x.mp4"], "no such file"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4"], "not a readable video"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4", "--seed", "-5"], "seed=-5: must be an integer in 0..4294967295"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "x.mp4", "--seed", str(2**64)],
+     f"seed={2**64}: must be an integer in 0..4294967295"),
+    (["batch", "lines.txt", "--out", "out"], "lines.txt: prompt 1: unknown preset ['a']"),
+    (["generate", "--prompt", PROMPT, "--out", "package.mp4"], "package.json exists and is not a sidecar of package.mp4"),
+    (["v2a", "--video", "not-a-video.mp4", "--out", "package.mp4"], "package.json exists and is not a sidecar"),
+], ids=["presets", "out-suffix", "frames", "empty-prompt", "v2a-missing", "v2a-unreadable", "v2a-seed", "v2a-seed-2**64",
+        "batch-line", "generate-foreign-json", "v2a-foreign-json"])
+def test_presets_and_refusals_answer_in_under_two_seconds_without_heavy_imports(args, words, tmp_path):
+    """Measured before the change: 6-7 s each, nearly all of it importing diffusers before anything was checked."""
+    (tmp_path / "not-a-video.mp4").write_text("not a video")
+    (tmp_path / "lines.txt").write_text('{"prompt": "x", "preset": ["a"]}\n')
+    (tmp_path / "package.json").write_text('{"name": "my-package"}\n')
+    rc, err, seconds, heavy = _run_cli(args, tmp_path)
+    assert heavy == "HEAVY []", (args, heavy)
+    assert seconds < 2.0, (args, seconds)
+    if words is None:
+        assert rc == 0
+    else:
+        errors = [line for line in err.splitlines() if line.startswith("error")]
+        assert rc == 2 and len(errors) == 1 and words in errors[0] and "Traceback" not in err, err

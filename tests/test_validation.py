@@ -95,6 +95,30 @@ def test_supported_sizes_fit_the_budget_and_frames_for_durations():
         V.check_prompt("   ")
 
 
+def test_a_huge_duration_is_a_range_error_naming_the_field():
+    """1e308 s used to overflow in the rounding (OverflowError); now it is refused by name with the allowed span."""
+    assert V.frames_for(10.7, 24) == 256  # rounds to the largest count
+    for seconds, fps in ((1e308, 24), (float("inf"), 8), (11, 24)):
+        with pytest.raises(InvalidRequestError, match=rf"duration .* s: at {fps} fps at most {256 / fps:g} s "
+                                                      r"\(256 frames\) are accepted"):
+            V.frames_for(seconds, fps)
+
+
+def test_the_negative_prompt_has_the_prompts_length_limit():
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.pipelines.defaults import ModelDefaults
+
+    ok = resolve_request(GenerationRequest(prompt="x", negative_prompt="n" * V.MAX_PROMPT_CHARS, seed=1),
+                         ModelDefaults())
+    assert len(ok.negative_prompt) == 4000
+    with pytest.raises(InvalidRequestError, match="the negative prompt has 4001 characters; at most 4000"):
+        resolve_request(GenerationRequest(prompt="x", negative_prompt="n" * 4001), ModelDefaults())
+    with pytest.raises(InvalidRequestError, match="negative_prompt=5: must be text"):
+        resolve_request(GenerationRequest(prompt="x", negative_prompt=5), ModelDefaults())
+    with pytest.raises(InvalidRequestError, match="the prompt has 4001 characters; at most 4000"):
+        resolve_request(GenerationRequest(prompt="p" * 4001), ModelDefaults())
+
+
 def test_video_upload_checks(tmp_path):
     import numpy as np
 

@@ -6,8 +6,6 @@ MODEL is "tiny" (the bundled offline model in assets/), a diffusers-layout direc
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
@@ -17,30 +15,10 @@ from lumina.models.components import (RELEASE_TEXT_ENCODER, RELEASE_VAE, load_re
                                       materialize_packaged_weights)
 from lumina.models.loading import WEIGHT_FILES, load_official_transformer
 from lumina.pipelines.memory import apply_memory_mode, check_plan, int8_config, load_time_8bit, parse_memory_mode
-from lumina.pipelines.defaults import ModelDefaults
+from lumina.pipelines.defaults import TINY_DIR, ModelDefaults, model_folder, read_defaults, read_model_index
 from lumina.pipelines.pipeline_lumina_video import LuminaVideoPipeline
-from lumina.settings import SETTINGS
 
-TINY_DIR = SETTINGS.assets / "lumina-video-tiny"
-
-
-def model_folder(model: str) -> Path:
-    """The local folder MODEL names ("tiny": the bundled one); a Hub id gives a path that does not exist."""
-    if model == "tiny":
-        if not (TINY_DIR / "model_index.json").exists():
-            raise ModelFilesError(
-                f"the bundled tiny model is missing from {TINY_DIR}; regenerate it with "
-                f"`python -m lumina_research.train all` or pass --model DIR"
-            )
-        return TINY_DIR
-    return Path(model)
-
-
-def read_defaults(model: str) -> ModelDefaults:
-    """MODEL's defaults without loading any weights (a diffusers folder's model_index.json, else the release's),
-    so that a request can be checked before the model loads."""
-    folder = model_folder(model)
-    return ModelDefaults.read(folder) if (folder / "model_index.json").exists() else ModelDefaults()
+__all__ = ["TINY_DIR", "load_pipeline", "model_folder", "read_defaults"]  # the light three live in .defaults
 
 
 def load_pipeline(
@@ -81,15 +59,12 @@ def _load(model: str, dtype: torch.dtype, text_encoder: str, vae: str,
     """`quantize_on`: the device type an 8-bit pipeline will run on, None for full precision."""
     folder = model_folder(model)
     if (folder / "model_index.json").exists():
+        index = read_model_index(folder)
         materialize_packaged_weights(folder)
-        index_file = folder / "model_index.json"
-        try:
-            index = json.loads(index_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ModelFilesError(f"model {model}: '{index_file}' is not a valid JSON file ({err})") from None
         present = [name for name, entry in index.items() if isinstance(entry, list) and entry[0] is not None]
         quantization = None if quantize_on is None else load_time_8bit(quantize_on, present)
-        pipe = LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype, quantization_config=quantization)
+        pipe = LuminaVideoPipeline.from_pretrained(str(folder), dtype=dtype, quantization_config=quantization,
+                                                   use_safetensors=True)
         return pipe, pipe.defaults
     if folder.exists() and not any((folder / f).exists() for f in WEIGHT_FILES):
         raise ModelFilesError(

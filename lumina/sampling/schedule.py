@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 from lumina.patch import RELEASE_PATCH_SIZES, PatchSize, parse_patch_size
 from lumina import validation as V
+from lumina.errors import InvalidRequestError
 
 TimeAware = Union[Any, Tuple]
 
@@ -157,6 +158,6 @@ PRESETS: Dict[str, SampleConfig] = {
 
 
 def get_preset(name: str) -> SampleConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise InvalidRequestError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -4,82 +4,17 @@
     pipe = load_v2a()                                  # assets/lumina-v2a-tiny
     audio = pipe(frames, fps=24).audio                 # float32 at 16 kHz, the video's duration
     generate_video(..., audio_fn=audio_fn_for(pipe))   # sound for text-to-video results
+
+Exports load lazily, so `python -m lumina v2a` checks its arguments before torch and diffusers are imported.
 """
 
-from __future__ import annotations
+from lumina.lazy import lazy_exports
 
-import warnings
-from pathlib import Path
-from typing import Callable, Optional, Union
-
-import numpy as np
-import torch
-
-from lumina.errors import ModelFilesError
-from lumina.settings import SETTINGS
-from lumina.v2a.encoders import V2AFrameEncoder, V2ASyncEncoder
-from lumina.v2a.model import LuminaV2ATransformer
-from lumina.v2a.pipeline import LuminaV2APipeline, LuminaV2APipelineOutput
-
-TINY_V2A_DIR = SETTINGS.assets / "lumina-v2a-tiny"
-
-__all__ = [
-    "LuminaV2APipeline", "LuminaV2APipelineOutput", "LuminaV2ATransformer", "TINY_V2A_DIR", "V2AFrameEncoder",
-    "V2ASyncEncoder", "audio_fn_for", "load_v2a",
-]
-
-
-def _resolve(path: Union[str, Path]) -> Path:
-    """A relative path missing here is taken from the folder that holds the assets (the checkout by default)."""
-    p = Path(path)
-    base = SETTINGS.assets.parent
-    if not p.is_absolute() and not p.exists() and (base / p).exists():
-        p = base / p
-    return p
-
-
-def load_v2a(path: Union[str, Path] = "assets/lumina-v2a-tiny", device: str = "cpu",
-             dtype: torch.dtype = torch.float32, text: bool = True) -> LuminaV2APipeline:
-    """Load a V2A pipeline directory (diffusers layout).
-
-    A model trained with MiniLM captions stores ``text_encoder_source: "minilm"`` instead of the 90 MB
-    encoder; it is attached here from the installed package (``text=False`` or a missing package: the
-    model runs video-only, which it was also trained for).
-    """
-    folder = _resolve(path)
-    if not (folder / "model_index.json").exists():
-        hint = " (train it with `python -m lumina_research.train v2a --world 1600 --out assets/lumina-v2a-tiny`)" \
-            if folder.resolve() == TINY_V2A_DIR.resolve() else ""
-        raise ModelFilesError(f"no V2A model at {folder}: model_index.json is missing{hint}")
-    pipe = LuminaV2APipeline.from_pretrained(str(folder), dtype=dtype)  # weights may be stored in float16
-    source = pipe.config.get("text_encoder_source") if hasattr(pipe.config, "get") else None
-    if text and pipe.text_encoder is None and source:
-        try:
-            from lumina.models.components import load_text_encoder
-
-            tokenizer, encoder = load_text_encoder(source)
-        except Exception as err:  # noqa: BLE001 - video-only still works
-            warnings.warn(f"V2A text encoder {source!r} unavailable ({err}); prompts are ignored")
-        else:
-            pipe.register_modules(text_encoder=encoder, tokenizer=tokenizer)
-            pipe.check_parts()
-    pipe.set_progress_bar_config(disable=True)
-    if str(device) != "cpu" or dtype != torch.float32:  # the attached text encoder follows too
-        pipe = pipe.to(device=device, dtype=dtype)
-    return pipe
-
-
-def audio_fn_for(pipeline: LuminaV2APipeline, num_inference_steps: Optional[int] = None,
-                 guidance_scale: Optional[float] = None, seed: int = 0) -> Callable:
-    """The ``audio_fn(frames, fps, prompt) -> float32 waveform at 16 kHz`` that ``generate_video`` calls
-    (a pipeline whose vocoder runs at another rate is resampled to 16 kHz)."""
-    from lumina.v2a.audio import SAMPLE_RATE, resample_audio
-
-    def audio_fn(frames, fps, prompt=None) -> np.ndarray:
-        gen = torch.Generator("cpu").manual_seed(seed)
-        out = pipeline(frames, fps, prompt=prompt, num_inference_steps=num_inference_steps,
-                       guidance_scale=guidance_scale, generator=gen)
-        wave = resample_audio(out.audio, out.sample_rate, SAMPLE_RATE)
-        return wave[: int(round(len(frames) / float(fps) * SAMPLE_RATE))]
-
-    return audio_fn
+_EXPORTS = {
+    **dict.fromkeys(["TINY_V2A_DIR", "audio_fn_for", "load_v2a"], "lumina.v2a.loading"),
+    **dict.fromkeys(["V2AFrameEncoder", "V2ASyncEncoder"], "lumina.v2a.encoders"),
+    "LuminaV2ATransformer": "lumina.v2a.model",
+    **dict.fromkeys(["LuminaV2APipeline", "LuminaV2APipelineOutput"], "lumina.v2a.pipeline"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -2,7 +2,8 @@
 soundtrack to a video.  It prints what it did as JSON, with the contact times the hits were placed on.
 
 The video stream is re-encoded from the decoded frames (H.264) and muxed with an AAC track of exactly the
-video's duration (lumina.media.write_mp4).  Also runnable as `python -m lumina.v2a.cli ...`.
+video's duration; OUT.json beside it records the settings and describes OUT.mp4 (lumina.media.write_pair).
+Also runnable as `python -m lumina.v2a.cli ...`.
 """
 
 from __future__ import annotations
@@ -46,28 +47,40 @@ def stream_durations(path) -> Dict[str, float]:
 
 def add_sound(video: str, out: str, prompt: Optional[str] = None, model: str = "assets/lumina-v2a-tiny",
               steps: Optional[int] = None, cfg: Optional[float] = None, seed: int = 0, pipe=None,
-              contacts: Optional[List[float]] = None, sync_cfg: Optional[float] = None) -> Dict:
-    """Sound for ``video`` muxed into ``out``; ``contacts`` (s): where the hits go instead of the detected contacts."""
-    import torch
-
+              contacts: Optional[List[float]] = None, sync_cfg: Optional[float] = None,
+              overwrite_sidecar: bool = False) -> Dict:
+    """Sound for ``video`` muxed into ``out``, with its sidecar OUT.json (the settings, the contact times and the
+    timings; `lumina.media.write_pair`); ``contacts`` (s): where the hits go instead of the detected contacts.
+    The output path, its sidecar's name, the seed and the video's header are checked before torch and the model
+    load."""
     from lumina import validation as V
-    from lumina.media import read_video, write_mp4
-    from lumina.v2a import load_v2a
+    from lumina.media import check_sidecar_target, iter_video, read_video, sidecar_path, write_pair
 
     V.check_output_path(out)
+    check_sidecar_target(out, overwrite_sidecar)
+    V.check_seed(seed)
     t0 = time.perf_counter()
     V.check_video_upload(video)
-    frames, fps = read_video(video, max_frames=V.MAX_V2A_FRAMES, max_pixels=V.MAX_V2A_PIXELS)
+    import torch
+
+    from lumina.v2a import load_v2a
+    from lumina.v2a.pipeline import READ_SHORT_SIDE
+
+    caps = dict(max_frames=V.MAX_V2A_FRAMES, max_pixels=V.MAX_V2A_PIXELS)
+    # the model reads small frames; the output is re-encoded from a second decode, frame by frame: memory stays
+    # bounded by the small copy (155 MB for the largest accepted input, 594 frames of 640x480, instead of 2.7 GB)
+    frames, fps = read_video(video, short_side=READ_SHORT_SIDE, **caps)
     pipe = pipe or load_v2a(model)
     result = pipe(frames, fps, prompt=prompt, num_inference_steps=steps, guidance_scale=cfg,
                   generator=torch.Generator("cpu").manual_seed(seed), contacts=contacts, sync_guidance_scale=sync_cfg)
-    write_mp4(out, frames, fps, audio=result.audio, sample_rate=result.sample_rate)
-    durations = stream_durations(out)
-    return {"video": str(out), "fps": fps, "frames": len(frames), "seconds": len(frames) / fps,
-            "streams": durations,
+    info = {"source": Path(video).name, "prompt": prompt, "seed": seed, "steps": steps, "cfg": cfg,
+            "sync_cfg": sync_cfg, "fps": fps, "frames": len(frames), "seconds": len(frames) / fps,
             "contacts": None if result.contacts is None else [round(float(t), 3) for t in result.contacts],
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
             "total_seconds": round(time.perf_counter() - t0, 3)}
+    write_pair(out, iter_video(video, **caps), fps, info, audio=result.audio, sample_rate=result.sample_rate,
+               overwrite_sidecar=overwrite_sidecar)
+    return {**info, "video": str(out), "sidecar": str(sidecar_path(out)), "streams": stream_durations(out)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -84,6 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sync-cfg", type=float, help="the sync features' own guidance (default: the model's; = --cfg: one "
                    "guidance for all): lower keeps the hits they make on their own, often false, from being amplified")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite-sidecar", action="store_true",
+                   help="replace an OUT.json that is not one of this program's sidecars")
     p.add_argument("--contacts", help="contact times in seconds, e.g. '0.5, 1.25': the hits go there instead of where "
                    "the model's contact detector finds them")
     args = p.parse_args(argv)
@@ -93,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         contacts = None if args.contacts is None else parse_numbers("contacts", args.contacts, 100)
         info = add_sound(args.video, args.out, args.prompt, args.model, args.steps, args.cfg, args.seed,
-                         contacts=contacts, sync_cfg=args.sync_cfg)
+                         contacts=contacts, sync_cfg=args.sync_cfg, overwrite_sidecar=args.overwrite_sidecar)
     except (LuminaError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

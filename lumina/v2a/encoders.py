@@ -31,17 +31,23 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def as_float_frames(frames) -> np.ndarray:
     """uint8 or float frames (T, H, W, 3) -> float32 in [0, 1]."""
+    frames = video_frames(frames)
+    return frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames
+
+
+def video_frames(frames) -> np.ndarray:
+    """Frames (T, H, W, 3) as the encoders take them: uint8 as they are (each frame becomes float where it is
+    resized, so a long clip is never float all at once: 4x its bytes), others as float32 clipped to [0, 1]."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected video frames of shape (T, H, W, 3), got {frames.shape}")
-    if frames.dtype == np.uint8:
-        return frames.astype(np.float32) / 255.0
-    return np.clip(frames.astype(np.float32), 0.0, 1.0)
+    return frames if frames.dtype == np.uint8 else np.clip(frames.astype(np.float32), 0.0, 1.0)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(T, H, W, 3) in [0, 1] -> (T, 3, size, size) float by area averaging (cv2 INTER_AREA)."""
-    out = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    """(T, H, W, 3) uint8 or in [0, 1] -> (T, 3, size, size) float in [0, 1] by area averaging (cv2 INTER_AREA)."""
+    out = np.stack([cv2.resize(f.astype(np.float32) / 255.0 if f.dtype == np.uint8 else f, (size, size),
+                               interpolation=cv2.INTER_AREA) for f in frames])
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
@@ -160,7 +166,7 @@ def visual_input_size(encoder) -> int:
 
 @torch.no_grad()
 def encode_visual(encoder, frames: np.ndarray, grid: int, batch: int = 64) -> torch.Tensor:
-    """Float frames (T, H, W, 3) in [0, 1] -> (T, grid*grid, dim) tokens from a frame encoder or CLIP."""
+    """Frames (T, H, W, 3), uint8 or in [0, 1] -> (T, grid*grid, dim) tokens from a frame encoder or CLIP."""
     pixels = resize_frames(frames, visual_input_size(encoder))
     param = next(encoder.parameters())
     outs = []
@@ -180,8 +186,8 @@ def encode_visual(encoder, frames: np.ndarray, grid: int, batch: int = 64) -> to
 
 @torch.no_grad()
 def encode_sync(encoder, frames: np.ndarray) -> torch.Tensor:
-    """Float frames (T, H, W, 3) -> sync features (T, dim) at the video's frame rate (the impact track from the
-    full frames when the encoder reads one)."""
+    """Frames (T, H, W, 3), uint8 or in [0, 1] -> sync features (T, dim) at the video's frame rate (the impact
+    track from the full frames when the encoder reads one)."""
     param = next(encoder.parameters())
     pixels = resize_frames(frames, encoder.config.image_size).to(device=param.device, dtype=param.dtype)
     impact = None

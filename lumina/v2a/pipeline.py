@@ -30,7 +30,12 @@ from lumina.errors import InvalidRequestError, ModelFilesError, NonFiniteLatents
 from lumina.sampling import SampleConfig, euler_step, guide, plan
 from lumina.v2a.contacts import onset_track
 from lumina.v2a.audio import MelConfig, denormalize, fit_length, griffin_lim_vocoder, log_mel, normalize, pad_frames
-from lumina.v2a.encoders import as_float_frames, encode_sync, encode_visual, is_clip_vision, visual_frame_indices
+from lumina.v2a.encoders import encode_sync, encode_visual, is_clip_vision, video_frames, visual_frame_indices
+
+# Callers holding a whole clip read it at most this size on its short side (`lumina.media.read_video(short_side=)`):
+# above what any encoder takes (CLIP's 224 px, the tiny encoders' 32 px, the impact track's 64 px), so they average
+# nearly the same pixels (a smaller clip is untouched) for a fraction of the memory.
+READ_SHORT_SIDE = 256
 
 DEFAULT_MAX_SECONDS = 10.0
 
@@ -126,7 +131,8 @@ class LuminaV2APipeline(DiffusionPipeline):
         return latent_times(n_latent, self.vae_downsample, self.mel_config)
 
     def check_video(self, frames, fps) -> np.ndarray:
-        """Float frames in [0, 1]; refuses a bad fps or a clip longer than ``max_seconds``."""
+        """The frames as the encoders take them (uint8 kept, `video_frames`); refuses a bad fps or a clip longer
+        than ``max_seconds``."""
         try:
             fps = float(fps)
         except (TypeError, ValueError):
@@ -134,7 +140,7 @@ class LuminaV2APipeline(DiffusionPipeline):
         if not math.isfinite(fps) or fps <= 0:
             raise InvalidRequestError(f"fps={fps!r}: the frame rate must be a positive number")
         try:
-            frames = as_float_frames(frames)
+            frames = video_frames(frames)
         except ValueError as err:
             raise InvalidRequestError(str(err)) from None
         if len(frames) == 0:

@@ -10,14 +10,11 @@ name and a motion keyword) so the parser can read captions as well as prompts.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .scene import Scene
 from .vocabulary import BACKGROUNDS, COLORS, MOTIONS, SHAPES
-
-if TYPE_CHECKING:  # for annotations only: the renderer imports this module to caption its clips
-    from .render import Scene
 
 _MOTION_PHRASES = {
     "left": ["moving left", "drifting to the left", "sliding leftward", "travelling left", "heading left"],
