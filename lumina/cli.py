@@ -38,6 +38,9 @@ def _add_generate(sub) -> None:
                    help="none | model-offload | sequential-offload | group-offload, '+8bit', '+vae-tiling', "
                         "'+vae-slicing'; or auto (from free GPU memory)")
     p.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer blocks")
+    p.add_argument("--parallel", metavar="ulysses|ring",
+                   help="split one video over the processes of a torchrun launch (context parallelism); rank 0 "
+                        "writes the video")
     p.add_argument("--audio", action="store_true", help="add sound with Lumina-V2A (--v2a-model)")
     p.add_argument("--v2a-model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory")
     p.add_argument("--out", required=True, help="FILE.mp4")
@@ -47,8 +50,9 @@ def cmd_generate(args) -> int:
     """Everything the user gave is checked (values, output path, device, model defaults) before a model loads."""
     import torch
 
-    from lumina.generation import GenerationRequest, generate_video, resolve_request
-    from lumina.pipelines.loading import load_pipeline, read_defaults
+    from lumina import parallel
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.pipelines.loading import read_defaults
     from lumina.syntax import parse_resolution, parse_setting
     from lumina.validation import check_device, check_output_path
 
@@ -57,6 +61,7 @@ def cmd_generate(args) -> int:
         width, height = parse_resolution(args.resolution)
     check_output_path(args.out)
     check_device(args.device)
+    device = parallel.check_launch(args.parallel, args.device, args.memory, args.compile)
     defaults = read_defaults(args.model)
     req = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
@@ -67,13 +72,30 @@ def cmd_generate(args) -> int:
         seed=args.seed, audio=args.audio,
     )
     job = resolve_request(req, defaults)
-    pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
-                                   memory=args.memory, compile_blocks=args.compile)
+    with parallel.process_group(args.parallel, device):
+        return _generate(args, job, device)
+
+
+def _generate(args, job, device: str) -> int:
+    """Load, (split the video over the launch's processes), generate; under --parallel only rank 0 writes."""
+    import torch
+
+    from lumina import parallel
+    from lumina.generation import generate_video, run_pipeline
+    from lumina.pipelines.loading import load_pipeline
+
+    pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=device,
+                            memory=args.memory, compile_blocks=args.compile)
+    if args.parallel is not None:
+        parallel.enable(pipe, args.parallel)
+        if parallel.rank() != 0:
+            run_pipeline(pipe, job, "latent")
+            return 0
     audio_fn = None
     if args.audio:
         from lumina.v2a import audio_fn_for, load_v2a
 
-        audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=args.device))
+        audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=device))
     sidecar = generate_video(pipe, job, args.out, audio_fn=audio_fn)
     print(json.dumps({"video": args.out, "seed": sidecar["request"]["seed"], "timings": sidecar["timings"]}))
     return 0

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 
+from lumina import parallel
 from lumina import validation as V
 from lumina.errors import InvalidRequestError
 from lumina.media import write_json, write_mp4
@@ -87,6 +88,23 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
                            config)
 
 
+def run_pipeline(pipe: LuminaVideoPipeline, req: ResolvedRequest, output_type: str,
+                 callback_on_step_end: Optional[Callable] = None):
+    """The pipeline call of a request. The other processes of a context-parallel launch run it with
+    output_type="latent": they take their share of every step, and neither decode nor write."""
+    return pipe(
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=req.width,
+        height=req.height,
+        num_frames=req.frames,
+        sample_config=req.config,
+        generator=torch.Generator("cpu").manual_seed(req.seed),
+        output_type=output_type,
+        callback_on_step_end=callback_on_step_end,
+    )
+
+
 def generate_video(
     pipe: LuminaVideoPipeline,
     req: ResolvedRequest,
@@ -100,18 +118,7 @@ def generate_video(
     `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4")."""
     t_start = time.perf_counter()
     config = req.config
-    generator = torch.Generator("cpu").manual_seed(req.seed)
-    out = pipe(
-        prompt=req.prompt,
-        negative_prompt=req.negative_prompt,
-        width=req.width,
-        height=req.height,
-        num_frames=req.frames,
-        sample_config=config,
-        generator=generator,
-        output_type="np",
-        callback_on_step_end=callback_on_step_end,
-    )
+    out = run_pipeline(pipe, req, "np", callback_on_step_end)
     frames = out.frames[0]
     audio = None
     timings = dict(out.timings)
@@ -136,6 +143,7 @@ def generate_video(
         "schedule": out.schedule,
         "prompt_truncated": out.prompt_truncated,
         "memory": getattr(getattr(pipe, "memory_plan", None), "name", "none"),
+        "parallel": parallel.describe(pipe.transformer),
         "tokens_per_step": {
             s: pipe.transformer.num_tokens(pipe.latent_size(req.frames, req.height, req.width), s)
             for s in sorted({row["patch"] for row in out.schedule})
