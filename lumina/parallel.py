@@ -91,6 +91,14 @@ def process_group(mode: Optional[str], device: str) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def check_heads(heads: int, mode: str, degree: int) -> None:
+    """Ulysses attention gives each process heads / degree whole heads (ring attention has no such limit)."""
+    if mode == "ulysses" and heads % degree:
+        raise InvalidRequestError(f"Ulysses attention gives each process n_heads / N heads; this model has {heads} "
+                                  f"heads, which {degree} processes do not divide: launch a divisor of {heads} "
+                                  f"processes, or use --parallel ring")
+
+
 def enable(pipe, mode: str) -> None:
     """Split the video over all processes of the started group with `mode` attention, in every denoiser of `pipe`.
 
@@ -103,11 +111,7 @@ def enable(pipe, mode: str) -> None:
     check_mode(mode)
     degree = dist.get_world_size()
     for net in pipe.denoisers.values():
-        heads = net.config.n_heads
-        if mode == "ulysses" and heads % degree:
-            raise InvalidRequestError(f"Ulysses attention gives each process n_heads / N heads; this model has "
-                                      f"{heads} heads, which {degree} processes do not divide: launch a divisor of "
-                                      f"{heads} processes, or use --parallel ring")
+        check_heads(net.config.n_heads, mode, degree)
         shape = (1, degree) if mode == "ulysses" else (degree, 1)
         config = ContextParallelConfig(
             **({"ulysses_degree": degree, "ulysses_anything": True} if mode == "ulysses"
