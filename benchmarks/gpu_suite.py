@@ -13,7 +13,11 @@ measurement starts from a copy. Sections, each guarded so a failure is recorded 
 - end_to_end: f16F64R512 and its MultiScale preset, prompt to video;
 - memory_modes: every mode of `modes_for(device)` at 1248x704x96 (2 steps at 1x2 with guidance): peak GB through
   denoising and through the full decode, s/step, decode seconds, a finite video of the right shape, the latent's
-  relative difference to `none`, and 8-bit weights whose quantization state sits elsewhere than the weight.
+  relative difference to `none`, and 8-bit weights whose quantization state sits elsewhere than the weight;
+- context_parallel (added by itself where more than one GPU is visible; `--toy --sections context_parallel`
+  rehearses it with two CPU processes): f24F96R960-MultiScale at 1248x704x96 split over every GPU with Ulysses and
+  with ring attention (the suite launches itself under torch.distributed.run), denoising seconds and the latent's
+  difference to one GPU's.
 
 Writes DIR/gpu_suite.json after every section and DIR/gpu_suite.md at the end. A bare CUDA machine with torch,
 transformers and accelerate needs only diffusers and bitsandbytes: `bash scripts/gpu_wheels.sh` fetches them where
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import subprocess
 import sys
 import time
@@ -280,6 +285,81 @@ def check_modes(rows: List[dict], cuda: bool, scale: Scale) -> List[dict]:
     return checks
 
 
+CP_PRESET = "f24F96R960-MultiScale"
+
+
+def cp_run(pipe, scale: Scale, steps: Optional[int]) -> Tuple[torch.Tensor, float]:
+    """(final latent, denoising seconds) of CP_PRESET at the 960 size, after a 2-step run that warms the kernels."""
+    w, h, frames = scale.sizes["960"]
+    for grid_points in (3, steps):
+        result = pipe(prompt=PROMPT, width=w, height=h, num_frames=frames, sample_config=CP_PRESET,
+                      num_inference_steps=grid_points, generator=torch.Generator().manual_seed(0),
+                      output_type="latent")
+    return result.frames.float().cpu(), result.timings["denoise"]
+
+
+def weights_fingerprint(parts) -> float:
+    """Sum of the transformer's weights: every process builds them from the same seed, and this shows it did."""
+    with torch.no_grad():
+        return float(sum(p.float().sum() for p in parts["transformer"].parameters()))
+
+
+def section_context_parallel(parts, scale: Scale, device: str, out: Path, steps: Optional[int], toy: bool) -> dict:
+    """CP_PRESET on one GPU here, then on every GPU of the machine under torch.distributed.run (cp_worker), each
+    mode of lumina.parallel: denoising seconds and the latent's difference to one GPU's."""
+    from safetensors.torch import load_file
+
+    from lumina import parallel
+
+    gpus = torch.cuda.device_count() if torch.device(device).type == "cuda" else 2
+    pipe = fresh_pipeline(parts, scale)
+    apply_memory_mode(pipe, "none", device)
+    reference, one_gpu_s = cp_run(pipe, scale, steps)
+    del pipe
+    folder = out / "context_parallel"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus), __file__, "--cp-worker",
+           "--out", str(folder), *(["--toy"] if toy else []), *([] if steps is None else ["--cp-steps", str(steps)])]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        return {"gpus": gpus, "error": f"the launch failed ({done.returncode})", "trace": done.stderr[-3000:]}
+    worker = json.loads((folder / "cp_worker.json").read_text())
+    rows = [{"mode": "one process", "denoise_s": round(one_gpu_s, 2)}]
+    for mode in parallel.MODES:
+        latent = load_file(str(folder / f"{mode}.safetensors"))["latent"]
+        rows.append({"mode": mode, "denoise_s": round(worker["denoise_s"][mode], 2),
+                     "speedup": round(one_gpu_s / worker["denoise_s"][mode], 2),
+                     "max_abs_diff": float(f"{(latent - reference).abs().max().item():.3g}"),
+                     "rel_diff": round(relative_difference(latent, reference), 6)})
+    return {"preset": CP_PRESET, "size": "x".join(map(str, scale.sizes["960"])), "gpus": gpus,
+            "same_weights": worker["fingerprint"] == weights_fingerprint(parts), "rows": rows}
+
+
+def cp_worker(scale: Scale, dtype: torch.dtype, out: Path, steps: Optional[int]) -> None:
+    """One process of section_context_parallel's launch: the same seeded components, the video split over all the
+    launch's processes in each mode; rank 0 writes OUT/{mode}.safetensors and OUT/cp_worker.json."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from lumina import parallel
+
+    device = f"cuda:{os.environ['LOCAL_RANK']}" if dtype == torch.bfloat16 else "cpu"
+    seconds = {}
+    with parallel.process_group("ulysses", device):
+        parts = build(scale, dtype, device)
+        for mode in parallel.MODES:
+            pipe = fresh_pipeline(parts, scale)
+            apply_memory_mode(pipe, "none", device)
+            parallel.enable(pipe, mode)
+            latent, seconds[mode] = cp_run(pipe, scale, steps)
+            if parallel.rank() == 0:
+                out.mkdir(parents=True, exist_ok=True)
+                save_file({"latent": latent.contiguous()}, str(out / f"{mode}.safetensors"))
+            del pipe
+    if parallel.rank() == 0:
+        write_json(out / "cp_worker.json", {"denoise_s": seconds, "fingerprint": weights_fingerprint(parts)})
+
+
 def environment(device: str, commit: Optional[str]) -> dict:
     import diffusers
     import transformers
@@ -343,6 +423,12 @@ def markdown(results: dict) -> str:
                    for r in sec["rows"]])
             table(["mode", "check", "ok", "value"],
                   [[c["mode"], c["check"], "yes" if c["ok"] else "**no**", c["value"]] for c in sec["checks"]])
+        elif name == "context_parallel":
+            lines.extend([f"{sec['preset']} at {sec['size']} on {sec['gpus']} processes (same weights in every "
+                          f"process: {sec['same_weights']})", ""])
+            table(["split", "denoise s", "speedup", "max abs diff", "rel. diff"],
+                  [[r["mode"], r["denoise_s"], r.get("speedup"), r.get("max_abs_diff"), r.get("rel_diff")]
+                   for r in sec["rows"]])
     return "\n".join(lines)
 
 
@@ -354,12 +440,18 @@ def main(argv=None) -> dict:
     p.add_argument("--sections", default="forward,presets,end_to_end,memory_modes")
     p.add_argument("--commit", default=None, help="the commit measured, where the copy has no .git")
     p.add_argument("--budget-s", type=float, default=480.0, help="start no memory mode after this many seconds")
+    p.add_argument("--cp-steps", type=int, default=None,
+                   help="grid points of the context_parallel runs (default: the preset's; --toy: 6)")
+    p.add_argument("--cp-worker", action="store_true", help=argparse.SUPPRESS)  # one process of that section's launch
     args = p.parse_args(argv)
     scale = TOY if args.toy else RELEASE
     device = args.device or ("cpu" if args.toy else "cuda")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA GPU is visible: run with --toy to rehearse on the CPU")
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    cp_steps = args.cp_steps or scale.end_to_end_steps
+    if args.cp_worker:
+        return cp_worker(scale, dtype, Path(args.out), cp_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -374,11 +466,14 @@ def main(argv=None) -> dict:
     parts = build(scale, dtype, device)
     results["build_s"] = round(time.perf_counter() - t0, 1)
     wanted = args.sections.split(",")
+    if torch.device(device).type == "cuda" and torch.cuda.device_count() > 1:
+        wanted.append("context_parallel")
     runners = {
         "forward": lambda: section_forward(parts, scale, device, meter),
         "presets": lambda: section_presets(results["sections"]["forward"]),
         "end_to_end": lambda: section_end_to_end(parts, scale, device, meter),
         "memory_modes": lambda: section_memory_modes(parts, scale, device, meter, start + args.budget_s),
+        "context_parallel": lambda: section_context_parallel(parts, scale, device, out, cp_steps, args.toy),
     }
     for name in [n for n in runners if n in wanted]:
         t0 = time.perf_counter()

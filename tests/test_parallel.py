@@ -155,3 +155,21 @@ def test_ulysses_needs_a_head_count_the_processes_divide():
     parallel.check_heads(4, "ring", 3)
     with pytest.raises(InvalidRequestError, match="this model has 4 heads, which 3 processes do not divide"):
         parallel.check_heads(4, "ulysses", 3)
+
+
+def test_gpu_suite_context_parallel_section_rehearsed_with_two_cpu_processes(tmp_path):
+    """The section a machine with several GPUs runs by itself, at toy sizes: one process, then a launch of two."""
+    suite = ROOT / "benchmarks" / "gpu_suite.py"
+    done = subprocess.run([sys.executable, str(suite), "--toy", "--sections", "context_parallel", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    section = json.loads((tmp_path / "gpu_suite.json").read_text())["sections"]["context_parallel"]
+    assert section["gpus"] == 2 and section["same_weights"], section
+    rows = {r["mode"]: r for r in section["rows"]}
+    assert rows.keys() == {"one process", "ulysses", "ring"}
+    for mode in parallel.MODES:
+        assert rows[mode]["denoise_s"] > 0 and rows[mode]["rel_diff"] < 1e-5, rows[mode]
+    assert sorted(p.name for p in (tmp_path / "context_parallel").iterdir()) == \
+        ["cp_worker.json", "ring.safetensors", "ulysses.safetensors"]
+    assert "| ring |" in (tmp_path / "gpu_suite.md").read_text()
