@@ -173,3 +173,25 @@ def test_gpu_suite_context_parallel_section_rehearsed_with_two_cpu_processes(tmp
     assert sorted(p.name for p in (tmp_path / "context_parallel").iterdir()) == \
         ["cp_worker.json", "ring.safetensors", "ulysses.safetensors"]
     assert "| ring |" in (tmp_path / "gpu_suite.md").read_text()
+
+
+@pytest.mark.parametrize("length, degree", [(45, 2), (32, 3), (16, 3), (10, 4), (12, 4)])
+def test_gathered_shares_padded_to_the_largest_lose_only_their_padding(length, degree):
+    from lumina.models.transformer_nextdit import ungather_padding
+
+    tokens = torch.randn(2, length, 3)
+    share = -(-length // degree)
+    gathered = torch.cat([torch.nn.functional.pad(part, (0, 0, 0, share - part.shape[1]), value=float("nan"))
+                          for part in tokens.tensor_split(degree, dim=1)], dim=1)  # diffusers' cut, as gathered
+    assert torch.equal(ungather_padding(gathered, length, degree), tokens)
+
+
+def test_ring_steps_get_attention_and_its_log_sum_exp():
+    from lumina.models.transformer_nextdit import attention_with_lse
+
+    q, k, v = (torch.randn(2, 7, 4, 16) for _ in range(3))  # (B, S, H, D)
+    out, lse = attention_with_lse(None, q, k, v, scale=0.25, return_lse=True)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * 0.25
+    expected = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(lse, scores.logsumexp(-1).transpose(1, 2), atol=1e-5)

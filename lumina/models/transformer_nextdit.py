@@ -530,7 +530,8 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin):
             else:
                 h = layer(h, attn_mask, freqs, y, y_mask, c, captions)
         h = self.all_final_layer[ps.key](h, c)
-        h = ungather_padding(self.gather(F.pad(h, (0, 0, 0, -(-L // degree) - h.shape[1]))), L, degree)
+        if degree > 1:  # this process's share padded to the largest, gathered by the `_cp_plan`, unpadded
+            h = ungather_padding(self.gather(F.pad(h, (0, 0, 0, -(-L // degree) - h.shape[1]))), L, degree)
         outs = [self.unpatchify(h[i, : lengths[i]], grid, ps, item.shape[1])
                 for i, ((_, grid), item) in enumerate(zip(patched, items))]
         if isinstance(x, (list, tuple)):
