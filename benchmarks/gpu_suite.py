@@ -18,7 +18,11 @@ and the rest still runs:
 - memory_modes: every mode of `modes_for(device)` at 1248x704x96 (2 steps at 1x2 with guidance): peak GB through
   denoising and through the full decode, s/step, decode seconds, a finite video of the right shape, the latent's
   relative difference to `none`, the int8 layers an 8-bit mode holds and 8-bit weights whose quantization state
-  sits elsewhere than the weight, and for tiled modes the tiled decode's pixels against the untiled decode's.
+  sits elsewhere than the weight, and for tiled modes the tiled decode's pixels against the untiled decode's;
+- context_parallel (added by itself where more than one GPU is visible; `--toy --sections context_parallel`
+  rehearses it with two CPU processes): f24F96R960-MultiScale at 1248x704x96 split over every GPU with Ulysses and
+  with ring attention (the suite launches itself under torch.distributed.run), denoising seconds and the latent's
+  difference to one GPU's.
 
 `Report` writes DIR/gpu_suite.json and DIR/gpu_suite.md (atomically) after every row, so a run stopped by a time-out
 keeps what finished. A bare CUDA machine with torch, transformers and accelerate needs only diffusers and
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import math
 import subprocess
 import sys
@@ -236,6 +241,7 @@ class Run:
     meter: Meter
     report: Report
     deadline: float  # perf_counter seconds after which no memory mode starts
+    cp_steps: Optional[int] = None  # grid points of the context_parallel runs (None: the preset's)
 
 
 def section_forward(run: Run) -> None:
@@ -459,9 +465,94 @@ def check_mode(r: dict, cuda: bool, scale: Scale) -> List[dict]:
     return checks
 
 
+CP_PRESET = "f24F96R960-MultiScale"
+
+
+def cp_run(pipe, scale: Scale, steps: Optional[int]) -> Tuple[torch.Tensor, float]:
+    """(final latent, denoising seconds) of CP_PRESET at the 960 size, after a 2-step run that warms the kernels."""
+    w, h, frames = scale.sizes["960"]
+    for grid_points in (3, steps):
+        result = pipe(prompt=PROMPT, width=w, height=h, num_frames=frames, sample_config=CP_PRESET,
+                      num_inference_steps=grid_points, generator=torch.Generator().manual_seed(0),
+                      output_type="latent")
+    return result.frames.float().cpu(), result.timings["denoise"]
+
+
+def weights_fingerprint(parts) -> float:
+    """Sum of the transformer's weights: every process builds them from the same seed, and this shows it did."""
+    with torch.no_grad():
+        return float(sum(p.float().sum() for p in parts["transformer"].parameters()))
+
+
+def section_context_parallel(run: Run) -> None:
+    """CP_PRESET on one GPU here, then on every GPU of the machine under torch.distributed.run (cp_worker), each
+    mode of lumina.parallel: denoising seconds and the latent's difference to one GPU's."""
+    from safetensors.torch import load_file
+
+    from lumina import parallel
+
+    parts, scale, device, out, steps = run.parts, run.scale, run.device, run.report.out, run.cp_steps
+    toy = scale is TOY
+    sec = run.report.sections["context_parallel"]
+
+    gpus = torch.cuda.device_count() if torch.device(device).type == "cuda" else 2
+    pipe = fresh_pipeline(parts, scale)
+    apply_memory_mode(pipe, "none", device)
+    reference, one_gpu_s = cp_run(pipe, scale, steps)
+    del pipe
+    folder = out / "context_parallel"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus), __file__, "--cp-worker",
+           "--out", str(folder), *(["--toy"] if toy else []), *([] if steps is None else ["--cp-steps", str(steps)])]
+    sec.update(preset=CP_PRESET, size="x".join(map(str, scale.sizes["960"])), gpus=gpus)
+    run.report.add("context_parallel", {"mode": "one process", "denoise_s": round(one_gpu_s, 2)})
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the launch of {gpus} processes failed ({done.returncode}): {done.stderr[-2000:]}")
+    worker = json.loads((folder / "cp_worker.json").read_text())
+    sec["same_weights"] = worker["fingerprint"] == weights_fingerprint(parts)
+    for mode in parallel.MODES:
+        latent = load_file(str(folder / f"{mode}.safetensors"))["latent"]
+        rel = relative_difference(latent, reference)
+        run.report.add("context_parallel", {
+            "mode": mode, "denoise_s": round(worker["denoise_s"][mode], 2),
+            "speedup": round(one_gpu_s / worker["denoise_s"][mode], 2),
+            "max_abs_diff": float(f"{(latent - reference).abs().max().item():.3g}"), "rel_diff": round(rel, 6)},
+            [check(mode, "latent = one process's to 1e-3 (relative)", rel <= 1e-3, round(rel, 6)),
+             check(mode, "same weights in every process", sec["same_weights"], sec["same_weights"])])
+
+
+def cp_worker(scale: Scale, dtype: torch.dtype, out: Path, steps: Optional[int]) -> None:
+    """One process of section_context_parallel's launch: the same seeded components, the video split over all the
+    launch's processes in each mode; rank 0 writes OUT/{mode}.safetensors and OUT/cp_worker.json."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from lumina import parallel
+
+    device = f"cuda:{os.environ['LOCAL_RANK']}" if dtype == torch.bfloat16 else "cpu"
+    seconds = {}
+    with parallel.process_group("ulysses", device):
+        parts = build(scale, dtype, device)
+        for mode in parallel.MODES:
+            pipe = fresh_pipeline(parts, scale)
+            apply_memory_mode(pipe, "none", device)
+            parallel.enable(pipe, mode)
+            latent, seconds[mode] = cp_run(pipe, scale, steps)
+            if parallel.rank() == 0:
+                out.mkdir(parents=True, exist_ok=True)
+                save_file({"latent": latent.contiguous()}, str(out / f"{mode}.safetensors"))
+            del pipe
+    if parallel.rank() == 0:
+        write_json(out / "cp_worker.json", {"denoise_s": seconds, "fingerprint": weights_fingerprint(parts)})
+
+
 SECTIONS: Dict[str, Callable[[Run], None]] = {"forward": section_forward, "presets": section_presets,
                                               "cached": section_cached, "end_to_end": section_end_to_end,
-                                              "memory_modes": section_memory_modes}
+                                              "memory_modes": section_memory_modes,
+                                              "context_parallel": section_context_parallel}
+# Run by default; context_parallel is added where more than one GPU is visible (and on request).
+DEFAULT_SECTIONS = [n for n in SECTIONS if n != "context_parallel"]
 
 
 def environment(device: str, commit: Optional[str]) -> dict:
@@ -502,6 +593,8 @@ COLUMNS = {
                ("peak GB", "peak_gb")],
     "end_to_end": [("preset", "preset"), ("encode s", "timings.encode"), ("denoise s", "timings.denoise"),
                    ("decode s", "timings.decode"), ("total s", "timings.total"), ("peak GB", "peak_gb")],
+    "context_parallel": [("split", "mode"), ("denoise s", "denoise_s"), ("speedup", "speedup"),
+                         ("max abs diff", "max_abs_diff"), ("rel. diff", "rel_diff")],
     "memory_modes": [("mode", "mode"), ("peak GB denoise", "peak_denoise_gb"), ("peak GB decode", "peak_decode_gb"),
                      ("s/step", "s_per_step"), ("decode s", "decode_s"), ("finite", "finite_video"),
                      ("rel. diff vs none", "rel_diff_vs_none"), ("int8 layers", "int8_layers"),
@@ -549,9 +642,13 @@ def main(argv=None) -> dict:
     p.add_argument("--out", required=True, help="folder for gpu_suite.json and gpu_suite.md")
     p.add_argument("--toy", action="store_true", help="toy sizes on the CPU: rehearses every section in seconds")
     p.add_argument("--device", default=None, help="default: cuda, or cpu with --toy")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from: {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated, from: {', '.join(SECTIONS)}")
     p.add_argument("--commit", default=None, help="the commit measured, where the copy has no .git")
     p.add_argument("--budget-s", type=float, default=480.0, help="start no memory mode after this many seconds")
+    p.add_argument("--cp-steps", type=int, default=None,
+                   help="grid points of the context_parallel runs (default: the preset's; --toy: 6)")
+    p.add_argument("--cp-worker", action="store_true", help=argparse.SUPPRESS)  # one process of that section's launch
     args = p.parse_args(argv)
     wanted = [n.strip() for n in args.sections.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in SECTIONS]
@@ -563,13 +660,18 @@ def main(argv=None) -> dict:
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA GPU is visible: run with --toy to rehearse on the CPU")
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    cp_steps = args.cp_steps or scale.end_to_end_steps
+    if args.cp_worker:
+        return cp_worker(scale, dtype, Path(args.out), cp_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, scale.name, environment(device, args.commit))
     t0 = time.perf_counter()
     parts = build(scale, dtype, device)
     report.data["build_s"] = round(time.perf_counter() - t0, 1)
-    run = Run(parts, scale, device, Meter(device), report, report.start + args.budget_s)
+    if torch.device(device).type == "cuda" and torch.cuda.device_count() > 1 and "context_parallel" not in wanted:
+        wanted.append("context_parallel")
+    run = Run(parts, scale, device, Meter(device), report, report.start + args.budget_s, cp_steps)
     for name in [n for n in SECTIONS if n in wanted]:
         t0 = time.perf_counter()
         sec = report.section(name)

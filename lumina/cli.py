@@ -42,6 +42,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--cache", help="step cache NAME[:value]: fast (the measured default), fbc, taylorseer, pab, "
                                    "faster, mag or none (see `presets`)")
     p.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help=LORA_HELP)
+    p.add_argument("--parallel", metavar="ulysses|ring",
+                   help="split one video over the processes of a torchrun launch (context parallelism); rank 0 "
+                        "writes the video")
     p.add_argument("--audio", action="store_true", help="add sound with Lumina-V2A (--v2a-model)")
     p.add_argument("--v2a-model", default="assets/lumina-v2a-tiny", help="V2A pipeline directory")
     p.add_argument("--out", required=True, help="FILE.mp4")
@@ -50,10 +53,11 @@ def _add_generate(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    """Everything the user gave is checked (values, output path, device, model folder and defaults) before torch,
-    diffusers or a model loads."""
-    from lumina.generation import GenerationRequest, generate_video, resolve_request
+    """Everything the user gave is checked (values, output path, device, launch, model folder and defaults) before
+    torch, diffusers or a model loads."""
+    from lumina import parallel
     from lumina.cache import StepCache
+    from lumina.generation import GenerationRequest, resolve_request
     from lumina.media import check_sidecar_target
     from lumina.pipelines.defaults import read_defaults
     from lumina.syntax import parse_loras, parse_resolution, parse_setting
@@ -65,6 +69,9 @@ def cmd_generate(args) -> int:
     check_output_path(args.out)
     check_sidecar_target(args.out, args.overwrite_sidecar)
     check_device(args.device)
+    device = parallel.check_launch(args.parallel, args.device, args.memory, args.compile)
+    cache = StepCache.parse(args.cache)
+    parallel.check_cache(args.parallel, cache)
     defaults = read_defaults(args.model)
     req = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height, frames=args.frames,
@@ -72,21 +79,34 @@ def cmd_generate(args) -> int:
         motion=parse_setting(args.motion, name="motion"), neg_motion=parse_setting(args.neg_motion, name="neg-motion"),
         cfg=parse_setting(args.cfg, name="cfg"),
         steps=args.steps, time_shift=args.time_shift, renorm=args.renorm, shared_noise=args.shared_noise,
-        seed=args.seed, audio=args.audio, cache=StepCache.parse(args.cache),
+        seed=args.seed, audio=args.audio, cache=cache,
         loras=parse_loras(args.lora),
     )
     job = resolve_request(req, defaults)
+    with parallel.process_group(args.parallel, device):
+        return _generate(args, job, device)
+
+
+def _generate(args, job, device: str) -> int:
+    """Load, (split the video over the launch's processes), generate; under --parallel only rank 0 writes."""
     import torch
 
+    from lumina import parallel
+    from lumina.generation import generate_video, run_pipeline
     from lumina.pipelines.loading import load_pipeline
 
-    pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device,
-                                   memory=args.memory, compile_blocks=args.compile)
+    pipe, _ = load_pipeline(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=device,
+                            memory=args.memory, compile_blocks=args.compile)
+    if args.parallel is not None:
+        parallel.enable(pipe, args.parallel)
+        if parallel.rank() != 0:
+            run_pipeline(pipe, job, "latent")
+            return 0
     audio_fn = None
     if args.audio:
         from lumina.v2a import audio_fn_for, load_v2a
 
-        audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=args.device))
+        audio_fn = audio_fn_for(load_v2a(args.v2a_model, device=device))
     sidecar = generate_video(pipe, job, args.out, audio_fn=audio_fn, overwrite_sidecar=args.overwrite_sidecar)
     print(json.dumps({"video": args.out, "seed": sidecar["request"]["seed"], "timings": sidecar["timings"]}))
     return 0

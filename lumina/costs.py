@@ -36,9 +36,15 @@ def forward_flops_parts(config, tokens: int, caption_tokens: int = 256) -> Dict[
         ffn = ffn_hidden_dim(d, config.multiple_of)
     projections = 2 * (2 * d * d + 2 * d * kv)
     caption = 2 * caption_tokens * 2 * config.cap_feat_dim * kv
-    attention = 2 * 2 * tokens * (tokens + caption_tokens) * d
+    attention = attention_flops(config, tokens, caption_tokens) / layers
     return {"attention": float(layers * (tokens * projections + caption + attention)),
             "ffn": float(layers * tokens * 2 * 3 * d * ffn)}
+
+
+def attention_flops(config, tokens: int, caption_tokens: int = 256) -> float:
+    """The attention part of `forward_flops` (scores and weighted values over the video and caption keys, all
+    layers): the part that grows with the square of the tokens."""
+    return float(config.n_layers * 2 * 2 * tokens * (tokens + caption_tokens) * config.dim)
 
 
 def load_fit(device: str = "cuda") -> Optional[Dict[str, float]]:
@@ -145,3 +151,40 @@ def fit_throughput(samples) -> Dict[str, float]:
                          "no throughput can be fitted; benchmark a larger configuration")
     overhead = max(mean_y - slope * mean_x, 0.0)
     return {"overhead_s": overhead, "flops_per_second": 1.0 / slope}
+
+
+# Assumed all-to-all bandwidth of one H200 over NVLink 4 / NVSwitch, each direction: 80% of the 450 GB/s a GPU's 18
+# links carry one way (NCCL's all-to-all reaches about that on 8-GPU SXM boards). An assumption, not a measurement.
+NVLINK_BYTES_PER_S = 3.6e11
+
+
+def ulysses_step_bytes(config, tokens: int, gpus: int, bytes_per_value: int = 2) -> float:
+    """Bytes one forward (one item) moves between `gpus` GPUs under Ulysses attention, all of them together: per layer
+    four all-to-alls (queries, keys, values, output), each of tokens x dim values (keys and values after their heads
+    are shared out: GQA is not split) of which each GPU keeps 1/N."""
+    return 4 * config.n_layers * tokens * config.dim * bytes_per_value * (gpus - 1) / gpus
+
+
+def parallel_request_seconds(
+    transformer_config, sample_config: SampleConfig, latent_shape: Tuple[int, int, int], gpus: int,
+    fit: Optional[dict] = None, link_bytes_per_s: float = NVLINK_BYTES_PER_S,
+) -> Dict[str, float]:
+    """Predicted denoising seconds of one video split over `gpus` GPUs with Ulysses attention (`--parallel ulysses`),
+    as `request_seconds` composes them: each GPU computes 1/N of every forward's FLOPs (its tokens' projections and
+    FFN, and full-sequence attention for 1/N of the heads) at the device fit's throughput, pays the fit's per-forward
+    overhead whole, and waits for the all-to-alls, each GPU sending its share at `link_bytes_per_s` (no overlap).
+
+    Returns {"seconds", "compute_s", "comm_s", "attention_share"} (the attention share of the FLOPs over the run)."""
+    fit = fit or load_fit()
+    f, h, w = latent_shape
+    compute = comm = flops = attention = 0.0
+    for step in plan(sample_config):
+        ps = step.patch
+        tokens = -(-f // ps.f) * (h // ps.p) * (w // ps.p)
+        items = 2 if step.guided else 1
+        step_flops = items * forward_flops(transformer_config, tokens)
+        flops += step_flops
+        attention += items * attention_flops(transformer_config, tokens)
+        compute += items * fit["overhead_s"] + step_flops / gpus / fit["flops_per_second"]
+        comm += items * ulysses_step_bytes(transformer_config, tokens, gpus) / gpus / link_bytes_per_s
+    return {"seconds": compute + comm, "compute_s": compute, "comm_s": comm, "attention_share": attention / flops}

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
+from lumina import parallel
 from lumina import validation as V
 from lumina.cache import StepCache
 from lumina.errors import InvalidRequestError
@@ -98,6 +99,28 @@ def resolve_request(req: GenerationRequest, defaults: ModelDefaults) -> Resolved
                            loras=check_loras(req.loras), cache=req.cache)
 
 
+def run_pipeline(pipe: "LuminaVideoPipeline", req: ResolvedRequest, output_type: str,
+                 callback_on_step_end: Optional[Callable] = None):
+    """The pipeline call of a request, with its LoRAs (and no others: `use_loras`) and step cache. The other
+    processes of a context-parallel launch run it with output_type="latent": they take their share of every step,
+    and neither decode nor write."""
+    import torch
+
+    pipe.use_loras(req.loras)
+    return pipe(
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=req.width,
+        height=req.height,
+        num_frames=req.frames,
+        sample_config=req.config,
+        generator=torch.Generator("cpu").manual_seed(req.seed),
+        output_type=output_type,
+        callback_on_step_end=callback_on_step_end,
+        cache=req.cache,
+    )
+
+
 def generate_video(
     pipe: LuminaVideoPipeline,
     req: ResolvedRequest,
@@ -107,8 +130,8 @@ def generate_video(
     on_phase: Optional[Callable[[str], None]] = None,
     overwrite_sidecar: bool = False,
 ) -> Dict[str, Any]:
-    """Run the pipeline with the request's LoRAs (and no others: `use_loras`), write OUT.mp4 and OUT.json (every
-    setting, seed, per-step schedule, timings) as one pair (`lumina.media.write_pair`: the sidecar records its
+    """Run the pipeline (`run_pipeline`), write OUT.mp4 and OUT.json (every setting, seed, per-step schedule,
+    timings) as one pair (`lumina.media.write_pair`: the sidecar records its
     video's size and sha256); returns the sidecar.
 
     `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4").
@@ -118,20 +141,7 @@ def generate_video(
     check_sidecar_target(out_path, overwrite_sidecar)  # before the work, not after it
     t_start = time.perf_counter()
     config = req.config
-    pipe.use_loras(req.loras)
-    generator = torch.Generator("cpu").manual_seed(req.seed)
-    out = pipe(
-        prompt=req.prompt,
-        negative_prompt=req.negative_prompt,
-        width=req.width,
-        height=req.height,
-        num_frames=req.frames,
-        sample_config=config,
-        generator=generator,
-        output_type="np",
-        callback_on_step_end=callback_on_step_end,
-        cache=req.cache,
-    )
+    out = run_pipeline(pipe, req, "np", callback_on_step_end)
     frames = out.frames[0]
     audio = None
     timings = dict(out.timings)
@@ -154,6 +164,7 @@ def generate_video(
         "prompt_truncated": out.prompt_truncated,
         "cache": out.cache,
         "memory": getattr(getattr(pipe, "memory_plan", None), "name", "none"),
+        "parallel": parallel.describe(pipe.transformer),
         "tokens_per_step": {
             s: pipe.transformer.num_tokens(pipe.latent_size(req.frames, req.height, req.width), s)
             for s in sorted({row["patch"] for row in out.schedule})

@@ -17,7 +17,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin
-from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
+from diffusers.models.attention_dispatch import (AttentionBackendName, _AttentionBackendRegistry,
+                                                 _templated_context_parallel_attention, dispatch_attention_fn)
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -124,6 +126,25 @@ VARLEN_BACKEND = {
 }
 
 
+def attention_with_lse(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                       enable_gqa=False, return_lse=False, _save_ctx=True, _parallel_config=None):
+    """One ring step's attention and its log-sum-exp, in diffusers' forward-op form and (B, S, H, D) layout.
+
+    diffusers' ring attention merges the steps by their log-sum-exp, which its native (SDPA) backend does not return
+    and which none of its kernels gives on a CPU or in fp32; torch's own CPU flash kernel and CUDA memory-efficient
+    kernel do, in every dtype. Inference only (no backward)."""
+    q, k, v = (x.transpose(1, 2) for x in (query, key, value))
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal,
+                                                                              scale=scale)
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, dropout_p, is_causal,
+                                                                          scale=scale)[:2]
+        lse = lse[..., : q.shape[2]]  # the kernel pads the log-sum-exp's query axis to a multiple of 32
+    out, lse = out.transpose(1, 2), lse.transpose(1, 2)
+    return (out, lse) if return_lse else out
+
+
 class LuminaVideoAttnProcessor:
     """Self-attention over the video tokens plus the gated caption cross-attention, both through diffusers'
     `dispatch_attention_fn`, so `set_attention_backend` picks the kernel and `enable_parallelism` splits the video
@@ -140,10 +161,16 @@ class LuminaVideoAttnProcessor:
             mask = mask[:, None, None, :]  # every backend reads (B, 1, 1, Lk); not all broadcast a (B, Lk) mask
         gqa = attn.n_heads != attn.n_kv_heads
         name = backend or _AttentionBackendRegistry._active_backend
-        if gqa and "enable_gqa" not in _AttentionBackendRegistry._supported_arg_names[AttentionBackendName(name)]:
-            repeat = attn.n_heads // attn.n_kv_heads  # this kernel has no GQA: share the heads by copying them
+        no_gqa = "enable_gqa" not in _AttentionBackendRegistry._supported_arg_names[AttentionBackendName(name)]
+        if gqa and (no_gqa or parallel_config is not None):  # diffusers' Ulysses/ring attention have no GQA either
+            repeat = attn.n_heads // attn.n_kv_heads  # share the heads by copying them
             k, v = k.repeat_interleave(repeat, dim=2), v.repeat_interleave(repeat, dim=2)
             gqa = False
+        if (parallel_config is not None and parallel_config.context_parallel_config.ring_degree > 1
+                and AttentionBackendName(name) == AttentionBackendName.NATIVE):
+            return _templated_context_parallel_attention(q, k, v, scale=attn.head_dim**-0.5,
+                                                         forward_op=attention_with_lse, backward_op=None,
+                                                         _parallel_config=parallel_config)
         return dispatch_attention_fn(q, k, v, attn_mask=mask, scale=attn.head_dim**-0.5, enable_gqa=gqa,
                                      backend=backend, parallel_config=parallel_config)
 
@@ -303,6 +330,28 @@ class VideoRope(nn.Module):
         return freqs
 
 
+def check_parallel_split(lengths: List[int], degree: int, ps: PatchSize) -> None:
+    """Refuse what context parallelism cannot split: batches of videos of different sizes (their padding needs a key
+    mask, which diffusers' ring attention cannot carry round the ring) and videos with fewer tokens than processes."""
+    if min(lengths) < max(lengths):
+        raise InvalidRequestError(
+            f"context parallelism splits one video's tokens over {degree} processes; this batch mixes videos of "
+            f"{min(lengths)} to {max(lengths)} tokens at patch {ps.name}: give videos of one size, or run them one "
+            f"at a time")
+    if lengths[0] < degree:
+        raise InvalidRequestError(f"the video has {lengths[0]} tokens at patch {ps.name}, fewer than the {degree} "
+                                  f"processes splitting it: use a larger video, a finer patch size or fewer processes")
+
+
+def ungather_padding(h: torch.Tensor, length: int, degree: int) -> torch.Tensor:
+    """The `length` tokens of a context-parallel gather: each process's share (as torch.tensor_split cuts them, the
+    larger ones first) was padded to the largest before the gather, since gloo gathers only equal pieces."""
+    if length % degree == 0:
+        return h
+    share, extra = -(-length // degree), length % degree
+    return torch.cat([h[:, r * share: r * share + share - (r >= extra)] for r in range(degree)], dim=1)
+
+
 class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, PeftAdapterMixin):
     """Velocity v = f(x, t, captions, caption mask, motion score, patch size) of Lumina-Video.
 
@@ -317,6 +366,14 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, Pe
     _supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
     _repeated_blocks = ["TransformerBlock"]
+    # Context parallelism (`enable_parallelism`, see lumina.parallel): the video tokens and their RoPE rotations are
+    # split where the blocks start, the caption path stays whole, and the final layer's output (whichever patch size
+    # ran) is gathered at the parameterless `gather` point.
+    _cp_plan = {
+        "layers.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3)},
+        "rope": {0: ContextParallelInput(split_dim=1, expected_dims=3, split_output=True)},
+        "gather": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
@@ -360,11 +417,18 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, Pe
             ]
         )
         self.rope = VideoRope(dim // n_heads, rope_theta)
+        self.gather = nn.Identity()  # where context parallelism gathers the tokens (`_cp_plan`)
         self.gradient_checkpointing = False
 
     @property
     def head_dim(self) -> int:
         return self.config.dim // self.config.n_heads
+
+    @property
+    def parallel_degree(self) -> int:
+        """Processes that split each video's tokens (diffusers' context parallelism); 1 without it."""
+        cp = getattr(self._parallel_config, "context_parallel_config", None)
+        return 1 if cp is None else cp.ring_degree * cp.ulysses_degree
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -458,6 +522,9 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, Pe
         attn_mask = None
         if min(lengths) < L:  # shapes, not values: no data-dependent branch for torch.compile
             attn_mask = torch.arange(L, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+        degree = self.parallel_degree
+        if degree > 1:
+            check_parallel_split(lengths, degree, ps)
         captions = None
         if caption_cache is not None and not torch.is_grad_enabled():
             captions = caption_cache.for_captions(encoder_hidden_states, dtype)
@@ -467,6 +534,8 @@ class LuminaNextDiTVideo(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, Pe
             else:
                 h = layer(h, attn_mask, freqs, y, y_mask, c, captions)
         h = self.all_final_layer[ps.key](h, c)
+        if degree > 1:  # this process's share padded to the largest, gathered by the `_cp_plan`, unpadded
+            h = ungather_padding(self.gather(F.pad(h, (0, 0, 0, -(-L // degree) - h.shape[1]))), L, degree)
         outs = [self.unpatchify(h[i, : lengths[i]], grid, ps, item.shape[1])
                 for i, ((_, grid), item) in enumerate(zip(patched, items))]
         if isinstance(x, (list, tuple)):
