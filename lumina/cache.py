@@ -60,6 +60,12 @@ class StepCache:
         object.__setattr__(self, "knob", int(knob) if integer else float(knob))
 
     @property
+    def per_context(self) -> bool:
+        """Whether diffusers keeps this method's state per cache context (so it restarts where guidance turns off and
+        the context changes), rather than one state for the whole call (pab, faster)."""
+        return self.method in ("fbc", "mag", "taylorseer")
+
+    @property
     def label(self) -> str:
         return f"{self.method}:{self.knob:g}"
 
@@ -126,24 +132,31 @@ class StepCache:
                               retention_ratio=0.2, max_skip_steps=3)
 
 
-# Share of forwards the adaptive methods skipped on the tiny model at their default knob (benchmarks/bench_cache.py,
-# docs/benchmarks.md): the cost model's assumption for them until a GPU run measures the release's own.
-ADAPTIVE_SKIP_SHARE = {"fbc": 0.5, "mag": 0.4}
+# Share of forwards the adaptive methods skipped on the tiny model, by knob (benchmarks/bench_cache.py, both
+# schedules; docs/benchmarks.md): the cost model's assumption for them until a GPU run measures the release's own.
+ADAPTIVE_SKIP_SHARE = {"fbc": {0.05: 0.7, 0.1: 0.8, 0.2: 0.88}, "mag": {0.06: 0.5, 0.25: 0.5}}
+
+
+def skip_share(cache: StepCache) -> float:
+    """The measured skip share of an adaptive cache at the nearest measured knob."""
+    measured = ADAPTIVE_SKIP_SHARE[cache.method]
+    return measured[min(measured, key=lambda k: abs(k - cache.knob))]
 
 
 def work_share(cache: Optional[StepCache], position: int, stage_steps: int, timestep: float, guided: bool,
                n_layers: int, attention_share: float) -> float:
     """Predicted share of a step's uncached work that `cache` still computes: the step is the `position`-th of its
-    patch-size stage (`stage_steps` long; caches restart at each stage), at diffusers' `timestep` (1000 = noise).
+    stage (`stage_steps` long: caches restart at a patch-size switch, and in a new cache context where guidance turns
+    off), at diffusers' `timestep` (1000 = noise).
     Rules of each method as diffusers 0.42 applies them (see `StepCache.config`); fbc and mag skip adaptively, so
-    they are charged their measured skip share (`ADAPTIVE_SKIP_SHARE`)."""
+    they are charged their measured skip share (`skip_share`)."""
     if cache is None or position == 0:
         return 1.0
     method, k = cache.method, cache.knob
     if method == "fbc":  # a skipped forward still runs the first block
-        return 1.0 - ADAPTIVE_SKIP_SHARE["fbc"] * (1.0 - 1.0 / n_layers)
+        return 1.0 - skip_share(cache) * (1.0 - 1.0 / n_layers)
     if method == "mag":  # the first 20% of a stage always computes
-        return 1.0 if position < 0.2 * stage_steps else 1.0 - ADAPTIVE_SKIP_SHARE["mag"]
+        return 1.0 if position < 0.2 * stage_steps else 1.0 - skip_share(cache)
     if method == "taylorseer":  # attention and FFN predicted between full computations
         return 1.0 if position < 2 or (position - 3) % k == 0 else 0.05
     if method == "pab":  # attention output reused inside its timestep range

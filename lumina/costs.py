@@ -73,18 +73,19 @@ def request_seconds(
     f, h, w = latent_shape
     total, tokens_by_scale = 0.0, {}
     steps = plan(sample_config)
-    stage_sizes = {}
+    stage_of = lambda step: (step.patch, cache is not None and cache.per_context and step.guided)  # noqa: E731
+    stage_sizes: Dict[tuple, int] = {}  # a cache restarts at a patch switch, some in a new context too
     for step in steps:
-        stage_sizes[step.patch] = stage_sizes.get(step.patch, 0) + 1
+        stage_sizes[stage_of(step)] = stage_sizes.get(stage_of(step), 0) + 1
     position, previous = 0, None
     for step in steps:
         ps = step.patch
-        position = position + 1 if ps == previous else 0
-        previous = ps
+        position = position + 1 if stage_of(step) == previous else 0
+        previous = stage_of(step)
         tokens = -(-f // ps.f) * (h // ps.p) * (w // ps.p)
         tokens_by_scale[ps.name] = tokens
         parts = forward_flops_parts(transformer_config, tokens)
-        share = work_share(cache, position, stage_sizes[ps], (1.0 - step.t) * 1000.0, step.guided,
+        share = work_share(cache, position, stage_sizes[stage_of(step)], (1.0 - step.t) * 1000.0, step.guided,
                            transformer_config.n_layers, parts["attention"] / sum(parts.values()))
         total += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1) * share
     return total, tokens_by_scale

@@ -65,3 +65,57 @@ def test_parallel_prediction_splits_compute_and_adds_the_ulysses_all_to_alls(rel
     assert rows[8]["comm_s"] < 0.03 * rows[8]["seconds"]
     slower = parallel_request_seconds(release_config, preset, latent, 8, fit, NVLINK_BYTES_PER_S / 10)
     assert slower["comm_s"] == pytest.approx(10 * rows[8]["comm_s"]) and slower["compute_s"] == rows[8]["compute_s"]
+
+
+def _predicted_computed(config, cache):
+    """Branch forwards lumina.cache.work_share counts as computed over a run's plan (stages as costs reads them)."""
+    from lumina.cache import work_share
+    from lumina.sampling import plan
+
+    steps = plan(config)
+    stage = lambda s: (s.patch, cache.per_context and s.guided)  # noqa: E731
+    sizes = {}
+    for s in steps:
+        sizes[stage(s)] = sizes.get(stage(s), 0) + 1
+    computed, position, previous = 0, 0, None
+    for s in steps:
+        position = position + 1 if stage(s) == previous else 0
+        previous = stage(s)
+        share = work_share(cache, position, sizes[stage(s)], (1 - s.t) * 1000, s.guided, 2, 0.5)
+        computed += (2 if s.guided else 1) * (share == 1.0)
+    return computed
+
+
+@pytest.mark.parametrize("label", ["taylorseer:3", "taylorseer:4", "pab:2", "pab:3"])
+def test_cost_model_knows_which_forwards_each_deterministic_cache_computes(label):
+    """The rules lumina.costs charges are the hooks' own: the forwards it counts as computed are the ones a real
+    run computes, over a multi-scale schedule (stages restart the caches)."""
+    import torch
+
+    from lumina.cache import StepCache
+    from tests.builders import random_pipeline
+
+    pipe = random_pipeline()
+    cache = StepCache.parse(label)
+    config = pipe.defaults.sample_config(patch=("2x4", (0.3, "2x2"), (0.6, "1x2")), steps=20, cfg=(4.0, (0.7, 0.0)),
+                                         time_shift=1.0)
+    out = pipe("a red circle", height=64, width=64, num_frames=8, sample_config=config, output_type="latent",
+               cache=cache, generator=torch.Generator().manual_seed(0))
+    assert out.cache["computed"] == _predicted_computed(config, cache) < out.cache["forwards"]
+
+
+def test_cached_release_predictions_order_the_methods():
+    from types import SimpleNamespace
+
+    from lumina.cache import FAST_CACHE, StepCache
+    from lumina.sampling import PRESETS
+
+    release = SimpleNamespace(dim=2304, n_layers=24, n_heads=16, n_kv_heads=8, ffn_dim=None, multiple_of=256,
+                              cap_feat_dim=2304)
+    fit = {"overhead_s": 0.04, "flops_per_second": 4.4e14}  # the first H200 measurement's fit (docs/benchmarks.md)
+    seconds = {label: request_seconds(release, PRESETS["f24F96R960-MultiScale"], (24, 88, 156), fit,
+                                      StepCache.parse(label))[0]
+               for label in ["none", "taylorseer:4", "taylorseer:6", "pab:2", FAST_CACHE.label]}
+    assert 140 < seconds["none"] < 160
+    assert seconds["taylorseer:6"] < 60 < seconds["taylorseer:4"] < seconds["pab:2"] < seconds["none"]
+    assert seconds[FAST_CACHE.label] < 50  # if the release skips as often as the tiny model (ADAPTIVE_SKIP_SHARE)
