@@ -101,7 +101,8 @@ def wire_job(studio: Studio, run_btn: gr.Button, stop_btn: gr.Button, fn: Callab
     the queue (the admission's limits) never runs, so its failure puts the refusal in the status and the buttons
     back. Both join the one worker's queue through the runner's admission."""
     admission = admission_for(studio, len(inputs))
-    hidden = gr.Button(visible=False, elem_classes="api-only")
+    with run_btn.parent:  # beside the Run button, inside its tab
+        hidden = gr.Button(visible=False, elem_classes="api-only")
     hidden.click(fn, inputs, outputs, api_name=api_name, validator=admission, **HEAVY)
     indices = [outputs.index(c) for c in cleared]
     page_fn = shown_in_the_page(fn, len(outputs), outputs.index(status), indices)

@@ -37,7 +37,7 @@ def build_sound_tab(studio: Studio) -> None:
 
     wire_stop(studio, s_stop, s_status)
 
-    def sound(video, prompt="", steps=None, seed=0, progress=gr.Progress(), request: gr.Request = None):
+    def sound(video, prompt=None, steps=None, seed=0, progress=gr.Progress(), request: gr.Request = None):
         """Lumina-V2A's soundtrack for an uploaded video (up to 10 s); the prompt is optional."""
         return studio.sound(video=video, prompt=prompt, steps=steps, seed=seed, progress=progress,
                             request=request)
