@@ -31,6 +31,7 @@ log = logging.getLogger("lumina.app")
 MAX_JOB_SECONDS = 900.0  # one job (a video, a comparison, a grid) may hold the worker this long, on any device
 MAX_JOBS_PER_CLIENT = 2  # queued or running, per Gradio session
 GRACE_S = 30.0  # an admitted job reaches Gradio's queue within this; after it, a ticket without a queued event lapses
+ANONYMOUS = ""  # the admission's name for requests without a session
 
 
 def say(progress, fraction: Optional[float], desc: str) -> None:
@@ -78,8 +79,9 @@ class Admission:
                 del self._tickets[owner]
 
     def admit(self, owner: Optional[str]) -> None:
-        if owner is None:  # a direct call from Python: nothing queued
-            return
+        """Called at the queue's door with the joining request's session; HTTP requests without one (a bare REST
+        call) share one anonymous client's quota."""
+        owner = ANONYMOUS if owner is None else owner
         with self._lock:
             now = time.monotonic()
             self._prune(now)
@@ -96,19 +98,26 @@ class Admission:
             self.refusals.pop(owner, None)
             self._tickets.setdefault(owner, []).append(_Ticket(now))
 
+    def _key(self, owner: Optional[str]) -> str:
+        # Gradio names a session-less request's session after its event once it is queued, so its job starts
+        # under a name its ticket (ANONYMOUS) does not have.
+        return owner if owner in self._tickets else ANONYMOUS
+
     def start(self, owner: Optional[str]) -> None:
         with self._lock:
-            idle = [t for t in self._tickets.get(owner, []) if not t.started]
+            idle = [t for t in self._tickets.get(self._key(owner), []) if not t.started]
             if idle:
                 idle[0].started = True
 
     def release(self, owner: Optional[str]) -> None:
         with self._lock:
-            tickets = self._tickets.get(owner)
-            if tickets:
-                tickets.remove(next((t for t in tickets if t.started), tickets[0]))
+            key = self._key(owner)
+            tickets = self._tickets.get(key, [])
+            started = [t for t in tickets if t.started]
+            if started or (tickets and key != ANONYMOUS):
+                tickets.remove((started or tickets)[0])
                 if not tickets:
-                    del self._tickets[owner]
+                    del self._tickets[key]
 
     def live(self) -> int:
         with self._lock:
