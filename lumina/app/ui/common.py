@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import pandas as pd
 
 import gradio as gr
+from gradio.context import get_render_context, set_render_context
 
 from lumina.app.endpoints import Studio
 from lumina.app.jobs import owner_of
@@ -33,10 +36,11 @@ def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 (stands in for gr.Slider
     return checked_by_the_app(gr.Slider(*args, **kwargs))
 
 
-def prompt_and_seed(first_prompt: str, where: str):
+def prompt_and_seed(first_prompt: str, where: str, tab: str):
     """The row the Compare and Motion tabs open with: one prompt and one seed shared by every clip `where`."""
     with gr.Row():
-        prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3, info=f"the same prompt {where}")
+        prompt = gr.Textbox(value=first_prompt, label="Prompt", scale=3, info=f"the same prompt {where}",
+                            elem_id=f"{tab}-prompt")
         seed = Number(value=0, label="Seed", precision=0, scale=1, info=f"the same starting noise {where}")
     return prompt, seed
 
@@ -53,17 +57,18 @@ def failed(message: str) -> str:
     return f"✗ {message}"
 
 
-def shown_in_the_page(fn: Callable, n_outputs: int, status: int, cleared: Sequence[int] = ()) -> Callable:
+def shown_in_the_page(fn: Callable, n_outputs: int, status: int, cleared: Optional[Dict[int, Any]] = None) -> Callable:
     """`fn` (an endpoint's UI handler, returning or yielding its outputs) for the browser: every update carries the
     Run and Stop buttons' state (unchanged while it runs, Run back and Stop off at its end), and an error, instead of
     failing the event (which leaves the buttons as they were: Gradio runs `.then` only after a success), ends it
-    with the message in the tab's status, where the result appears, and the `cleared` outputs emptied."""
+    with the message in the tab's status, where the result appears, and the `cleared` outputs (index -> its empty
+    value) emptied."""
     keep = [gr.skip(), gr.skip()]
 
     def error_outputs(err: Exception) -> List:
         out = [gr.skip()] * n_outputs
-        for k in cleared:
-            out[k] = None
+        for k, empty in (cleared or {}).items():
+            out[k] = empty
         out[status] = failed(str(getattr(err, "message", err)))
         return out + list(_ended())
 
@@ -93,7 +98,8 @@ def shown_in_the_page(fn: Callable, n_outputs: int, status: int, cleared: Sequen
 
 def wire_job(studio: Studio, run_btn: gr.Button, stop_btn: gr.Button, fn: Callable, inputs: list, outputs: list,
              status: gr.Textbox, api_name: str, cleared: Sequence = (), **kwargs) -> gr.events.Dependency:
-    """A tab's job: `fn` raises gr.Error on a mistake and returns (or yields) `outputs`.
+    """A tab's job: `fn` raises gr.Error on a mistake and returns (or yields) `outputs`; `cleared`: the outputs an
+    error empties (a table gets its empty frame: None would break Gradio's tabs).
 
     Two events share it. The API endpoint `api_name` (a hidden trigger) runs `fn` as it is, so API callers get the
     error as an error with its message. The Run button disables itself and enables Stop at once, then runs `fn` in
@@ -101,11 +107,15 @@ def wire_job(studio: Studio, run_btn: gr.Button, stop_btn: gr.Button, fn: Callab
     the queue (the admission's limits) never runs, so its failure puts the refusal in the status and the buttons
     back. Both join the one worker's queue through the runner's admission."""
     admission = admission_for(studio, len(inputs))
-    with run_btn.parent:  # beside the Run button, inside its tab
-        hidden = gr.Button(visible=False, elem_classes="api-only")
+    current = get_render_context()
+    set_render_context(run_btn.parent)  # beside the Run button, in its tab (re-entering the Row would move it)
+    hidden = gr.Button(visible=False, elem_classes="api-only")
+    set_render_context(current)
     hidden.click(fn, inputs, outputs, api_name=api_name, validator=admission, **HEAVY)
-    indices = [outputs.index(c) for c in cleared]
-    page_fn = shown_in_the_page(fn, len(outputs), outputs.index(status), indices)
+    ids = [id(c) for c in outputs]
+    empty = {ids.index(id(c)): pd.DataFrame(columns=c.headers) if isinstance(c, gr.Dataframe) else None
+             for c in cleared}
+    page_fn = shown_in_the_page(fn, len(outputs), ids.index(id(status)), empty)
     started = run_btn.click(_started, None, [run_btn, stop_btn], **QUIET)
     event = started.then(page_fn, inputs, outputs + [run_btn, stop_btn], api_visibility="private",
                          validator=admission, **HEAVY, **kwargs)

@@ -67,7 +67,7 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
     schedules = studio.schedule_choices()
     with gr.Tab("Compare", id="compare"):
         gr.Markdown(COMPARE_INTRO)
-        c_prompt, c_seed = prompt_and_seed(first_prompt, "for every schedule")
+        c_prompt, c_seed = prompt_and_seed(first_prompt, "for every schedule", "compare")
         with gr.Row():
             c_schedules = gr.CheckboxGroup(
                 [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",

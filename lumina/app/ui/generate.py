@@ -202,6 +202,7 @@ def build_generate_tab(demo: gr.Blocks, studio: Studio, examples: Sequence[Seque
                 examples_note = gr.Markdown("**Examples**: click one to see its result and load its prompt and seed",
                                             visible=bool(examples))
                 shown_examples = gr.State([])
+                refresh = gr.Timer(3.0, active=bool(examples))  # inside the tab: a Tabs holds only tabs
                 example_gallery = gr.Gallery(
                     [], label="Examples", show_label=False, columns=3, rows=-(-len(examples) // 3), height="auto",
                     allow_preview=False, object_fit="contain", elem_id="examples", visible=bool(examples))
@@ -237,14 +238,17 @@ def build_generate_tab(demo: gr.Blocks, studio: Studio, examples: Sequence[Seque
     wire_stop(studio, stop_btn, status, api_name="stop")
 
     def load_examples_gallery():
+        """The examples rendered so far; the timer looks again every few seconds until all are there."""
         shown = studio.example_results(examples)
         waiting = len(examples) - len(shown)
         note = "**Examples**: click one to see its result and load its prompt and seed"
         if waiting:
-            note += f" ({waiting} more are being rendered for this model: reload the page to see them)"
-        return shown, example_gallery_items(shown), note
+            note += f" ({waiting} more are being rendered for this model and appear here when ready)"
+        return shown, example_gallery_items(shown), note, gr.Timer(active=waiting > 0)
 
-    demo.load(load_examples_gallery, None, [shown_examples, example_gallery, examples_note], **QUIET)
+    gallery_outputs = [shown_examples, example_gallery, examples_note, refresh]
+    demo.load(load_examples_gallery, None, gallery_outputs, **QUIET)
+    refresh.tick(load_examples_gallery, None, gallery_outputs, **QUIET)
 
     def show_example(shown, evt: gr.SelectData):
         e = shown[evt.index]

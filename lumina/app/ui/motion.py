@@ -88,9 +88,9 @@ def build_motion_tab(studio: Studio, first_prompt: str) -> Tuple[gr.Dropdown, gr
                     "range, so measured motion should rise along a row. Press a tile to play it.")
         gr.Markdown(NEGATIVE_NOTE, elem_id="negative-note")
         gr.Markdown(MEASURED_MOTION_NOTE, elem_id="motion-note")
-        m_prompt, m_seed = prompt_and_seed(first_prompt, "in every cell")
+        m_prompt, m_seed = prompt_and_seed(first_prompt, "in every cell", "motion")
         with gr.Row():
-            m_pos = gr.Textbox(value=grid_positive, label="Motion scores",
+            m_pos = gr.Textbox(value=grid_positive, label="Motion scores", elem_id="motion-positive",
                                info=f"the columns: comma separated, up to {MAX_GRID_SIDE}")
             m_neg = gr.Textbox(value=grid_negative, label="Negative scores",
                                info=f"the rows: comma separated, up to {MAX_GRID_SIDE}")
