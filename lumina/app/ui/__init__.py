@@ -33,9 +33,6 @@ button[role="tab"] {padding-left: 10px; padding-right: 10px}
 .motion-grid video {width: 100%; height: auto; display: block; background: #000}
 .motion-grid .cap {font-size: 13px; line-height: 18px; white-space: normal; overflow-wrap: anywhere; padding-top: 2px}
 .motion-grid .files {font-size: 13px; padding-top: 6px}
-@media (max-width: 600px) {
-  .motion-grid th[scope=row] {max-width: 64px}
-}
 """
 
 INTRO = (
