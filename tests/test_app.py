@@ -523,6 +523,12 @@ def test_zerogpu_duration_and_refusal(studio):
     assert zerogpu.run_generation.__name__ == "run_generation"  # locally spaces.GPU leaves it as it is
 
 
+def test_the_memory_menu_offers_only_what_helps_on_this_device(studio):
+    assert studio.holder.device == "cpu" and studio.holder.memory_modes == ["none"]  # no GPU memory to save
+    with pytest.raises(gr.Error, match="not available on cpu"):
+        studio.generate(prompt=PROMPT, memory_mode="8bit")
+
+
 def test_missing_model_is_explained():
     with pytest.raises(ModelFilesError, match="--model DIR"):
         check_model_spec("./no-such-model-folder")
@@ -621,6 +627,20 @@ def test_sound_tab_adds_a_track_to_an_upload_and_refuses_bad_files(random_pipeli
         with pytest.raises(gr.Error) as excinfo:
             studio.sound(video=None if path is None else str(path))
         assert words in _message(excinfo)
+    # Stop: its owner's stop, pressed while the V2A model runs, ends the job when it returns, keeping nothing
+    said, result = [], {}
+    worker = threading.Thread(target=lambda: result.setdefault("value", studio.sound(
+        video=str(clip), steps=6, seed=4, request=gr.Request(session_hash="alice"),
+        progress=lambda fraction=None, desc="": said.append(desc))))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert studio.stop(None) == "nothing of yours is running" and "stopping" in studio.stop("alice")
+    worker.join(120)
+    assert result["value"][:3] == (None, None, None) and result["value"][3].startswith("■ stopped")
+    assert said[0] == "making sound with Lumina-V2A…"
+    assert len(list((tmp_path / "out").glob("sound-*"))) == 4  # the two results above (mp4 + waveform) only
 
 
 def test_one_generate_call_parses_and_resolves_once(studio, monkeypatch):

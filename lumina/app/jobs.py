@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -247,9 +247,7 @@ def owner_of(request) -> Optional[str]:
 
 class JobRunner:
     """The app's one worker: admission, the stop control, cost estimates and the videos, over one model holder and
-    one output store. `registry` finds it from a forked ZeroGPU worker, which gets only its id."""
-
-    registry: ClassVar[Dict[int, "JobRunner"]] = {}
+    one output store. `zerogpu.RUNNERS` finds it from a forked ZeroGPU worker, which gets only its id."""
 
     def __init__(self, holder: ModelHolder, store: OutputStore, max_job_seconds: float = MAX_JOB_SECONDS,
                  max_jobs_per_client: int = MAX_JOBS_PER_CLIENT, queue_size: int = 16):
@@ -262,7 +260,7 @@ class JobRunner:
         self.control = RunControl(stop_file=store.root / f".stop-{id(self)}")
         self._fits: Dict[str, Dict[str, float]] = {}
         self.id = id(self)
-        JobRunner.registry[self.id] = self
+        zerogpu.RUNNERS[self.id] = self
 
     # -- the device figure and the estimate
     def fit(self, model: Optional[str] = None) -> Dict[str, float]:

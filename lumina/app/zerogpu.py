@@ -13,7 +13,7 @@ this costs anything locally.
 
 ZeroGPU runs the decorated function in a forked worker and pickles its arguments, so
 `run_generation` takes only plain values (a runner id, a model name, the planned video, a path) and finds
-the loaded pipeline through `JobRunner.registry`.
+the loaded pipeline through `RUNNERS`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ OVERHEAD_SECONDS = 20.0
 ZEROGPU_MAX_SECONDS = 300
 ZEROGPU_MIN_SECONDS = 15
 SAFETY = 1.2
+# The job runners of this process by id (lumina.app.jobs.JobRunner registers itself): a forked worker gets the id.
+RUNNERS: Dict[int, Any] = {}
 
 
 def estimate_seconds(transformer_config, req, latent_size: Callable[[int, int, int], tuple] = release_latent_size,
@@ -90,9 +92,7 @@ def gpu_duration(runner_id: int, model: Optional[str], video, out_path: str, pro
 def run_generation(runner_id: int, model: Optional[str], video, out_path: str, progress=None,
                    label: str = "") -> Dict[str, Any]:
     """One video (`lumina.app.jobs.Video`) on the GPU (or CPU): progress per step, stoppable by its owner."""
-    from lumina.app.jobs import JobRunner
-
-    return JobRunner.registry[runner_id].render(model, video, out_path, progress=progress, label=label)
+    return RUNNERS[runner_id].render(model, video, out_path, progress=progress, label=label)
 
 
 # The bundled V2A model is small: sound for a 10 s clip takes seconds on a GPU.

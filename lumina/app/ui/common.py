@@ -134,10 +134,8 @@ def admission_for(studio: Studio, n_inputs: int):
     is full (atomically: simultaneous joins cannot pass the limits)."""
 
     def admit(*args):
-        try:
-            studio.runner.admission.admit(owner_of(args[-1]))
-        except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+        # A refusal is raised as it is: Gradio answers the join with str() of it (a gr.Error's would be quoted).
+        studio.runner.admission.admit(owner_of(args[-1]))
         return [None] * n_inputs  # no remark on any input
 
     P = inspect.Parameter
