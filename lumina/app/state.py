@@ -9,11 +9,10 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
