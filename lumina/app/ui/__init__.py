@@ -42,11 +42,9 @@ INTRO = (
 )
 # Said on the first screen when the model is one trained on the shape world (such as the bundled tiny one).
 SHAPE_WORLD_NOTE = (
-    "**What this model is:** a small model ({params} M parameters) trained from scratch on a CPU on a toy world of "
-    "flat shapes (circles, squares, triangles, stars in 9 colours, moving on 6 dark backgrounds), at "
-    "{size} px. It draws only those: other words are flagged under the prompt, and a result with no shape in it "
-    "says so. It shows how Lumina-Video works, not what it can do: the full Lumina-Video model (1.77 B "
-    "parameters) needs a GPU: `python app.py --model path/to/Lumina-Video`, or this Space on ZeroGPU."
+    "**About this model:** a {params} M-parameter toy trained on a CPU on flat shapes (4 shapes, 9 colours, 6 dark "
+    "backgrounds) at {size} px; it draws only those, and says so when it drew nothing. The full Lumina-Video "
+    "(1.77 B parameters) needs a GPU: `python app.py --model DIR`, or this Space on ZeroGPU."
 )
 
 log = logging.getLogger("lumina.app")

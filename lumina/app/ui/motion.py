@@ -16,7 +16,7 @@ from lumina.app.form import MAX_GRID_SIDE, size_choices
 from lumina.app.results import MEASURED_MOTION_NOTE, motion_plot
 from lumina.app.ui.common import Number, Slider, prompt_and_seed, wire_job, wire_stop
 
-MOTION_COLUMNS = ["motion score", "negative score", "measured motion", "video"]
+MOTION_COLUMNS = ["motion", "negative", "measured", "video"]
 NEGATIVE_NOTE = (
     "**Motion score** (columns): how much the video should move. **Negative score** (rows): a motion the guidance "
     "steers *away* from, the way a negative prompt steers away from words. A negative score far below the motion "
@@ -72,8 +72,8 @@ def motion_outputs(cells, status, root: str = "") -> List[Any]:
     """The grid (HTML, absolute links when `root` is known), the plot (PNG), the table, the videos' files and
     the status."""
     plot = motion_plot(cells, cells[0].video.replace(".mp4", ".plot.png")) if cells else None
-    table = pd.DataFrame([{"motion score": c.positive, "negative score": c.negative,
-                           "measured motion": None if c.measured is None else round(c.measured, 3),
+    table = pd.DataFrame([{"motion": c.positive, "negative": c.negative,
+                           "measured": None if c.measured is None else round(c.measured, 3),
                            "video": file_url(c.video, root)} for c in cells], columns=MOTION_COLUMNS)
     return [motion_grid_html(cells, root), plot, table, [c.video for c in cells] or None, status]
 
