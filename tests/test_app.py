@@ -29,6 +29,8 @@ from lumina.app.form import (  # noqa: E402
     COMPARE_SCHEDULES, GENERATE_SETTINGS, build_request, check_schedule_text, cfg_schedule, frames_notice,
     motion_grid_defaults, neg_motion_schedule, size_choices, ui_defaults,
 )
+from lumina.app.jobs import Admission  # noqa: E402
+from lumina.app.results import object_found, result_status  # noqa: E402
 from lumina.app.state import OutputStore, check_model_spec  # noqa: E402
 from lumina.app.ui.compare import compare_outputs  # noqa: E402
 from lumina.app.ui.generate import FIELDS, reuse_settings  # noqa: E402
@@ -119,10 +121,14 @@ def _message(excinfo) -> str:
     ({"prompt": "x", "guidance": 80}, "cfg=80.0 (a stage of cfg [80.0, 0.0]): must be a number in 0..50"),
     ({"prompt": "x", "fps": 0}, "fps=0"),
     ({"prompt": "x", "shared_noise": 1.0}, "shared noise=1.0: must be a number in 0..0.95"),
-    ({"prompt": "x", "length_mode": "seconds", "duration": -1}, "must be > 0 s"),
+    ({"prompt": "x", "length_mode": "seconds", "duration": -1}, "duration=-1: must be more than 0"),
     ({"prompt": "x", "add_sound": True}, "video-to-audio"),
     ({"prompt": "x", "memory_mode": "model offload"}, "not available on cpu"),
     ({"prompt": "x", "model": "/nowhere"}, "not available here"),
+    ({"prompt": "x", "length_mode": "seconds", "duration": 1e308}, "duration=1e+308: must be more than 0 and at most"),
+    ({"prompt": "x", "steps": "lots"}, "steps='lots': not a number"),
+    ({"prompt": "x", "guidance": float("inf")}, "guidance=inf: must be a number"),
+    ({"prompt": "x", "guidance_until": 2}, "guidance until=2.0: must be a number in 0..1"),
 ])
 def test_bad_input_gives_a_clear_message(studio, kwargs, words):
     with pytest.raises(gr.Error) as excinfo:
@@ -187,35 +193,44 @@ def test_generate_and_reuse(studio):
     assert reused["neg_motion_after"] == reused["motion"] and reused["seed"] == 42 and reused["shared_noise"] == 0.0
 
 
-def test_stop_interrupts_a_running_generation(studio):
+def test_stop_interrupts_only_its_owners_generation(studio):
+    """Stop is bound to the job's owner: another session, or a request without one, stops nothing."""
     result = {}
 
     def run():
-        result["value"] = studio.generate(prompt=PROMPT, seed=1, steps=200, schedule="2x4")
+        result["value"] = studio.generate(prompt=PROMPT, seed=1, steps=200, schedule="2x4",
+                                          request=gr.Request(session_hash="alice"))
 
     worker = threading.Thread(target=run)
     worker.start()
-    control = studio.holder.control
+    control = studio.runner.control
     deadline = time.monotonic() + 60
     while not (control.running and (control.step or 0) >= 2) and worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "stopping" in studio.stop()
+    assert studio.stop(None) == "nothing of yours is running" and studio.stop("bob") == "nothing of yours is running"
+    assert not control.stop_requested
+    assert "stopping" in studio.stop("alice")
     worker.join(60)
     video, sidecar, seed, settings, status = result["value"]
     assert video is None and "stopped" in status and seed == 1
     assert control.step < 199
-    assert studio.stop() == "nothing of yours is running"  # the next run (compare, below) starts normally
+    assert studio.stop("alice") == "nothing of yours is running"  # the next run (compare, below) starts normally
     assert not control.stop_file.exists()
 
 
-def test_progress_names_the_phases_after_denoising(studio):
+def test_progress_counts_the_steps_asked_for_and_names_the_phases(studio):
+    """4 steps show as 1/4 .. 4/4 (grid points: 200 steps end at 200/200, never /199), the last reaching t=1, then
+    decoding, writing and measuring, each its own update, with the bar moving forward."""
     said = []
     studio.generate(prompt=PROMPT, seed=2, steps=4, schedule="1x2",
                     progress=lambda fraction=None, desc="": said.append((fraction, desc)))
     steps = [d for f, d in said if d.startswith("step ")]
-    assert [d.split(" · ")[0] for d in steps] == ["step 1/3", "step 2/3", "step 3/3"]
-    assert steps[-1].endswith("t=1.000 · decoding the video…")  # the flow time the last step reaches
-    assert [d for f, d in said if f is None] == ["writing mp4…", "measuring motion…"]
+    assert [d.split(" · ")[0] for d in steps] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert steps[0].endswith("encoding the prompt…") and steps[-1].endswith("t=1.000")
+    phases = [d for f, d in said if not d.startswith("step ")]
+    assert phases == ["decoding the video…", "writing mp4…", "measuring motion…"]
+    fractions = [f for f, _ in said]
+    assert fractions == sorted(fractions) and fractions[-1] < 1
 
 
 def test_stop_reaches_a_forked_worker(studio):
@@ -226,25 +241,26 @@ def test_stop_reaches_a_forked_worker(studio):
 
     ctx = multiprocessing.get_context("fork")
     answer = ctx.Queue()
-    control = studio.holder.control
+    runner = studio.runner
+    control = runner.control
+    job = runner.plan("alice", None, [resolve_request(GenerationRequest(prompt=PROMPT, steps=200, seed=0,
+                                                                        schedule="2x4"), studio.model_defaults())])
 
     def worker():
         import torch
 
         torch.set_num_threads(1)  # OpenMP's thread pool does not survive a fork
         try:
-            job = resolve_request(GenerationRequest(prompt=PROMPT, steps=200, seed=0, schedule="2x4"),
-                                  studio.model_defaults())
-            studio.holder.generate(None, job, str(studio.store.new_path()))
+            runner.render(None, job.videos[0], str(studio.store.new_path()))
             answer.put(("finished", control.step))
         except GenerationInterrupted:
             answer.put(("stopped", control.step))
 
-    control.begin(None)
+    control.begin("alice")
     try:
         child = ctx.Process(target=worker)
         child.start()
-        assert control.request_stop()  # sets the parent's flag; the child can only see the stop file
+        assert control.request_stop("alice")  # sets the parent's flag; the child can only see the stop file
         outcome, step = answer.get(timeout=120)
         child.join(30)
     finally:
@@ -252,64 +268,81 @@ def test_stop_reaches_a_forked_worker(studio):
     assert outcome == "stopped" and step < 199
 
 
-def test_compare_fills_each_panel_as_it_finishes(studio):
+def test_compare_fills_each_panel_and_times_by_the_median_of_repeated_runs(studio):
     states = list(studio.compare(prompt=PROMPT, seed=3, schedules=list(COMPARE_SCHEDULES), steps=3,
-                                 resolution="32x32"))
+                                 resolution="32x32", repeats=3))
     counts = [len(state.results) for state in states]
     assert counts == sorted(counts) and set(counts) == {0, 1, 2, 3, 4}
     assert states[0].running == "warm-up" and states[0].status.startswith("warming up")
     for state in states[1:-1]:  # progress belongs to the one schedule that is running and not yet finished
-        if state.running not in (None, "warm-up"):
+        if state.running not in (None, "warm-up") and len(state.results) < 4:
             assert state.running not in {r.schedule for r in state.results}
-            assert state.progress.startswith("step ") or state.progress in ("writing mp4…", "measuring motion…")
     final = states[-1]
     results = final.results
-    assert [r.schedule for r in results] == list(COMPARE_SCHEDULES) and final.status.startswith("✓ done")
+    assert [r.schedule for r in results] == list(COMPARE_SCHEDULES)
+    assert final.status.startswith("✓ done: 4 schedules, each timed 3x after a warm-up.")
     by_name = {r.schedule: r for r in results}
     assert by_name["1x2"].relative == pytest.approx(1.0)
     assert by_name["2x4"].tokens_per_step["2x4"] < by_name["1x2"].tokens_per_step["1x2"]
     for r in results:
         assert Path(r.video).exists() and r.motion is not None and r.motion >= 0
-        assert 0 < r.denoise < r.seconds
+        assert len(r.runs) == 3 and all(t > 0 for t in r.runs) and r.denoise == sorted(r.runs)[1]  # the median
         assert r.relative == pytest.approx(r.denoise / by_name["1x2"].denoise)
-        assert r.schedule in r.label and "vs 1x2" in r.label and "whole clip" in r.label and "motion" in r.label
-    # one mp4 of the four, each 32x32 clip scaled to 192 px, with a 28 px label band under them
+        assert f"median of 3 ({min(r.runs):.2f}-{max(r.runs):.2f} s)" in r.label and "vs 1x2" in r.label
+    # the status claims only what the runs show: the fastest median, and whether its runs stand clear of the others
+    fastest = min(results, key=lambda r: r.denoise)
+    clear = all(min(r.runs) > max(fastest.runs) for r in results if r is not fastest)
+    assert f"{fastest.schedule} " in final.status
+    assert ("in every run" in final.status) == clear and ("no clear speed difference" in final.status) == (not clear)
+    assert not list(studio.store.root.glob("*.partial"))  # the repeats' own files are gone
+    # one mp4 of the four, two by two, each 32x32 clip scaled to 192 px over a 28 px label band
     frames, fps = read_video(final.side_by_side)
-    assert frames.shape == (8, 192 + 28, 4 * 192 + 3 * 4, 3) and fps == 8
-    band = frames[0, 192 + 4:, :192]
+    assert frames.shape == (8, 2 * (192 + 28) + 4, 2 * 192 + 4, 3) and fps == 8
+    band = frames[0, 192 + 4:192 + 28, :192]
     assert (band < 100).any() and (band > 200).any()  # dark label text on white
     outputs = compare_outputs(final, COMPARE_SCHEDULES)
     assert len(outputs) == 2 * len(COMPARE_SCHEDULES) + 3 and len(outputs[-3]) == 4
-    running = next(state for state in states if state.running == "2x2" and state.progress.startswith("step"))
+    running = next(state for state in states if state.running == "2x2" and state.progress.startswith("step")
+                   and len(state.results) == 1)
     captions = [c["value"] for c in compare_outputs(running, COMPARE_SCHEDULES)[4:8]]
     assert "running: step" in captions[1] and not any("running" in c for k, c in enumerate(captions) if k != 1)
     assert "denoise" in captions[0] and captions[2].endswith("waiting")
 
 
-def test_motion_grid_is_3x3(studio):
-    cells, status = studio.motion_grid(prompt=PROMPT, seed=5, positive="2, 6, 12", negative="0, 2, 6", steps=2,
-                                       resolution="32x32")
-    assert len(cells) == 9 and status.startswith("✓")
-    assert {(c.positive, c.negative) for c in cells} == {(p, n) for p in (2, 6, 12) for n in (0, 2, 6)}
+def test_motion_grid_is_3x3_by_default(studio):
+    cells, status = studio.motion_grid(prompt=PROMPT, seed=5, steps=2, resolution="32x32")
+    positive, negative = studio.motion_grid_defaults()
+    pos, neg = [float(v) for v in positive.split(",")], [float(v) for v in negative.split(",")]
+    assert len(pos) == len(neg) == 3 and len(cells) == 9 and status == "✓ done: 9 cells"
+    assert {(c.positive, c.negative) for c in cells} == {(p, n) for p in pos for n in neg}
     assert all(c.measured is not None and "measured" in c.label for c in cells)
     assert all(Path(c.tiles).exists() for c in cells)
-    grid, plot_df, table, _ = motion_outputs(cells, status)
-    plot_df = plot_df["value"]
+    grid, plot, table, files, _ = motion_outputs(cells, status, root="http://host:1")
     assert grid.count("<video") == 9 and grid.count("<tr>") == 4  # a header row and a row per negative score
-    assert [f"positive {p}" in grid for p in (2, 6, 12)] == [True] * 3
-    assert [f"negative {n}" in grid for n in (0, 2, 6)] == [True] * 3
+    assert all(f"motion {p:g}" in grid for p in pos) and all(f"negative {n:g}" in grid for n in neg)
     assert all(c.label in grid for c in cells)  # the whole caption, requested -> measured
-    assert len(plot_df) == 9 and len(table) == 9
-    assert sorted(plot_df["gap"]) == sorted(p - n for p in (2, 6, 12) for n in (0, 2, 6))
+    assert "src='gradio_api" not in grid and grid.count("src='http://host:1/gradio_api/file=") == 9  # absolute links
+    assert files == [c.video for c in cells] and len(table) == 9 and "gap" not in " ".join(table.columns)
+    assert list(table["video"]) == [f"http://host:1/gradio_api/file={c.video}" for c in cells]
+    from PIL import Image
+
+    with Image.open(plot) as image:  # a keyed legend: each negative score's colour beside its name
+        pixels = np.asarray(image.convert("RGB"))
+    from lumina.app.results import PLOT_COLOURS
+
+    for colour in PLOT_COLOURS[:3]:
+        key = np.all(pixels[:, -140:] == colour, axis=-1)  # the legend column, right of the plot area
+        assert key.sum() >= 100, colour
     with pytest.raises(gr.Error, match="not a number"):
-        studio.motion_grid(prompt=PROMPT, positive="2, fast")
+        studio.motion_grid(prompt=PROMPT, positive="2, lots")
 
 
 def test_motion_explorer_starts_in_the_models_regime():
-    assert motion_grid_defaults(ModelDefaults.read(TINY_DIR)) == ("2, 6, 12", "20")  # tiny: negative 20
+    assert motion_grid_defaults(ModelDefaults.read(TINY_DIR)) == ("2, 6, 12", "0, 6, 20")  # tiny: negative 20
     release = ModelDefaults()
     motion = float(release.sample_config().motion)
-    assert motion_grid_defaults(release) == (f"{motion / 3:g}, {motion:g}, {2 * motion:g}", "2")
+    assert motion_grid_defaults(release)[0] == f"{motion / 3:g}, {motion:g}, {2 * motion:g}"
+    assert len(motion_grid_defaults(release)[1].split(",")) == 3
 
 
 def test_vocabulary_comes_from_the_world_and_unseen_words_are_named(random_pipeline_dir):
@@ -325,6 +358,11 @@ def test_vocabulary_comes_from_the_world_and_unseen_words_are_named(random_pipel
     assert unseen_words("a yellow hexagon spinning on a white background", vocab) == [
         "hexagon (shape)", "spinning (motion)", "white background"]
     assert unseen_words("two red circles on a blue background and a dark red star", vocab) == ["dark red (colour)"]
+    # every word outside the model's vocabulary and its captions' words, not only those on the app's own lists
+    assert unseen_words("a dog running on a beach", vocab) == ["dog", "running", "beach"]
+    assert unseen_words("a spaceship flying over a city at sunset", vocab) == [
+        "spaceship", "flying (motion)", "city", "sunset"]
+    assert unseen_words("a small red circle drifting to the left on a dark green backdrop", vocab) == []
     assert "white background" in vocabulary_notice("a red circle on a white background", vocab)
     assert vocabulary_notice("a red circle on a white background", None) == ""
 
@@ -343,18 +381,127 @@ def test_outputs_are_unique_and_old_ones_removed(tmp_path):
     assert len(list(tmp_path.glob("*.png"))) == 3
 
 
+def test_pruning_touches_only_the_apps_own_files(random_pipeline_dir, tmp_path):
+    """The user's own videos (older than everything), documents and backups in --outputs survive a Generate that
+    prunes; only the oldest of the app's own videos goes, with the files beside it."""
+    own = Studio(str(random_pipeline_dir), tmp_path, keep=25)
+    clip = np.zeros((8, 32, 32, 3), np.uint8)
+    users = []
+    for k in range(30):
+        video = write_mp4(tmp_path / f"holiday_{k:02d}.mp4", clip, 8)
+        users += [video, video.with_suffix(".docx"), video.with_suffix(".bak"), video.with_suffix(".json")]
+        for path in users[-4:]:
+            if not path.exists():
+                path.write_text("mine")
+            os.utime(path, (k, k))
+    apps = []
+    for k in range(25):
+        video = write_mp4(own.store.new_path(), clip, 8)
+        video.with_suffix(".json").write_text("{}")
+        os.utime(video, (1000 + k, 1000 + k))
+        apps.append(video)
+    out = own.generate(prompt=PROMPT, seed=1, steps=2)[0]
+    assert all(path.exists() for path in users), [p.name for p in users if not p.exists()]
+    assert not apps[0].exists() and not apps[0].with_suffix(".json").exists()  # the oldest of the app's own
+    assert all(p.exists() for p in apps[1:]) and Path(out).exists()
+    assert len(list(tmp_path.glob("holiday_*"))) == 120
+
+
+def test_admission_is_atomic_under_simultaneous_joins():
+    """32 threads join at once for 16 sessions: no session passes its cap of 2, and no more than the queue's
+    size (+ the one running) is admitted in all; tickets come back when jobs end."""
+    admission = Admission(per_client=2, total=17, expire_s=60)
+    barrier = threading.Barrier(48)
+    admitted, refused = [], []
+
+    def join(k):
+        owner = f"s{k % 16}"
+        barrier.wait()
+        try:
+            admission.admit(owner)
+            admitted.append(owner)
+        except ValueError as err:
+            refused.append(str(err))
+
+    threads = [threading.Thread(target=join, args=(k,)) for k in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(admitted) == 17 and admission.live() == 17 and len(refused) == 31
+    assert max(admitted.count(o) for o in set(admitted)) <= 2
+    assert all("queue is full" in m or "at most 2 per client" in m for m in refused)
+    for owner in admitted:
+        admission.start(owner)
+        admission.release(owner)
+    assert admission.live() == 0
+    admission.admit("s0")  # room again
+    # a ticket whose job was cancelled while queued lapses once Gradio's queue no longer lists it
+    admission.waiting = lambda: {}
+    admission._tickets["s0"][0].at -= 3600
+    admission.admit("s1")
+    assert admission.live() == 1
+
+
+def test_object_found_tells_an_empty_frame_from_a_shape(tmp_path):
+    background = np.full((8, 64, 64, 3), (20, 20, 60), np.uint8)
+    murky = background + np.random.default_rng(0).integers(0, 12, background.shape, dtype=np.uint8)
+    shape = background.copy()
+    shape[:, 20:32, 20:32] = (230, 40, 40)  # a 12x12 red square: 3.5 % of the frame
+    assert not object_found(write_mp4(tmp_path / "murky.mp4", murky, 8))
+    assert object_found(write_mp4(tmp_path / "shape.mp4", shape, 8))
+    settings = {"request": {"seed": 1, "width": 64, "height": 64, "frames": 8, "fps": 8}, "patch_schedule": "1x2",
+                "timings": {"total": 1.0, "denoise": 0.5}, "measured_motion": 0.0}
+    assert result_status({**settings, "object_found": True}).startswith("✓ seed 1")
+    empty = result_status({**settings, "object_found": False})
+    assert empty.startswith("⚠ no object found") and "✓" not in empty
+
+
+def test_the_bundled_model_says_when_it_drew_nothing(tmp_path):
+    """A prompt from outside the shape world gives the tiny model an empty frame: flagged before, and said after."""
+    studio = Studio("tiny", tmp_path, keep=25)
+    assert "dog" in studio.prompt_notice("a dog running on a beach")
+    *_, settings, status = studio.generate(prompt="a dog running on a beach", seed=0)
+    assert settings["object_found"] is False and status.startswith("⚠ no object found")
+    assert "not in this model's training: dog, running, beach" in status
+
+
+def test_examples_render_after_start_and_heal(random_pipeline_dir, tmp_path):
+    """build_demo answers before the examples exist (they render in the background, one job each); a render
+    killed midway (a file missing, a sidecar without its measurements) is redone, and only that one."""
+    from lumina.app import build_demo
+    from lumina.app.endpoints import load_examples
+
+    examples = load_examples()
+    demo = build_demo(model=str(random_pipeline_dir), outputs_dir=tmp_path)
+    studio = demo.studio
+    assert len(studio.example_results(examples)) < len(examples)  # not rendered before serving
+    deadline = time.monotonic() + 300
+    while len(studio.example_results(examples)) < len(examples) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    shown = studio.example_results(examples)
+    assert len(shown) == len(examples) and all(Path(e["tiles"]).exists() for e in shown)
+    Path(shown[0]["tiles"]).unlink()  # killed before its contact sheet
+    side = json.loads(Path(shown[1]["sidecar"]).read_text())
+    Path(shown[1]["sidecar"]).write_text(json.dumps({k: v for k, v in side.items() if k != "measured_motion"}))
+    assert len(studio.example_results(examples)) == len(examples) - 2
+    assert studio.render_examples(examples) == 2
+    assert len(studio.example_results(examples)) == len(examples)
+    assert not [p for p in Path(shown[0]["video"]).parent.iterdir() if p.name.endswith(".partial")]
+
+
 def test_zerogpu_duration_and_refusal(studio):
     from lumina.generation import GenerationRequest, resolve_request
 
     import torch
 
-    from lumina import LuminaNextDiTVideo, LuminaVideoPipeline
+    from lumina import LuminaNextDiTVideo
     from lumina.pipelines.defaults import ModelDefaults
 
     pipe, defaults = studio.holder.get()
     small = resolve_request(GenerationRequest(prompt="x", width=64, height=64, frames=8, steps=4, seed=0), defaults)
     assert zerogpu.duration_for(zerogpu.estimate_seconds(pipe.transformer.config, small)) <= zerogpu.ZEROGPU_MAX_SECONDS
-    zerogpu.check_budget(pipe, small, enforce=True)
+    zerogpu.check_budget(zerogpu.estimate_seconds(pipe.transformer.config, small), enforce=True)
     with torch.device("meta"):
         release = LuminaNextDiTVideo()  # the 2B configuration: the cost model needs only its sizes
     release_defaults = ModelDefaults()
@@ -366,9 +513,20 @@ def test_zerogpu_duration_and_refusal(studio):
     shorter = resolve_request(GenerationRequest(prompt="x", seed=0, frames=32, width=832, height=480), release_defaults)
     assert zerogpu.estimate_seconds(release.config, shorter) * zerogpu.SAFETY < zerogpu.ZEROGPU_MAX_SECONDS
     with pytest.raises(ValueError, match="ZeroGPU call may last at most 300 s"):
-        zerogpu.check_budget(LuminaVideoPipeline(transformer=release), single, enforce=True)
+        zerogpu.check_budget(t_single, enforce=True)
     assert zerogpu.duration_for(10 ** 6) == zerogpu.ZEROGPU_MAX_SECONDS
+    # the GPU call asks for the job's own estimate, made once by the runner with this server's device figure
+    job = studio.runner.plan(None, None, [small])
+    assert zerogpu.gpu_duration(studio.runner.id, None, job.videos[0], "x.mp4") == zerogpu.duration_for(job.seconds)
+    assert job.seconds == pytest.approx(zerogpu.estimate_seconds(pipe.transformer.config, small, pipe.latent_size,
+                                                                 studio.runner.fit()))
     assert zerogpu.run_generation.__name__ == "run_generation"  # locally spaces.GPU leaves it as it is
+
+
+def test_the_memory_menu_offers_only_what_helps_on_this_device(studio):
+    assert studio.holder.device == "cpu" and studio.holder.memory_modes == ["none"]  # no GPU memory to save
+    with pytest.raises(gr.Error, match="not available on cpu"):
+        studio.generate(prompt=PROMPT, memory_mode="8bit")
 
 
 def test_missing_model_is_explained():
@@ -391,6 +549,9 @@ def test_generate_through_gradio_client(server):
     assert labels["/v2a"] == ["Video with sound", "Waveform", "Used settings", "Status"]
     assert not [label for ls in labels.values() for label in ls if not label or label.startswith("value_")]
     assert [p["parameter_name"] for p in api["/v2a"]["parameters"]] == ["video", "prompt", "steps", "seed"]
+    assert [p["parameter_has_default"] for p in api["/v2a"]["parameters"]] == [False, True, True, True]
+    assert labels["/motion_grid"] == ["Grid", "Measured motion by motion score", "Cells", "Videos", "Status"]
+    assert max(len(label) for ls in labels.values() for label in ls) <= 32  # short output names
 
     video, sidecar, seed, settings, status = client.predict(prompt=PROMPT, seed=1234, api_name="/generate")
     frames, fps = read_video(video)
@@ -400,6 +561,13 @@ def test_generate_through_gradio_client(server):
 
     with pytest.raises(Exception, match="multiple of 8"):  # shown as a message; the server keeps serving
         client.predict(prompt=PROMPT, seed=1, frames=12, api_name="/generate")
+    with pytest.raises(Exception, match=r"steps=500: must be an integer in 2\.\.200"):  # a range error, by name
+        client.predict(prompt=PROMPT, seed=1, steps=500, api_name="/generate")
+    grid, plot, table, files, status = client.predict(prompt=PROMPT, seed=1, positive="2, 6", negative="0", steps=2,
+                                                      api_name="/motion_grid")
+    assert status == "✓ done: 2 cells" and len(files) == 2
+    assert [read_video(f)[0].shape for f in files] == [(8, 64, 64, 3)] * 2
+    assert grid.count(f"src='{server.url}gradio_api/file=") == 2  # absolute links
     assert server.proc.poll() is None
     with urllib.request.urlopen(server.url, timeout=10) as r:
         assert r.status == 200
@@ -459,16 +627,32 @@ def test_sound_tab_adds_a_track_to_an_upload_and_refuses_bad_files(random_pipeli
         with pytest.raises(gr.Error) as excinfo:
             studio.sound(video=None if path is None else str(path))
         assert words in _message(excinfo)
+    # Stop: its owner's stop, pressed while the V2A model runs, ends the job when it returns, keeping nothing
+    said, result = [], {}
+    worker = threading.Thread(target=lambda: result.setdefault("value", studio.sound(
+        video=str(clip), steps=6, seed=4, request=gr.Request(session_hash="alice"),
+        progress=lambda fraction=None, desc="": said.append(desc))))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert studio.stop(None) == "nothing of yours is running" and "stopping" in studio.stop("alice")
+    worker.join(120)
+    assert result["value"][:3] == (None, None, None) and result["value"][3].startswith("■ stopped")
+    assert said[0] == "making sound with Lumina-V2A…"
+    assert len(list((tmp_path / "out").glob("sound-*"))) == 4  # the two results above (mp4 + waveform) only
 
 
 def test_one_generate_call_parses_and_resolves_once(studio, monkeypatch):
     """One request path: a Generate call parses its schedule text once and resolves (checks) its request once;
     nothing after that (cost and budget checks, the model holder, generate_video, the pipeline) builds or checks
-    a SampleConfig again. Before the redesign one call parsed schedules 10 times and resolved 3 times."""
+    a SampleConfig again, and its steps are planned once (for the estimate and the progress alike), with no model
+load. Before the redesign one call parsed schedules 10 times and resolved 3 times."""
     import lumina.app.form as form
+    import lumina.app.jobs as jobs
     from lumina.sampling.schedule import SampleConfig
 
-    calls = {"parse": 0, "resolve": 0, "config": 0}
+    calls = {"parse": 0, "resolve": 0, "config": 0, "plan": 0, "load": 0}
     after_resolve = []
 
     def counting(name, fn):
@@ -483,8 +667,10 @@ def test_one_generate_call_parses_and_resolves_once(studio, monkeypatch):
     monkeypatch.setattr(form, "parse_schedule", counting("parse", form.parse_schedule))
     monkeypatch.setattr(form, "resolve_request", counting("resolve", form.resolve_request))
     monkeypatch.setattr(SampleConfig, "__post_init__", counting("config", SampleConfig.__post_init__))
+    monkeypatch.setattr(jobs, "plan", counting("plan", jobs.plan))
+    monkeypatch.setattr(studio.holder, "_loader", counting("load", studio.holder._loader))
     video, _, _, settings, status = studio.generate(prompt=PROMPT, seed=3, steps=4, schedule="custom",
                                                     custom_schedule="2x4, 1x2@0.5")
     assert status.startswith("✓") and settings["sample_config"]["P"] == ["2x4", [0.5, "1x2"]]
-    assert calls["parse"] == 1 and calls["resolve"] == 1
+    assert calls["parse"] == 1 and calls["resolve"] == 1 and calls["plan"] == 1 and calls["load"] == 0
     assert calls["config"] == after_resolve[0] > 0

@@ -1,8 +1,10 @@
 """The app in a real browser: Debian's Chromium, headless, driven by Playwright (never `playwright install`).
 
-What a visitor sees at 1280x800 and at 390x844 (a phone): Stop disabled while idle, the result inside the first
-screen after Generate, the history's "Reuse these settings", Compare filling its panels, the motion explorer's
-captions fitting their boxes, and the Sound tab returning an mp4 with an audio track (decoded with PyAV).
+What a visitor sees at 1280x800 and at 390x844 (a phone): what the model is, on the first screen; Stop disabled
+while idle, the result inside the first screen after Generate, the history's "Reuse these settings", Compare filling
+its panels, the motion explorer's captions fitting their boxes, the Sound tab returning an mp4 with an audio track
+(decoded with PyAV), and in every tab, at both sizes, an error's message where the result appears with the buttons
+back (never stuck).
 Saves generate.png, generate-phone.png, compare.png, motion.png and sound.png, and app.gif (a short tour), to
 docs/screenshots with LUMINA_SCREENSHOTS=docs/screenshots (which also serves the bundled tiny model).
 """
@@ -120,11 +122,22 @@ def _generate(page) -> str:
     return page.input_value("#status textarea")
 
 
+def _in_view(page, selector: str) -> bool:
+    """Inside the viewport as it is now, and legible (at least 12 px text)."""
+    return page.evaluate("""sel => { const e = document.querySelector(sel); const r = e.getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= innerHeight && r.left >= 0 && r.right <= innerWidth
+               && parseFloat(getComputedStyle(e).fontSize) >= 12; }""", selector)
+
+
 def test_generate_on_a_desktop(page, server):
     prompt = page.input_value("#prompt textarea")
     assert prompt.strip()  # prefilled: the first Generate makes a video
-    for accordion in ("Size and length", "Sampling", "Motion", "Scales (patch schedule)", "Seed, sound and model"):
-        page.get_by_role("button", name=accordion).first.wait_for(state="visible")
+    if (Path(server.model) / "vocabulary.json").exists():  # a shape-world model says what it is on the first screen
+        note = page.inner_text("#model-note")
+        assert "flat shapes" in note and "CPU" in note and "GPU" in note and _in_view(page, "#model-note")
+    page.get_by_role("button", name="Advanced").first.wait_for(state="visible")  # one section, not five
+    for accordion in ("Size and length", "Sampling", "Scales (patch schedule)", "Seed, sound and model"):
+        assert not page.get_by_role("button", name=accordion).count(), accordion
     for setting in ("Resolution", "Steps", "Motion score", "Patch schedule", "Seed"):  # all folded away
         assert not page.get_by_label(setting, exact=True).first.is_visible(), setting
     _film(page)
@@ -145,7 +158,7 @@ def test_generate_on_a_desktop(page, server):
     _film(page)
     _shot(page, "generate.png", full_page=False)
     used_seed = int(page.input_value("input[aria-label='Used seed']"))
-    page.get_by_role("button", name="Seed, sound and model").first.click()
+    page.get_by_role("button", name="Advanced").first.click()
     # the browser randomizes the seed by default (set on page load)
     page.wait_for_function("() => document.querySelector('#randomize-seed input')?.checked", timeout=20_000)
 
@@ -159,7 +172,7 @@ def test_generate_on_a_desktop(page, server):
     assert int(page.input_value("input[aria-label='Seed']")) == used_seed
 
     # an example shows its cached result at once and loads its prompt
-    page.locator("#examples button.thumbnail-item").nth(1).click()
+    page.locator("#examples button.thumbnail-item").nth(1).click(timeout=240_000)  # rendered after the start
     page.wait_for_function("() => document.querySelector('#status textarea').value.includes('cached example')")
     page.wait_for_function(VIDEO_READY, arg="#result-video video")
     assert page.input_value("#prompt textarea") != prompt
@@ -197,21 +210,69 @@ def _poll(page, script: str, timeout_s: float) -> None:
 def test_stop_keeps_the_previous_result(page):
     page.get_by_role("tab", name="Generate").click()
     before = page.evaluate("() => document.querySelector('#result-video video').currentSrc")
-    page.get_by_role("button", name="Sampling").first.click()
+    # (the Advanced section was opened above)
     _set_number(page, "number input for Steps", 200, range_label="range slider for Steps")
     if not os.environ.get("LUMINA_SCREENSHOTS"):  # the small random model needs long clips to be stoppable: a few
-        page.get_by_role("button", name="Size and length").first.click()  # seconds of steps even on a loaded CPU
-        _set_number(page, "Frames", 256)
-    page.get_by_role("button", name="Scales (patch schedule)").first.click()
+        _set_number(page, "Frames", 256)  # seconds of steps even on a loaded CPU
     page.get_by_role("radio", name="1x2").check()
     page.click("#generate-btn")
     _poll(page, "() => /step \\d+\\//.test(document.querySelector('#result-video').innerText)", 150)
-    assert "/199 " in page.inner_text("#result-video")  # 200 grid points typed above: 199 model steps
+    shown = page.inner_text("#result-video")
+    assert "/200 " in shown and "/199" not in shown  # the 200 steps typed above, counted as asked
     page.click("#stop-btn")
     page.wait_for_function("() => document.querySelector('#status textarea').value.startsWith('■ stopped')")
     page.wait_for_function("() => document.querySelector('#stop-btn').disabled")
     assert page.evaluate("() => document.querySelector('#result-video video').currentSrc") == before
     assert not page.errors
+
+
+ERROR_PATHS = (  # tab, the box changed, what is typed there, Run, Stop, the status box, words of the message
+    ("Generate", "#prompt textarea", "   ", "#generate-btn", "#stop-btn", "#status", "the prompt is empty"),
+    ("Compare", "#compare-prompt textarea", "", "#compare-btn", "#compare-stop", "#compare-status",
+     "the prompt is empty"),
+    ("Motion", "#motion-positive textarea", "2, lots", "#motion-btn", "#motion-stop", "#motion-status",
+     "'lots': not a number"),
+)
+BUTTONS_BACK = "([run, stop]) => !document.querySelector(run).disabled && document.querySelector(stop).disabled"
+
+
+def _shows_the_error(page, run: str, stop: str, status: str, words: str) -> str:
+    """After Run: the message in the tab's status, on the same screen as Run and legible; Run back, Stop off."""
+    page.wait_for_function("sel => document.querySelector(sel).value.startsWith('✗')", arg=f"{status} textarea")
+    message = page.input_value(f"{status} textarea")
+    assert words in message, message
+    page.wait_for_function(BUTTONS_BACK, arg=[run, stop])
+    page.locator(status).scroll_into_view_if_needed()
+    assert _in_view(page, f"{status} textarea")
+    span = page.evaluate("""([a, b]) => document.querySelector(b).getBoundingClientRect().bottom
+                                        - document.querySelector(a).getBoundingClientRect().top""", [run, status])
+    assert span <= page.viewport_size["height"], span  # the message shows where the result appears, near Run
+    return message
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_tab_comes_back_after_an_error(browser, server, viewport, tmp_path):
+    """Never stuck: an empty prompt on Generate and Compare, "2, lots" as Motion scores and a refused upload in
+    Sound each end with the message where the result appears and the tab's buttons back; a valid prompt then
+    generates."""
+    page = _open(browser, server, viewport)
+    for tab, box, text, run, stop, status, words in ERROR_PATHS:
+        page.get_by_role("tab", name=tab).click()
+        before = page.input_value(box)
+        page.fill(box, text)
+        page.click(run)
+        _shows_the_error(page, run, stop, status, words)
+        page.fill(box, before)
+    page.get_by_role("tab", name="Generate").click()
+    assert _generate(page).startswith("✓ seed")  # typing a valid prompt helps
+    page.get_by_role("tab", name="Sound").click()
+    long = write_mp4(tmp_path / "long.mp4", np.zeros((11 * 8, 32, 32, 3), np.uint8), 8)
+    page.locator("#sound-input input[type=file]").set_input_files(str(long))
+    page.wait_for_function(VIDEO_READY, arg="#sound-input video")
+    page.click("#sound-btn")
+    _shows_the_error(page, "#sound-btn", "#sound-stop", "#sound-status", "lasts 11.0 s")
+    assert not page.errors
+    page.close()
 
 
 def test_generate_on_a_phone(browser, server):
@@ -226,6 +287,18 @@ def test_generate_on_a_phone(browser, server):
     tops = page.evaluate("() => [...document.querySelectorAll('.compare-video')]"
                          ".map(e => Math.round(e.getBoundingClientRect().top))")
     assert len(tops) == 4 and tops[0] == tops[1] < tops[2] == tops[3]
+    _set_number(page, "Timed runs", 1)
+    page.click("#compare-btn")
+    page.wait_for_function("() => document.querySelector('#compare-status textarea').value.includes('done')",
+                           timeout=150_000)
+    page.wait_for_function(VIDEO_READY, arg="#compare-movie video")
+    # the side-by-side mp4 (two by two) is as wide as the phone, the table scrolls inside the page's width
+    movie = page.evaluate("() => { const v = document.querySelector('#compare-movie video');"
+                          " const r = v.getBoundingClientRect(); return [r.width, r.right, v.videoWidth]; }")
+    assert movie[0] >= 300 and movie[1] <= PHONE["width"], movie
+    table = page.evaluate("() => document.querySelector('#compare-table').getBoundingClientRect().right")
+    assert table <= PHONE["width"] and page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    assert "median" in page.inner_text("#compare-table")
     assert not page.errors
     page.close()
 
@@ -244,8 +317,11 @@ def test_compare_tab(page):
     page.wait_for_function(VIDEO_READY, arg="#compare-movie video")
     text = page.inner_text("body")
     for words in ("1x2", "2x2", "2x4", "multiscale", "vs 1x2", "whole clip", "tokens/step", "measured motion",
-                  "2x4 alone"):
+                  "median of 3"):
         assert words in text
+    status = page.input_value("#compare-status textarea")
+    assert "each timed 3x" in status and ("in every run" in status or "no clear speed difference" in status)
+    assert "speed floor" not in text
     assert "running:" not in text and _stop_disabled(page, "#compare-stop")
     _film(page, "#compare-panels")
     _shot(page, "compare.png")
@@ -274,13 +350,14 @@ def _run_motion_grid(page) -> list:
 
 def test_motion_explorer(page):
     texts = _run_motion_grid(page)
-    assert sum("→ measured" in t for t in texts) == 3 and "positive 2" in texts
+    assert sum("→ measured" in t for t in texts) == 9 and "motion 2" in texts  # the default 3x3 grid
     assert any(t.startswith("negative ") for t in texts)  # the row header
     # every cell is a playable video in place (its contact sheet as the poster)
     page.wait_for_function("() => [...document.querySelectorAll('#motion-grid video')]"
                            ".every(v => v.readyState >= 1 && v.duration > 0 && v.poster)")
-    page.wait_for_selector("#motion-plot canvas, #motion-plot svg")
-    page.wait_for_timeout(1500)  # let the plot finish drawing
+    page.wait_for_selector("#motion-plot img")
+    assert "negative score" in page.inner_text("#negative-note").lower()
+    assert page.locator("#motion-files a, #motion-files .file-name, #motion-files td").count() >= 9
     _film(page, "#motion-grid")
     _shot(page, "motion.png")
     assert not page.errors
@@ -289,9 +366,13 @@ def test_motion_explorer(page):
 def test_motion_explorer_on_a_phone(browser, server):
     page = _open(browser, server, PHONE)
     texts = _run_motion_grid(page)
-    assert sum("→ measured" in t for t in texts) == 3
-    width = page.evaluate("() => document.querySelector('#motion-grid table').getBoundingClientRect().right")
-    assert width <= PHONE["width"]  # the grid fits the phone's width
+    assert sum("→ measured" in t for t in texts) == 9
+    # cells wide enough to see (not 66 px strips): the grid scrolls sideways inside the phone's width
+    grid = page.evaluate("""() => { const g = document.querySelector('#motion-grid .motion-grid');
+        return [g.getBoundingClientRect().right, g.scrollWidth > g.clientWidth,
+                Math.min(...[...g.querySelectorAll('video')].map(v => v.getBoundingClientRect().width))]; }""")
+    assert grid[0] <= PHONE["width"] and grid[1] and grid[2] >= 140, grid
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     page.close()
 
 
@@ -323,6 +404,16 @@ def test_sound_tab(page, server, tmp_path):
     assert len(audio) >= 2.5 * 16000 * 0.99 and np.abs(audio).max() > 1e-3
     _film(page)
     _shot(page, "sound.png")
+    # a refused upload replaces the previous result: no "✓ … of sound" or waveform beside the refusal
+    long = write_mp4(tmp_path / "long.mp4", np.zeros((11 * 8, 32, 32, 3), np.uint8), 8)
+    page.locator("#sound-input button[aria-label='Clear']").first.click()
+    page.locator("#sound-input input[type=file]").set_input_files(str(long))
+    page.wait_for_function(VIDEO_READY, arg="#sound-input video")
+    page.click("#sound-btn")
+    page.wait_for_function("() => document.querySelector('#sound-status textarea').value.startsWith('✗')")
+    assert "lasts 11.0 s" in page.input_value("#sound-status textarea")
+    page.wait_for_function("() => !document.querySelector('#sound-wave img') && "
+                           "!document.querySelector('#sound-video video')")
     assert not page.errors
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -67,7 +68,7 @@ def test_cost_limit_holds_on_cpu(random_pipeline_dir, tmp_path):
     """The 5x5 grid at 200 steps and 256 frames is refused at once with the limit stated; a small video passes.
     On a CPU without a stored fit the throughput is measured on the loaded model."""
     studio = Studio(str(random_pipeline_dir), tmp_path, max_job_seconds=120)
-    fit = studio.holder.fit()
+    fit = studio.runner.fit()
     assert fit["overhead_s"] >= 0 and fit["flops_per_second"] > 0
     start = time.perf_counter()
     with pytest.raises(gr.Error, match=r"would take about \d+ s on this server \(cpu\); one job may take at most 120 s"):
@@ -101,15 +102,19 @@ def _rest_error(url: str, data) -> str:
 
 
 def test_per_client_queue_cap_and_api_errors(random_pipeline_dir, tmp_path):
-    server = Server(random_pipeline_dir, tmp_path, extra_args=["--max-jobs-per-client", "2"])
+    server = Server(random_pipeline_dir, tmp_path, extra_args=["--max-jobs-per-client", "2", "--queue-size", "4"])
     try:
         url = server.wait()
         # bad API types: a message, never "error": null
-        for changes, words in ((dict(seed=float("nan")), "NaN"), (dict(custom_size=True, width=float("inf"), height=64),
-                                                                   "infinity"), (dict(steps="abc"), "'abc'"),
-                               (dict(steps=500), "Steps: 500 is more than the maximum, 200")):
+        for changes, words in ((dict(seed=float("nan")), "seed=nan: must be a number"),
+                               (dict(custom_size=True, width=float("inf"), height=64), "width=inf: must be a number"),
+                               (dict(steps="abc"), "steps='abc': not a number"),
+                               (dict(fps="Infinity"), "fps=inf: must be a number"),
+                               (dict(length_mode="seconds", duration=1e308), "duration=1e+308: must be more than 0"),
+                               (dict(steps=500), "steps=500: must be an integer in 2..200")):
             message = _rest_error(url, _api_values(**changes))
             assert message not in ("null", "", None) and words in message, (changes, message)
+            assert "index" not in message and "Traceback" not in message
         # one client: 2 jobs queued or running at most; the others are refused at once, saying why
         client = Client(url, verbose=False)
         jobs = [client.submit(prompt=f"{PROMPT} {i}", seed=i, **FAST, api_name="/generate") for i in range(4)]
@@ -120,7 +125,8 @@ def test_per_client_queue_cap_and_api_errors(random_pipeline_dir, tmp_path):
             except httpx.HTTPStatusError as err:
                 refused.append(err.response.json()["detail"])
         assert len(done) == 2 and len(refused) == 2, (done, refused)
-        assert all("at most 2 per client" in message for message in refused)
+        assert all(message.startswith("you already have 2 job(s) queued or running; at most 2 per client")
+                   for message in refused), refused
         assert all(read_video(out[0])[0].shape == (8, 64, 64, 3) for out in done)
         # finished jobs return their tickets, and other clients were never limited
         assert client.predict(prompt=PROMPT, seed=9, **FAST, api_name="/generate")[2] == 9
@@ -128,7 +134,65 @@ def test_per_client_queue_cap_and_api_errors(random_pipeline_dir, tmp_path):
         # the comparison and the motion grid pass the same admission
         small = dict(prompt=PROMPT, seed=1, steps=4, resolution="64x64", frames=8)
         assert client.predict(schedules=["1x2"], **small, api_name="/compare")[-1].startswith("✓ done")
-        assert client.predict(positive="2", negative="0", **small, api_name="/motion_grid")[3] == "✓ done"
+        assert client.predict(positive="2", negative="0", **small, api_name="/motion_grid")[-1] == "✓ done: 1 cells"
+
+        # simultaneous joins of 12 sessions cannot pass --queue-size 4 (+ the one running)
+        config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+        fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+        barrier = threading.Barrier(12)
+
+        def join(k):
+            body = json.dumps({"data": _api_values(steps=100, frames=32, seed=k), "fn_index": fn_index,
+                               "session_hash": f"session-{k}", "event_data": None, "trigger_id": None}).encode()
+            req = urllib.request.Request(url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
+            barrier.wait()
+            try:
+                return ("accepted", json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"])
+            except urllib.error.HTTPError as err:
+                return ("refused", json.loads(err.read())["detail"])
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(join, range(12)))
+        accepted = [a for a in answers if a[0] == "accepted"]
+        refused = [a[1] for a in answers if a[0] == "refused"]
+        assert 1 <= len(accepted) <= 5 and len(refused) == 12 - len(accepted), answers
+        assert all(message.startswith("the queue is full (5 jobs queued or running)") for message in refused), refused
+    finally:
+        server.stop()
+
+
+def test_an_anonymous_stop_stops_nothing(random_pipeline_dir, tmp_path):
+    """A POST to /stop without a session (curl), or another client's /stop, leaves a running job alone; the job's
+    own client stops it."""
+    server = Server(random_pipeline_dir, tmp_path, extra_args=["--max-job-seconds", "100000"])
+    try:
+        url = server.wait()
+        owner, other = Client(url, verbose=False), Client(url, verbose=False)
+        long = dict(prompt=PROMPT, seed=3, resolution="64x64", length_mode="frames", frames=64, fps=8, steps=120,
+                    schedule="1x2")
+
+        def wait_running(job):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                progress = job.status().progress_data
+                if progress and any("step " in (p.desc or "") for p in progress):
+                    return
+                time.sleep(0.05)
+            raise AssertionError("the job did not start")
+
+        job = owner.submit(**long, api_name="/generate")
+        wait_running(job)
+        anonymous = urllib.request.Request(url + "gradio_api/run/stop", json.dumps({"data": []}).encode(),
+                                           {"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(anonymous, timeout=30).read())
+        assert answer["data"] == ["nothing of yours is running"]
+        assert other.predict(api_name="/stop") == "nothing of yours is running"
+        video, _, seed, _, status = job.result(timeout=600)
+        assert status.startswith("✓") and seed == 3 and read_video(video)[0].shape == (64, 64, 64, 3)
+        job = owner.submit(**long, api_name="/generate")
+        wait_running(job)
+        assert owner.predict(api_name="/stop").startswith("■ stopping")
+        assert job.result(timeout=300)[-1].startswith("■ stopped")
     finally:
         server.stop()
 

@@ -1,8 +1,9 @@
 """What the app's buttons do, as plain Python that tests call directly.
 
-`Studio` owns the model holder and the output folder. Its public methods are the app's endpoints:
-their keyword parameters are the API's parameter names, user mistakes come back as `gr.Error` with
-the validation message (never a traceback), and a stopped run comes back as a "stopped" status.
+`Studio`'s public methods are the app's endpoints: their keyword parameters are the API's parameter names, each turns
+its values into typed requests once (resolved and checked by `lumina.app.form`), and runs them as one job on the
+`JobRunner`. User mistakes come back as `gr.Error` with the validation message (never a traceback), a stopped job
+comes back as a "stopped" status.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import inspect
 import json
 import logging
 import queue
+import statistics
 import threading
 import warnings
 from pathlib import Path
@@ -23,20 +25,21 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import gradio as gr
 
 from lumina import validation as V
-from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
-from lumina.app import zerogpu
 from lumina.app.form import (
     COMPARE_SCHEDULES, CUSTOM, GENERATE_SETTINGS, MAX_GRID_SIDE, SCHEDULES, SOUND_NOTE, build_request,
     check_schedule_text, motion_grid_defaults, size_notice, ui_defaults,
 )
+from lumina.app.jobs import MAX_JOB_SECONDS, MAX_JOBS_PER_CLIENT, PHASES, JobRunner, owner_of, say
 from lumina.app.results import (
-    CompareState, GridCell, ScaleResult, measure_motion, result_status, side_by_side, write_tiles, write_waveform,
+    CompareState, GridCell, ScaleResult, compare_verdict, measure_motion, object_found, result_status, side_by_side,
+    write_tiles, write_waveform,
 )
-from lumina.app.state import ClientQuota, ModelHolder, OutputStore, say
+from lumina.app.state import ModelHolder, OutputStore
 from lumina.app.vocabulary import model_vocabulary, unseen_words, vocabulary_notice
-from lumina.generation import ResolvedRequest
+from lumina.app import zerogpu
+from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
+from lumina.media import write_json
 from lumina.pipelines.defaults import ModelDefaults
-from lumina.pipelines.memory import release_memory
 from lumina.sampling.schedule import stages
 from lumina.settings import SETTINGS
 from lumina.syntax import parse_numbers
@@ -44,8 +47,7 @@ from lumina.syntax import parse_numbers
 log = logging.getLogger("lumina.app")
 
 EXAMPLES_FILE = SETTINGS.examples_file
-MAX_JOB_SECONDS = 900.0  # one job (a video, a comparison, a grid) may hold the worker this long, on any device
-MAX_JOBS_PER_CLIENT = 2  # queued or running, per Gradio session
+COMPARE_REPEATS = 3  # timed runs of each schedule; the median and the range are shown
 
 
 @contextlib.contextmanager
@@ -54,7 +56,7 @@ def _as_user_error(name: str):
         yield
     except gr.Error:
         raise
-    except (LuminaError, ValueError) as err:
+    except (LuminaError, ValueError, OverflowError) as err:
         raise gr.Error(str(err), print_exception=False) from None
     except Exception as err:  # the server keeps running; details go to its log only
         log.exception("unexpected error in %s", name)
@@ -62,49 +64,37 @@ def _as_user_error(name: str):
                        print_exception=False) from None
 
 
-def user_errors(fn):
-    """Turn validation errors into gr.Error (shown as a message) and anything else into a short gr.Error;
-    for a generator, also the errors raised while it runs."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def generator(*args, **kwargs):
-            with _as_user_error(fn.__name__):
-                yield from fn(*args, **kwargs)
-
-        return generator
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _as_user_error(fn.__name__):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def one_job(fn):
-    """An endpoint that runs a job: when it ends, however it ends, the client's queue ticket is returned."""
-
+def endpoint(fn):
+    """An endpoint: validation errors become gr.Error (shown as a message), anything else a short gr.Error; and the
+    job's admission ticket (taken when it joined the queue) is returned when it ends, however it ends. For a
+    generator, both hold for what it raises while it runs and end when its last update is sent."""
     signature = inspect.signature(fn)
 
-    def release(self, args, kwargs):  # Gradio passes the request by position or by name
-        self.quota.release(_owner(signature.bind(self, *args, **kwargs).arguments.get("request")))
+    def owner(self, args, kwargs):  # Gradio passes the request by position or by name
+        return owner_of(signature.bind(self, *args, **kwargs).arguments.get("request"))
 
-    if inspect.isgeneratorfunction(fn):  # a streamed job ends when its last update is sent, not when it starts
+    if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def streamed(self, *args, **kwargs):
+            who = owner(self, args, kwargs)
+            self.runner.admission.start(who)
             try:
-                yield from fn(self, *args, **kwargs)
+                with _as_user_error(fn.__name__):
+                    yield from fn(self, *args, **kwargs)
             finally:
-                release(self, args, kwargs)
+                self.runner.admission.release(who)
 
         return streamed
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
+        who = owner(self, args, kwargs)
+        self.runner.admission.start(who)
         try:
-            return fn(self, *args, **kwargs)
+            with _as_user_error(fn.__name__):
+                return fn(self, *args, **kwargs)
         finally:
-            release(self, args, kwargs)
+            self.runner.admission.release(who)
 
     return wrapper
 
@@ -164,23 +154,22 @@ class _Relay:
 
 
 class Studio:
-    """The app's server side: one model holder, one output folder, the endpoints."""
+    """The app's server side: the job runner (model holder, output store, admission, stop control, costs) and the
+    endpoints."""
 
     def __init__(self, model: str, outputs_dir, keep: int = 100, extra_models: Sequence[str] = (),
                  loader=None, preload: bool = True, audio_fn=None, v2a_dir: Optional[Path] = None,
                  max_job_seconds: float = MAX_JOB_SECONDS, max_jobs_per_client: int = MAX_JOBS_PER_CLIENT,
                  queue_size: int = 16):
         kwargs = {} if loader is None else {"loader": loader}
-        self.holder = ModelHolder(model, extra_models, **kwargs)
-        self.holder.audio_fn = audio_fn  # a V2A model's (frames, fps, prompt) -> waveform; None: no sound
+        holder = ModelHolder(model, extra_models, **kwargs)
+        holder.audio_fn = audio_fn  # a V2A model's (frames, fps, prompt) -> waveform; None: no sound
+        store = OutputStore(Path(outputs_dir), keep=max(int(keep), MAX_GRID_SIDE ** 2))
+        self.runner = JobRunner(holder, store, max_job_seconds, max_jobs_per_client, queue_size)
+        self.holder, self.store = holder, store
         self.v2a_dir = v2a_dir  # the Sound tab's V2A model folder; None: no Sound tab
-        self.store = OutputStore(Path(outputs_dir), keep=max(int(keep), MAX_GRID_SIDE ** 2))
-        self.max_job_seconds = float(max_job_seconds)
-        # a queued job waits at most for the jobs ahead of it, each within the limit
-        self.quota = ClientQuota(max_jobs_per_client, expire_s=(queue_size + 1) * self.max_job_seconds)
-        self.holder.control.stop_file = self.store.root / f".stop-{self.holder.id}"
         if preload:
-            self.holder.get()
+            holder.get()
 
     # -- what the UI is built from
     @property
@@ -190,15 +179,11 @@ class Studio:
     def model_defaults(self, model: Optional[str] = None) -> ModelDefaults:
         return self.holder.get(model)[1]
 
-    def supported_patches(self, model: Optional[str] = None) -> List[str]:
-        pipe, _ = self.holder.get(model)
-        return [p.name for p in pipe.transformer.supported_patch_sizes()]
-
     def schedule_choices(self, model: Optional[str] = None) -> List[str]:
-        supported = set(self.supported_patches(model))
-        named = self.model_defaults(model).named_schedules()
-        ok = [s for s in SCHEDULES if {v for _, v in stages(named[s])} <= supported]
-        return ok + [CUSTOM]
+        pipe, defaults = self.holder.get(model)
+        supported = {p.name for p in pipe.transformer.supported_patch_sizes()}
+        named = defaults.named_schedules()
+        return [s for s in SCHEDULES if {v for _, v in stages(named[s])} <= supported] + [CUSTOM]
 
     def vocabulary(self, model: Optional[str] = None) -> Optional[Dict[str, Tuple[str, ...]]]:
         return model_vocabulary(model or self.holder.default)
@@ -211,94 +196,10 @@ class Studio:
 
     def defaults_for_ui(self, model: Optional[str] = None) -> Dict[str, Any]:
         values = ui_defaults(self.model_defaults(model), model or self.holder.default)
-        if values["schedule"] not in self.schedule_choices(model):
-            values["schedule"] = self.schedule_choices(model)[0]
+        choices = self.schedule_choices(model)
+        if values["schedule"] not in choices:
+            values["schedule"] = choices[0]
         return values
-
-    def example_results(self, examples: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
-        """Each (prompt, seed) example rendered once per model at its defaults and kept under
-        OUTPUTS/.examples_cache/<model>/ with a contact sheet for its thumbnail: [{prompt, seed, video, sidecar,
-        tiles, settings, status}]. Later starts reuse the files."""
-        folder = self.store.examples_cache(self.holder.default)
-        folder.mkdir(parents=True, exist_ok=True)
-        defaults = self.model_defaults()
-        shown = []
-        for prompt, seed in examples:
-            values = {**self.defaults_for_ui(), "prompt": prompt, "seed": int(seed)}
-            video = folder / (hashlib.sha1(json.dumps([prompt, int(seed)]).encode()).hexdigest()[:16] + ".mp4")
-            if not (video.exists() and video.with_suffix(".json").exists()):
-                log.info("rendering the example %r (seed %s) once for this model", prompt, seed)
-                req, _ = build_request(values, defaults)
-                with self._job(None):
-                    side = zerogpu.run_generation(self.holder.id, None, req, str(video))
-                side["measured_motion"] = measure_motion(video)
-                video.with_suffix(".json").write_text(json.dumps(side, indent=1))
-                write_tiles(video)
-            settings = {"ui": {**values, "randomize_seed": False}, **json.loads(video.with_suffix(".json").read_text())}
-            shown.append({"prompt": prompt, "seed": int(seed), "video": str(video),
-                          "sidecar": str(video.with_suffix(".json")), "tiles": str(video.with_suffix(".tiles.png")),
-                          "settings": settings, "status": result_status(settings) + " · a cached example"})
-        return shown
-
-    # -- shared by the endpoints
-    def _values(self, given: Dict[str, Any]) -> Dict[str, Any]:
-        values = self.defaults_for_ui(given.get("model"))
-        values.update({k: v for k, v in given.items() if v is not None})
-        if "seed" in given and given["seed"] is None:
-            values["seed"] = None  # an empty seed box means "draw one"
-        return values
-
-    def admission(self, n_inputs: int):
-        """The validator of a job's event: Gradio calls it with the event's inputs and the request when the job
-        joins the queue, before it waits; it refuses a client that already has its quota of jobs."""
-
-        def admit(*args):
-            self.quota.admit(_owner(args[-1]))
-            return [None] * n_inputs  # no remark on any input
-
-        P = inspect.Parameter
-        admit.__signature__ = inspect.Signature(
-            [P(f"input{i}", P.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
-            + [P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
-        admit.__annotations__ = {"request": gr.Request}
-        return user_errors(admit)
-
-    def check_cost(self, model: Optional[str], requests: Sequence[ResolvedRequest]) -> float:
-        """Refuse a job predicted to hold the worker beyond `max_job_seconds` (lumina.costs with this device's
-        throughput); returns the prediction in seconds."""
-        pipe, _ = self.holder.get(model)
-        fit = self.holder.fit(model)
-        seconds = sum(zerogpu.estimate_seconds(pipe.transformer.config, req, pipe.latent_size, fit) for req in requests)
-        if seconds > self.max_job_seconds:
-            raise InvalidRequestError(
-                f"this job would take about {seconds:.0f} s on this server ({self.holder.device}); one job may take "
-                f"at most {self.max_job_seconds:.0f} s so that others are not kept waiting: use fewer frames, a "
-                f"smaller size, fewer steps, fewer cells or the multiscale schedule")
-        return seconds
-
-    @contextlib.contextmanager
-    def _job(self, request):
-        """One job (a video or a batch) at a time: holds the run lock, owns the stop control, cleans up after."""
-        control = self.holder.control
-        with self.holder.run_lock:
-            control.begin(_owner(request))
-            try:
-                yield control
-            finally:
-                control.end()
-                self.store.cleanup()
-                release_memory()
-
-    def _run(self, model: Optional[str], req: ResolvedRequest, progress=None, label: str = "") -> Dict[str, Any]:
-        pipe, _ = self.holder.get(model)
-        zerogpu.check_budget(pipe, req)
-        out = self.store.new_path()
-        try:
-            return zerogpu.run_generation(self.holder.id, model, req, str(out), progress=progress, label=label)
-        except BaseException:
-            for leftover in (out, out.with_suffix(".json")):
-                leftover.unlink(missing_ok=True)
-            raise
 
     def check_schedule(self, schedule: str, custom_schedule: str = "", model: Optional[str] = None) -> str:
         try:
@@ -315,120 +216,166 @@ class Studio:
             max_resolution = None
         return size_notice(custom_size, width, height, max_resolution)
 
-    def stop(self, owner: Optional[str] = None) -> str:
-        """Ask the running job (of this session, when `owner` is given) to stop after its current step."""
-        if self.holder.control.request_stop(owner):
-            return "■ stopping after the current step…"
-        return "nothing of yours is running"
+    # -- the examples: rendered once per model, lazily, healing what a killed render left
+    def _example_files(self, prompt: str, seed: int) -> Dict[str, Path]:
+        folder = self.store.examples_cache(self.holder.default)
+        video = folder / (hashlib.sha1(json.dumps([prompt, int(seed)]).encode()).hexdigest()[:16] + ".mp4")
+        return {"video": video, "sidecar": video.with_suffix(".json"), "tiles": video.with_suffix(".tiles.png")}
 
-    @user_errors
-    @one_job
+    def _cached_example(self, prompt: str, seed: int) -> Optional[Dict[str, Any]]:
+        """The example's files when all are complete (the sidecar, written last and atomically, carries the
+        measured motion); None when any is missing."""
+        files = self._example_files(prompt, seed)
+        try:
+            side = json.loads(files["sidecar"].read_text())
+        except (OSError, ValueError):
+            return None
+        if "measured_motion" not in side or not (files["video"].is_file() and files["tiles"].is_file()):
+            return None
+        values = {**ui_defaults(self.model_defaults()), "prompt": prompt, "seed": int(seed)}
+        settings = {"ui": values, **side}
+        return {"prompt": prompt, "seed": int(seed), **{k: str(v) for k, v in files.items()}, "settings": settings,
+                "status": result_status(settings) + " · a cached example"}
+
+    def example_results(self, examples: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
+        """The examples rendered so far: [{prompt, seed, video, sidecar, tiles, settings, status}]."""
+        return [e for e in (self._cached_example(p, s) for p, s in examples) if e is not None]
+
+    def render_examples(self, examples: Sequence[Sequence[Any]]) -> int:
+        """Render the examples not (completely) cached yet, one job each, at the model's defaults; returns how many.
+        Every file is written atomically and the sidecar last, so a render killed midway is redone next time."""
+        done = 0
+        for prompt, seed in examples:
+            if self._cached_example(prompt, seed) is not None:
+                continue
+            files = self._example_files(prompt, seed)
+            log.info("rendering the example %r (seed %s) once for this model", prompt, seed)
+            pipe, defaults = self.holder.get()
+            req, _ = build_request({**self.defaults_for_ui(), "prompt": prompt, "seed": int(seed)}, defaults)
+            job = self.runner.plan(None, None, [req])
+            with self.runner.running(None):
+                side = zerogpu.run_generation(self.runner.id, None, job.videos[0], str(files["video"]))
+            write_tiles(files["video"])
+            write_json(files["sidecar"], {**side, "measured_motion": measure_motion(files["video"])})
+            done += 1
+        return done
+
+    # -- stop
+    def stop(self, owner: Optional[str]) -> str:
+        """Ask `owner`'s running job to stop after its current step; a request without a session stops nothing."""
+        return self.runner.stop(owner)
+
+    # -- Generate
+    @endpoint
     @takes_generate_settings
     def generate(self, given: Dict[str, Any], progress, request):
         """Text to video. Returns (video mp4, settings JSON file, used seed, settings dict, status).
 
         Unset values take the model's defaults; `randomize_seed=True` draws a seed from 0..2**32-1.
         """
-        values = self._values(given)
-        _, defaults = self.holder.get(values["model"], values["memory_mode"])
+        owner = owner_of(request)
+        _, defaults = self.holder.get(given.get("model"), given.get("memory_mode"))  # one load for both
+        values = {**self.defaults_for_ui(given.get("model")), "memory_mode": self.holder.memory_mode,
+                  **{k: v for k, v in given.items() if v is not None}}
+        if given.get("seed") is None:
+            values["seed"] = None  # an empty seed box means "draw one"
         req, notices = build_request(values, defaults, self.sound_available)
-        self.check_cost(values["model"], [req])
+        job = self.runner.plan(owner, values["model"], [req])
+        vocab = self.vocabulary(values["model"])
+        unseen = unseen_words(req.prompt, vocab)
+        if unseen:
+            notices.append(f"not in this model's training: {', '.join(unseen)}")
+            notify("warning", vocabulary_notice(req.prompt, vocab))
         for note in notices:
             notify("info", note)
         try:
-            with self._job(request):
-                sidecar = self._run(values["model"], req, progress)
-                video = str(self.store.root / sidecar["video"])
-                say(progress, None, "measuring motion…")
+            with self.runner.running(owner):
+                sidecar = self.runner.video(job, job.videos[0], progress)
+                video = self.store.root / sidecar["video"]
+                say(progress, PHASES["measuring motion"], "measuring motion…")
                 measured = measure_motion(video)
+                found = object_found(video) if vocab else None
         except GenerationInterrupted as err:
             notify("warning", f"stopped: {err}")
-            return None, None, req.seed, None, f"■ stopped ({err})"
+            return None, None, req.seed, None, f"■ stopped ({err}); the previous result stays"
         ui = {**values, "seed": req.seed, "randomize_seed": False}
         if values["custom_size"]:
             ui["width"], ui["height"] = req.width, req.height
-        settings = {"ui": ui, "measured_motion": measured, **sidecar}
-        status = result_status(settings)
+        settings = {"ui": ui, "measured_motion": measured, "object_found": found, **sidecar}
         if sidecar.get("prompt_truncated"):
             notices.append("the prompt was longer than 256 tokens and was truncated")
             notify("warning", notices[-1])
-        unseen = unseen_words(req.prompt, self.vocabulary(values["model"]))
-        if unseen:
-            notices.append(f"not in this model's training: {', '.join(unseen)}")
+        status = result_status(settings)
         if notices:
             status += "\nNote: " + "; ".join(notices)
-        return video, str(Path(video).with_suffix(".json")), req.seed, settings, status
+        return str(video), str(video.with_suffix(".json")), req.seed, settings, status
 
-    def _batch_request(self, prompt, seed, steps, resolution, frames, negative_prompt, model, **extra):
-        values = self._values({"prompt": prompt, "seed": seed, "steps": steps, "resolution": resolution,
-                               "frames": frames, "negative_prompt": negative_prompt, "model": model,
-                               "length_mode": "frames", "randomize_seed": False, **extra})
-        if seed is None:
-            raise InvalidRequestError("give a seed: every video of a comparison uses the same one")
-        return values, self.model_defaults(values["model"])
+    # -- what Compare and the motion grid share
+    def _shared_values(self, prompt, seed, steps, resolution, frames, negative_prompt, model, **extra):
+        """Generate-form values for a job whose videos share one prompt and seed; (values, defaults)."""
+        if seed is None or seed == "":
+            raise InvalidRequestError("give a seed: every video of this job uses the same one")
+        defaults = self.model_defaults(model)
+        values = {**self.defaults_for_ui(model), "length_mode": "frames", "randomize_seed": False}
+        values.update({k: v for k, v in dict(prompt=prompt, seed=seed, steps=steps, resolution=resolution,
+                                             frames=frames, negative_prompt=negative_prompt, model=model,
+                                             **extra).items() if v is not None})
+        return values, defaults
 
-    def _warm_up(self, model: Optional[str], req: ResolvedRequest, progress) -> None:
-        """One short untimed run, so that every compared schedule finds the model and the machine warm."""
-        side = self._run(model, dataclasses.replace(req, config=req.config.replace(steps=2), audio=False), progress)
-        for path in self.store.root.glob(Path(side["video"]).stem + ".*"):
-            path.unlink(missing_ok=True)
-
-    def _compare_worker(self, model: Optional[str], requests, request, events: "queue.Queue") -> None:
+    # -- Compare
+    def _compare_worker(self, job, names: List[str], repeats: int, events: "queue.Queue") -> None:
         try:
-            with self._job(request) as control:
-                self._warm_up(model, requests[0][1], _Relay(events, "warm-up"))
-                for name, req in requests:
-                    control.check()
-                    relay = _Relay(events, name)
-                    side = self._run(model, req, relay)
-                    relay(None, "measuring motion…")
-                    events.put(("done", name, side, measure_motion(self.store.root / side["video"])))
+            with self.runner.running(job.owner) as control:
+                warm_up, *videos = job.videos
+                side = self.runner.video(job, warm_up, _Relay(events, "warm-up"))  # untimed: loads and warms up
+                for path in self.store.root.glob(Path(side["video"]).stem + ".*"):
+                    path.unlink(missing_ok=True)
+                for round_ in range(repeats):  # round-robin, so load on the machine falls on every schedule alike
+                    for name, video in zip(names, videos):
+                        control.check()
+                        side = self.runner.video(job, video, _Relay(events, name))
+                        if round_ == 0:
+                            events.put(("progress", name, "measuring motion…"))
+                            events.put(("first", name, side, measure_motion(self.store.root / side["video"])))
+                        else:
+                            for path in self.store.root.glob(Path(side["video"]).stem + ".*"):
+                                path.unlink(missing_ok=True)
+                            events.put(("again", name, side["timings"]["denoise"]))
             events.put(("end", None))
         except GenerationInterrupted as err:
             events.put(("end", err))
         except BaseException as err:  # re-raised by the generator, which turns it into a message
             events.put(("error", err))
 
-    def _scale_results(self, runs: List[Tuple[str, Dict[str, Any], Optional[float]]]) -> List[ScaleResult]:
-        reference = next((r for r in runs if r[0] == "1x2"), runs[0])
-        ref_denoise = max(reference[1]["timings"].get("denoise", 0.0), 1e-9)
-        results = []
-        for name, side, motion in runs:
-            video = self.store.root / side["video"]
-            t = side["timings"]
-            results.append(ScaleResult(
-                schedule=name, video=str(video), sidecar=str(video.with_suffix(".json")), seconds=t["total"],
-                denoise=t.get("denoise", 0.0), relative=t.get("denoise", 0.0) / ref_denoise,
-                reference=f"vs {reference[0]}", tokens_per_step=dict(side["tokens_per_step"]), motion=motion,
-            ))
-        return results
-
-    @user_errors
-    @one_job
+    @endpoint
     def compare(self, prompt: str, seed: Optional[float] = 0, schedules: Sequence[str] = COMPARE_SCHEDULES,
                 steps: Optional[float] = None, resolution: Optional[str] = None, frames: Optional[float] = None,
-                negative_prompt: str = "", model: Optional[str] = None,
+                repeats: Optional[float] = COMPARE_REPEATS, negative_prompt: str = "", model: Optional[str] = None,
                 request: gr.Request = None) -> Iterator["CompareState"]:
-        """The same prompt and seed with several patch schedules, after a short warm-up run.
+        """The same prompt and seed with several patch schedules, after an untimed warm-up, each run `repeats`
+        times (round-robin) for its median denoising time and their range.
 
-        Yields a CompareState whenever a schedule starts, reports a step or finishes; the last one has the
-        status and the side-by-side mp4 of all finished schedules.
+        Yields a CompareState whenever a schedule starts, reports a step or finishes a run; the last one has the
+        status (what the timings show) and the side-by-side mp4 of all finished schedules.
         """
-        schedules = [s for s in COMPARE_SCHEDULES if s in set(schedules or ())]
-        unknown = sorted(set(schedules or ()) - set(COMPARE_SCHEDULES))
-        if unknown or not schedules:
-            raise InvalidRequestError(f"choose schedules among {list(COMPARE_SCHEDULES)}")
-        values, defaults = self._batch_request(prompt, seed, steps, resolution, frames, negative_prompt, model)
-        requests = []
-        for name in schedules:
-            req, _ = build_request({**values, "schedule": name}, defaults)
-            requests.append((name, req))
-        self.check_cost(values["model"], [req for _, req in requests])
+        chosen = set(schedules or ())
+        unknown = sorted(chosen - set(COMPARE_SCHEDULES))
+        names = [s for s in COMPARE_SCHEDULES if s in chosen]
+        if unknown or not names:
+            raise InvalidRequestError(f"schedules: choose some of {list(COMPARE_SCHEDULES)}")
+        repeats = V.as_int("repeats", COMPARE_REPEATS if repeats is None else repeats)
+        if not 1 <= repeats <= 9:
+            raise InvalidRequestError(f"repeats={repeats}: must be an integer in 1..9")
+        values, defaults = self._shared_values(prompt, seed, steps, resolution, frames, negative_prompt, model)
+        requests = [build_request({**values, "schedule": name}, defaults)[0] for name in names]
+        warm_up = dataclasses.replace(requests[0], config=requests[0].config.replace(steps=2), audio=False)
+        job = self.runner.plan(owner_of(request), values["model"], [warm_up] + requests,
+                               runs=[1] + [repeats] * len(requests))
         events: "queue.Queue" = queue.Queue()
-        threading.Thread(target=self._compare_worker, args=(values["model"], requests, request, events),
-                         name="compare", daemon=True).start()
-        runs: List[Tuple[str, Dict[str, Any], Optional[float]]] = []
-        state = CompareState([], "warm-up", "waiting for the model…", "warming up (a 2-step run, not timed)…")
+        threading.Thread(target=self._compare_worker, args=(job, names, repeats, events), name="compare",
+                         daemon=True).start()
+        runs: Dict[str, Tuple[Dict[str, Any], Optional[float], List[float]]] = {}
+        state = CompareState([], "warm-up", "waiting for the model…", "warming up (an untimed run)…")
         yield state
         while True:
             kind, *data = events.get()
@@ -440,69 +387,86 @@ class Studio:
                 state = dataclasses.replace(state, running=data[0], progress=data[1],
                                             status=f"rendering {data[0]}…" if data[0] != "warm-up" else state.status)
             else:
-                runs.append((data[0], data[1], data[2]))
-                state = dataclasses.replace(state, results=self._scale_results(runs), running=None, progress="")
+                if kind == "first":
+                    runs[data[0]] = (data[1], data[2], [data[1]["timings"]["denoise"]])
+                else:
+                    runs[data[0]][2].append(data[1])
+                results = self._scale_results([(n, *runs[n]) for n in names if n in runs])
+                state = dataclasses.replace(state, results=results, running=None, progress="")
             yield state
         stopped = data[0]
+        done = min((len(r[2]) for r in runs.values()), default=0)
         if stopped is not None:
             notify("warning", f"stopped: {stopped}")
-            status = f"■ stopped ({stopped}); {len(runs)} of {len(requests)} finished"
+            status = f"■ stopped ({stopped}); {len(runs)} of {len(names)} schedules rendered"
         else:
-            status = f"✓ done: {len(runs)} schedules, timed after a 2-step warm-up"
-        movie = None
-        if runs:
-            movie = side_by_side(state.results, self.store.new_path("compare-"))
+            status = f"✓ done: {len(runs)} schedules, each timed {done}x after a warm-up. {compare_verdict(state.results)}"
+        movie = side_by_side(state.results, self.store.new_path("compare-")) if runs else None
         yield CompareState(state.results, None, "", status, movie, done=True)
 
-    @user_errors
-    @one_job
-    def motion_grid(self, prompt: str, seed: Optional[float] = 0, positive="2, 6, 12", negative="0, 2, 6",
-                    neg_motion_until: Optional[float] = None, steps: Optional[float] = None,
-                    resolution: Optional[str] = None, frames: Optional[float] = None, negative_prompt: str = "",
-                    model: Optional[str] = None, progress=gr.Progress(),
+    def _scale_results(self, runs) -> List[ScaleResult]:
+        """(schedule, first run's sidecar, measured motion, denoise seconds of every run) -> panels, timed by the
+        median of their runs and compared with 1x2's median (or the first schedule's)."""
+        median = {name: statistics.median(times) for name, _, _, times in runs}
+        reference = "1x2" if "1x2" in median else runs[0][0]
+        results = []
+        for name, side, motion, times in runs:
+            video = self.store.root / side["video"]
+            results.append(ScaleResult(
+                schedule=name, video=str(video), sidecar=str(video.with_suffix(".json")),
+                seconds=side["timings"]["total"], runs=list(times), relative=median[name] / max(median[reference], 1e-9),
+                reference=f"vs {reference}", tokens_per_step=dict(side["tokens_per_step"]), motion=motion))
+        return results
+
+    # -- the motion grid
+    @endpoint
+    def motion_grid(self, prompt: str, seed: Optional[float] = 0, positive: Optional[str] = None,
+                    negative: Optional[str] = None, neg_motion_until: Optional[float] = None,
+                    steps: Optional[float] = None, resolution: Optional[str] = None, frames: Optional[float] = None,
+                    negative_prompt: str = "", model: Optional[str] = None, progress=gr.Progress(),
                     request: gr.Request = None) -> Tuple[List[GridCell], str]:
-        """One prompt and seed over positive x negative motion scores: ([GridCell] row-major by negative, status)."""
-        pos = parse_numbers("positive motion", positive, MAX_GRID_SIDE)
-        neg = parse_numbers("negative motion", negative, MAX_GRID_SIDE)
-        values, defaults = self._batch_request(prompt, seed, steps, resolution, frames, negative_prompt, model,
+        """One prompt and seed over positive x negative motion scores (unset: the model's own grid, see
+        `motion_grid_defaults`): ([GridCell] row-major by negative, status)."""
+        default_pos, default_neg = self.motion_grid_defaults(model)
+        pos = parse_numbers("positive scores", default_pos if positive in (None, "") else positive, MAX_GRID_SIDE)
+        neg = parse_numbers("negative scores", default_neg if negative in (None, "") else negative, MAX_GRID_SIDE)
+        values, defaults = self._shared_values(prompt, seed, steps, resolution, frames, negative_prompt, model,
                                                neg_motion_until=neg_motion_until)
-        requests = []
-        for n in neg:
-            for p in pos:
-                req, _ = build_request({**values, "motion": p, "neg_motion": n, "neg_motion_after": p}, defaults)
-                requests.append((p, n, req))
-        self.check_cost(values["model"], [req for _, _, req in requests])
+        pairs = [(p, n) for n in neg for p in pos]
+        requests = [build_request({**values, "motion": p, "neg_motion": n, "neg_motion_after": p}, defaults)[0]
+                    for p, n in pairs]
+        owner = owner_of(request)
+        job = self.runner.plan(owner, values["model"], requests)
         cells: List[GridCell] = []
-        status = "✓ done"
+        status = f"✓ done: {len(pairs)} cells"
         try:
-            with self._job(request) as control:
-                for k, (p, n, req) in enumerate(requests):
+            with self.runner.running(owner) as control:
+                for k, ((p, n), video) in enumerate(zip(pairs, job.videos)):
                     control.check()
-                    label = f"cell {k + 1}/{len(requests)} (+{p:g}/-{n:g}) · "
-                    side = self._run(values["model"], req, progress, label)
-                    video = self.store.root / side["video"]
-                    say(progress, None, label + "measuring motion…")
-                    cells.append(GridCell(p, n, str(video), str(video.with_suffix(".json")), measure_motion(video),
-                                          write_tiles(video)))
+                    label = f"cell {k + 1}/{len(pairs)} (motion {p:g}, negative {n:g}) · "
+                    side = self.runner.video(job, video, progress, label)
+                    path = self.store.root / side["video"]
+                    say(progress, PHASES["measuring motion"], label + "measuring motion…")
+                    cells.append(GridCell(p, n, str(path), str(path.with_suffix(".json")), measure_motion(path),
+                                          write_tiles(path)))
         except GenerationInterrupted as err:
             notify("warning", f"stopped: {err}")
-            status = f"■ stopped ({err}); {len(cells)} of {len(requests)} cells finished"
+            status = f"■ stopped ({err}); {len(cells)} of {len(pairs)} cells finished"
         return cells, status
 
-
+    # -- Sound
     def sound_default_steps(self) -> Optional[int]:
         """The V2A model's own step count (from its model_index.json; None without a V2A model)."""
         if self.v2a_dir is None:
             return None
         return int(json.loads((Path(self.v2a_dir) / "model_index.json").read_text())["default_steps"])
 
-    @user_errors
-    @one_job
-    def sound(self, video: Optional[str], prompt: str = "", steps: Optional[float] = None,
+    @endpoint
+    def sound(self, video: Optional[str], prompt: Optional[str] = "", steps: Optional[float] = None,
               seed: Optional[float] = 0, progress=gr.Progress(),
-              request: gr.Request = None) -> Tuple[str, str, Dict[str, Any], str]:
+              request: gr.Request = None) -> Tuple[Optional[str], Optional[str], Optional[Dict[str, Any]], str]:
         """Lumina-V2A's soundtrack for an uploaded video (up to 10 s, any fps): (mp4 with sound, waveform PNG,
-        used settings, status). `steps` unset: the V2A model's default."""
+        used settings, status). `steps` unset: the V2A model's default; `prompt` optional."""
         if self.v2a_dir is None:
             raise InvalidRequestError(SOUND_NOTE)
         if not video:
@@ -512,16 +476,25 @@ class Studio:
         V.check_steps(steps)
         seed = V.as_int("seed", 0 if seed is None else seed)
         V.check_seed(seed)
+        prompt = str(prompt or "")
         if Path(video).is_file() and Path(video).stat().st_size == 0:
             raise InvalidRequestError("the uploaded file is empty (0 bytes); upload a video")
         V.check_video_upload(video)
         out = self.store.new_path("sound-")
-        with self._job(request):
-            say(progress, None, "making sound with Lumina-V2A…")
-            info = zerogpu.run_sound(str(self.v2a_dir), str(video), str(out), prompt or None, steps, seed)
-            say(progress, None, "drawing the waveform…")
-            image = write_waveform(out)
-        settings = {"prompt": prompt or "", "steps": steps, "seed": seed, "model": Path(self.v2a_dir).name, **info,
+        owner = owner_of(request)
+        try:
+            with self.runner.running(owner) as control:
+                control.check()
+                say(progress, 0.1, "making sound with Lumina-V2A…")
+                info = zerogpu.run_sound(str(self.v2a_dir), str(video), str(out), prompt or None, steps, seed)
+                control.check()  # the V2A model runs in one piece: a stop asked meanwhile drops its result
+                say(progress, 0.95, "drawing the waveform…")
+                image = write_waveform(out)
+        except GenerationInterrupted as err:
+            for leftover in self.store.root.glob(out.stem + ".*"):
+                leftover.unlink(missing_ok=True)
+            return None, None, None, f"■ stopped ({err})"
+        settings = {"prompt": prompt, "steps": steps, "seed": seed, "model": Path(self.v2a_dir).name, **info,
                     "video": out.name}
         status = (f"✓ {info['seconds']:.2f} s of sound for {info['frames']} frames at {info['fps']:g} fps · "
                   f"steps {steps} · seed {seed} · {info['total_seconds']:.1f} s")
@@ -530,7 +503,3 @@ class Studio:
             status += (f" · hits on {len(hits)} contact{'s' if len(hits) != 1 else ''} seen"
                        + (f" at {', '.join(f'{t:.2f}' for t in hits[:8])}{' …' if len(hits) > 8 else ''} s" if hits else ""))
         return str(out), image, settings, status
-
-
-def _owner(request) -> Optional[str]:
-    return getattr(request, "session_hash", None) if request is not None else None

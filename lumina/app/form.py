@@ -34,48 +34,56 @@ def on_a_space() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+# The headings of the Generate tab's one "Advanced" section, in order; each setting names the one it sits under.
+GROUPS = {"size": "Size and length", "sampling": "Sampling", "motion": "Motion", "scales": "Scales (patch schedule)",
+          "seed": "Seed, sound and model"}
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One setting of the Generate tab: its label there, and its type and default in the API."""
+    """One setting of the Generate tab: its label there, its type and default in the API, and where it is drawn
+    (`group`: a GROUPS key, None for above the Generate button; settings sharing a `row` sit side by side)."""
 
     label: str
     annotation: Any
     default: Any = None  # None: the model's default; inspect.Parameter.empty: required
     reset_with_model: bool = True  # set to the new model's starting value when the Model dropdown changes
+    group: Optional[str] = None
+    row: Optional[str] = None
 
 
 # The Generate tab's settings in API order: the names and defaults of `Studio.generate`'s parameters (and so of the
-# `/generate` endpoint), the order of the tab's inputs, and the list README.md and docs/app.md give.
+# `/generate` endpoint), the order of the tab's inputs, where each is drawn, and the list README.md and docs/app.md
+# give. A new setting is one entry here and its component in lumina.app.ui.generate.FIELDS.
 GENERATE_SETTINGS: Dict[str, Setting] = {
     "prompt": Setting("Prompt", str, inspect.Parameter.empty, reset_with_model=False),
-    "negative_prompt": Setting("Negative prompt", Optional[str], reset_with_model=False),
-    "resolution": Setting("Resolution", Optional[str]),
-    "custom_size": Setting("Custom size", bool, False),
-    "width": Setting("Width", Optional[float]),
-    "height": Setting("Height", Optional[float]),
-    "length_mode": Setting("Length in", Optional[str]),
-    "duration": Setting("Duration (s)", Optional[float]),
-    "frames": Setting("Frames", Optional[float]),
-    "fps": Setting("FPS", Optional[float]),
-    "steps": Setting("Steps", Optional[float]),
-    "guidance": Setting("Guidance (CFG)", Optional[float]),
-    "guidance_until": Setting("Guidance until t", Optional[float]),
-    "time_shift": Setting("Time shift", Optional[float]),
-    "shared_noise": Setting("Shared noise", Optional[float]),
-    "motion": Setting("Motion score", Optional[float]),
-    "neg_motion": Setting("Negative motion", Optional[float]),
-    "neg_motion_until": Setting("Switch at t", Optional[float]),
-    "neg_motion_after": Setting("Negative after the switch", Optional[float]),
-    "schedule": Setting("Patch schedule", Optional[str]),
-    "custom_schedule": Setting("Custom schedule", Optional[str]),
-    "seed": Setting("Seed", Optional[float], reset_with_model=False),
-    "randomize_seed": Setting("Randomize seed", bool, False, reset_with_model=False),
-    "add_sound": Setting("Add sound", bool, False),
-    "model": Setting("Model", Optional[str], reset_with_model=False),
-    "memory_mode": Setting("Memory mode", Optional[str], reset_with_model=False),
-    "lora": Setting("LoRA", Optional[str]),  # cleared when the model changes: a LoRA is made for one model
+    "negative_prompt": Setting("Negative prompt", Optional[str], reset_with_model=False, group="sampling"),
+    "resolution": Setting("Resolution", Optional[str], group="size", row="size"),
+    "custom_size": Setting("Custom size", bool, False, group="size", row="size"),
+    "width": Setting("Width", Optional[float], group="size", row="custom"),
+    "height": Setting("Height", Optional[float], group="size", row="custom"),
+    "length_mode": Setting("Length in", Optional[str], group="size", row="length"),
+    "duration": Setting("Duration (s)", Optional[float], group="size", row="length"),
+    "frames": Setting("Frames", Optional[float], group="size", row="length"),
+    "fps": Setting("FPS", Optional[float], group="size", row="length"),
+    "steps": Setting("Steps", Optional[float], group="sampling"),
+    "guidance": Setting("Guidance (CFG)", Optional[float], group="sampling"),
+    "guidance_until": Setting("Guidance until t", Optional[float], group="sampling"),
+    "time_shift": Setting("Time shift", Optional[float], group="sampling"),
+    "shared_noise": Setting("Shared noise", Optional[float], group="sampling"),
+    "motion": Setting("Motion score", Optional[float], group="motion"),
+    "neg_motion": Setting("Negative motion", Optional[float], group="motion"),
+    "neg_motion_until": Setting("Switch at t", Optional[float], group="motion"),
+    "neg_motion_after": Setting("Negative after the switch", Optional[float], group="motion"),
+    "schedule": Setting("Patch schedule", Optional[str], group="scales"),
+    "custom_schedule": Setting("Custom schedule", Optional[str], group="scales"),
+    "seed": Setting("Seed", Optional[float], reset_with_model=False, group="seed", row="seed"),
+    "randomize_seed": Setting("Randomize seed", bool, False, reset_with_model=False, group="seed", row="seed"),
+    "add_sound": Setting("Add sound", bool, False, group="seed"),
+    "model": Setting("Model", Optional[str], reset_with_model=False, group="seed", row="model"),
+    "memory_mode": Setting("Memory mode", Optional[str], reset_with_model=False, group="seed", row="model"),
+    "lora": Setting("LoRA", Optional[str], group="seed"),  # cleared when the model changes: a LoRA is for one model
 }
-
 
 def _g(v: float) -> str:
     return f"{v:g}"
@@ -227,8 +235,13 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults,
     else:
         width, height = parse_resolution(str(values["resolution"]).split(" ")[0])
     fps = V.as_int("fps", values["fps"])
+    V.check_fps(fps)
     if values["length_mode"] == "seconds":
         seconds = V.as_float("duration", values["duration"])
+        longest = V.MAX_FRAMES / fps
+        if not 0 < seconds <= longest:  # checked here, before any rounding could overflow
+            raise InvalidRequestError(f"duration={seconds:g}: must be more than 0 and at most {longest:g} s at "
+                                      f"{fps} fps ({V.MAX_FRAMES} frames)")
         frames = V.frames_for(seconds, fps)
         if abs(frames / fps - seconds) > 1e-6:
             notices.append(f"{_g(seconds)} s at {fps} fps rounded to {frames} frames ({frames / fps:.2f} s)")
@@ -245,6 +258,8 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults,
     if loras and on_a_space():
         raise InvalidRequestError(LORA_SPACE_NOTE)
     number = lambda name, label: V.as_float(label, values[name])  # noqa: E731
+    for name, label in (("guidance_until", "guidance until"), ("neg_motion_until", "negative motion until")):
+        V.check_stages(label, [number(name, label)], 0.0, 1.0)
     req = GenerationRequest(
         prompt=values.get("prompt"), negative_prompt=str(values.get("negative_prompt") or ""), width=width,
         height=height, frames=frames, fps=fps,
@@ -262,11 +277,13 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults,
 
 
 def motion_grid_defaults(defaults: ModelDefaults) -> Tuple[str, str]:
-    """(positive, negative) scores for the explorer in the model's own regime: its negative score (the tiny
-    model's 20, the release's 2) and positives spread around its default motion score, so measured motion
-    rises across a row."""
+    """(positive, negative) scores of the explorer's default 3x3 grid, in the model's own regime: positives spread
+    around its default motion score (a third, once, twice), so measured motion rises along a row; negatives 0, the
+    motion score and the model's own negative score (the tiny model's 20, the release's 2), so the rows show what
+    pushing away from no motion, from the asked motion and from the model's default does."""
     preset = defaults.sample_config()
     motion = float(stages(preset.motion)[0][1])
     negative = float(stages(preset.neg_motion)[0][1])
     positives = sorted({round(motion / 3, 1), motion, 2 * motion})
-    return ", ".join(_g(v) for v in positives), _g(negative)
+    negatives = sorted({0.0, motion, negative} if negative not in (0.0, motion) else {0.0, motion, 2 * motion})
+    return ", ".join(_g(v) for v in positives), ", ".join(_g(v) for v in negatives)

@@ -1,5 +1,5 @@
-"""Server-side state: the loaded model (one at a time, behind a lock), the running job's stop control,
-and the folder of generated files (unique names, oldest removed)."""
+"""Server-side state: the loaded model (one at a time, behind a lock) and the folder of generated files (names only
+the app makes; only those are swept and pruned). The job runner (`lumina.app.jobs`) stands on both."""
 
 from __future__ import annotations
 
@@ -9,22 +9,18 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
-from lumina.errors import GenerationInterrupted, InvalidRequestError, ModelFilesError
-from lumina.generation import ResolvedRequest, generate_video
-from lumina.media import sweep_partials
 import torch
 
-from lumina.costs import load_fit, measure_fit
+from lumina.errors import InvalidRequestError, ModelFilesError
+from lumina.media import sweep_partials
 from lumina.pipelines.defaults import ModelDefaults
 from lumina.pipelines.loading import TINY_DIR, load_pipeline
 from lumina.pipelines.memory import modes_for
-from lumina.sampling import plan
 
 log = logging.getLogger("lumina.app")
 
@@ -68,137 +64,8 @@ def pick_device() -> Tuple[str, "object"]:
     return "cpu", torch.float32
 
 
-class RunControl:
-    """Who is generating now, which step it is at, and whether someone asked it to stop.
-
-    A stop is also written to `stop_file` (when set): on ZeroGPU the job runs in a forked worker whose copy
-    of this object never sees the main process's flag, but it does see the file.
-    """
-
-    def __init__(self, stop_file: Optional[Path] = None):
-        self._lock = threading.Lock()
-        self.owner: Optional[str] = None
-        self.running = False
-        self.stop_requested = False
-        self.stop_file = stop_file
-        self.pipe = None
-        self.step: Optional[int] = None
-        self.total: Optional[int] = None
-
-    def begin(self, owner: Optional[str]) -> None:
-        with self._lock:
-            self.owner, self.running, self.stop_requested = owner, True, False
-            self.step = self.total = None
-            if self.stop_file is not None:
-                self.stop_file.unlink(missing_ok=True)
-
-    def _stopping(self) -> bool:
-        return self.stop_requested or (self.stop_file is not None and self.stop_file.exists())
-
-    def attach(self, pipe, total: int) -> None:
-        with self._lock:
-            self.pipe, self.step, self.total = pipe, None, total
-            if self._stopping():
-                pipe.request_interrupt()
-
-    def at_step(self, step: int) -> None:
-        with self._lock:
-            self.step = step
-            if self._stopping() and self.pipe is not None:
-                # The pipeline clears its flag when denoising starts, so a stop pressed during
-                # text encoding is re-sent after the first step.
-                self.pipe.request_interrupt()
-
-    def end(self) -> None:
-        with self._lock:
-            self.running, self.pipe, self.owner = False, None, None
-            if self.stop_file is not None:
-                self.stop_file.unlink(missing_ok=True)
-
-    def request_stop(self, owner: Optional[str] = None) -> bool:
-        """Stop the running job if there is one and it belongs to `owner` (None: any owner)."""
-        with self._lock:
-            if not self.running or (owner is not None and self.owner is not None and owner != self.owner):
-                return False
-            self.stop_requested = True
-            if self.stop_file is not None:
-                self.stop_file.touch()
-            if self.pipe is not None:
-                self.pipe.request_interrupt()
-            return True
-
-    def check(self) -> None:
-        """Between the videos of a batch: raise if a stop was asked for."""
-        if self._stopping():
-            raise GenerationInterrupted("stopped by request")
-
-
-class ClientQuota:
-    """Jobs each client (Gradio session) has queued or running. `admit` runs when a job joins the queue and refuses
-    a client already at `limit`; `release` runs when the job ends. A ticket whose job never ran (cancelled while
-    queued) lapses after `expire_s`, the longest a queued job can wait."""
-
-    def __init__(self, limit: int, expire_s: float):
-        self.limit, self.expire_s = int(limit), float(expire_s)
-        self._lock = threading.Lock()
-        self._tickets: Dict[str, List[float]] = {}
-
-    def admit(self, owner: Optional[str]) -> None:
-        if owner is None:
-            return
-        with self._lock:
-            now = time.monotonic()
-            live = [t for t in self._tickets.get(owner, []) if now - t < self.expire_s]
-            if len(live) >= self.limit:
-                raise InvalidRequestError(
-                    f"you already have {len(live)} job(s) queued or running; at most {self.limit} per client: "
-                    f"wait for one to finish")
-            self._tickets[owner] = live + [now]
-
-    def release(self, owner: Optional[str]) -> None:
-        with self._lock:
-            live = self._tickets.get(owner)
-            if live:
-                live.pop(0)
-                if not live:
-                    del self._tickets[owner]
-
-
-def say(progress, fraction: Optional[float], desc: str) -> None:
-    """Tell a gr.Progress-like callable (or None) how far a job is; progress is cosmetic and never breaks a run."""
-    if progress is not None:
-        try:
-            progress(fraction, desc=desc)
-        except Exception:
-            log.debug("progress update failed", exc_info=True)
-
-
-class StepReporter:
-    """callback_on_step_end: report progress with the step's scale and pass stop requests to the pipe.
-
-    The flow time shown is the one a step reaches (the last step reaches t=1); after the last step the
-    pipeline decodes, which is said at once. `phase(name)` reports the later phases of a video.
-    """
-
-    def __init__(self, control: RunControl, steps: Sequence, progress=None, label: str = ""):
-        self.control, self.steps, self.progress, self.label = control, list(steps), progress, label
-
-    def __call__(self, pipe, i, t, kwargs):
-        n = len(self.steps)
-        self.control.at_step(i + 1)
-        step = self.steps[i]
-        desc = f"step {i + 1}/{n} · scale {step.patch.name} · t={step.t + step.dt:.3f}"
-        say(self.progress, (i + 1) / n, self.label + desc + (" · decoding the video…" if i + 1 == n else ""))
-        return kwargs
-
-    def phase(self, name: str) -> None:
-        say(self.progress, None, f"{self.label}{name}…")
-
-
 class ModelHolder:
-    """Keeps one pipeline loaded; `generate` runs one video at a time."""
-
-    registry: ClassVar[Dict[int, "ModelHolder"]] = {}
+    """Keeps one pipeline loaded; a model and its memory mode change together, in one load."""
 
     def __init__(self, model: str, extra_models: Sequence[str] = (), loader: Callable = load_pipeline):
         self.default = model
@@ -212,15 +79,14 @@ class ModelHolder:
         self._current: Optional[Tuple[str, object, ModelDefaults]] = None
         self.memory_mode = "none"
         self.device, self.dtype = pick_device()
-        self.control = RunControl()
-        self._fits: Dict[str, Dict[str, float]] = {}
         self.audio_fn: Optional[Callable] = None  # (frames, fps, prompt) -> waveform, once a V2A model exists
-        self.id = id(self)
-        ModelHolder.registry[self.id] = self
 
     @property
     def memory_modes(self) -> List[str]:
-        return modes_for(torch.device(self.device).type)
+        """The memory modes worth offering on this device: on a CPU there is no GPU memory to save, so only
+        'none'; on CUDA the offload and tiling modes (lumina.pipelines.memory)."""
+        kind = torch.device(self.device).type
+        return modes_for(kind) if kind == "cuda" else ["none"]
 
     def get(self, model: Optional[str] = None, memory_mode: Optional[str] = None):
         """(pipe, defaults) for `model` (default: the one given at start), loading it if needed."""
@@ -245,39 +111,11 @@ class ModelHolder:
             self._current = (model, pipe, defaults)
             return pipe, defaults
 
-    def fit(self, model: Optional[str] = None) -> Dict[str, float]:
-        """Throughput of this server's device for the cost estimates: the stored fit of its device type
-        (lumina.costs; a CUDA GPU falls back to a typical one), else measured once on the loaded model."""
-        model = model or self.default
-        if model not in self._fits:
-            fit = load_fit(torch.device(self.device).type)
-            if fit is None:
-                pipe, defaults = self.get(model)
-                with self.run_lock:
-                    fit = measure_fit(pipe.transformer, pipe.latent_size(defaults.frames, defaults.height,
-                                                                         defaults.width))
-                log.info("measured throughput of %s on %s: %s", model, self.device, fit)
-            self._fits[model] = fit
-        return self._fits[model]
 
-    def generate(self, model: Optional[str], req: ResolvedRequest, out_path, progress=None, label: str = ""):
-        """One video, with per-step progress naming the scale; GenerationInterrupted if stopped.
-
-        The caller holds `run_lock` (Studio does, per job). It is not taken here because on ZeroGPU this
-        runs in a process forked while the parent held it.
-        """
-        pipe, _ = self.get(model)
-        steps = plan(req.config)
-        reporter = StepReporter(self.control, steps, progress, label)
-        self.control.attach(pipe, len(steps))
-        try:
-            return generate_video(pipe, req, out_path, callback_on_step_end=reporter,
-                                  audio_fn=self.audio_fn, on_phase=reporter.phase)
-        finally:
-            self.control.pipe = None
-
-
-OWN_NAME = re.compile(r"^\w*[0-9a-f]{32}\.(mp4|json|tiles\.png)$")  # what `new_path` names, and its sidecars
+PREFIXES = ("", "compare-", "sound-")  # what `new_path` is asked for
+# The names `new_path` makes and the files beside them (sidecar, contact sheet, waveform): the only files in the
+# outputs folder the app sweeps or prunes; the user's own files there are never touched.
+OWN_NAME = re.compile(r"^(?:compare-|sound-)?[0-9a-f]{32}\.(?:mp4|json|tiles\.png|wave\.png|plot\.png)$")
 
 
 def readable_video(path: Path) -> bool:
@@ -311,7 +149,7 @@ class OutputStore:
         is gone; returns what was removed."""
         removed = sweep_partials(self.root)
         with self._lock:
-            ours = [p for p in self.root.iterdir() if p.is_file() and OWN_NAME.match(p.name)]
+            ours = self._own()
             for path in sorted(ours, key=lambda p: p.suffix != ".mp4"):  # videos first, then what they own
                 stem = path.name.split(".")[0]
                 if not (readable_video(path) if path.suffix == ".mp4" else (self.root / f"{stem}.mp4").exists()):
@@ -320,20 +158,25 @@ class OutputStore:
         return removed
 
     def new_path(self, prefix: str = "") -> Path:
+        if prefix not in PREFIXES:
+            raise ValueError(f"output prefix {prefix!r}: one of {PREFIXES}")
         return self.root / f"{prefix}{uuid.uuid4().hex}.mp4"
 
+    def _own(self) -> List[Path]:
+        return [p for p in self.root.iterdir() if OWN_NAME.match(p.name) and p.is_file()]
+
     def cleanup(self) -> List[Path]:
-        """Remove all but the newest `keep` videos (and their sidecars); returns what was removed."""
+        """Remove all but the newest `keep` videos the app made (and the files beside them); returns what was
+        removed. Files the app did not name are never counted nor removed."""
         removed = []
         with self._lock:
-            videos = sorted(self.root.glob("*.mp4"), key=lambda p: p.stat().st_mtime, reverse=True)
+            own = self._own()
+            videos = sorted((p for p in own if p.suffix == ".mp4"), key=lambda p: p.stat().st_mtime, reverse=True)
             for old in videos[self.keep:]:
-                for path in [old] + sorted(self.root.glob(f"{old.stem}.*")):  # sidecar, contact sheet
-                    try:
-                        path.unlink()
-                        removed.append(path)
-                    except FileNotFoundError:
-                        pass
+                stem = old.name.split(".")[0]
+                for path in [p for p in own if p.name.split(".")[0] == stem]:
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
         return removed
 
     def examples_cache(self, model: str) -> Path:

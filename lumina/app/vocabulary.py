@@ -1,5 +1,5 @@
-"""The shape world's vocabulary: what a model trained on it knows (its vocabulary.json) and the words of a prompt it
-was never trained on, for the hint under the prompt and the notice in the status.
+"""The shape world's vocabulary: what a model trained on it knows (its vocabulary.json) and every word of a prompt it
+was never trained on, for the notice under the prompt (before the run) and in the status.
 """
 
 from __future__ import annotations
@@ -17,12 +17,20 @@ COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "
                 "grey", "navy", "maroon", "brown", "magenta", "violet", "gold", "golden", "silver", "beige", "teal",
                 "lime", "olive", "indigo", "turquoise", "lavender", "crimson", "cream", "ivory", "khaki")
 SHAPE_WORDS = ("circle", "square", "triangle", "star", "rectangle", "hexagon", "pentagon", "octagon", "oval",
-               "ellipse", "heart", "diamond", "cross", "ring", "ball", "cube", "sphere", "dot", "arrow", "crescent",
-               "cat", "dog", "car", "bird", "person", "tree", "flower", "fish")
+               "ellipse", "heart", "diamond", "cross", "ring", "ball", "cube", "sphere", "dot", "arrow", "crescent")
 MOTION_WORDS = ("spinning", "rotating", "rolling", "zigzagging", "orbiting", "circling", "growing", "shrinking",
                 "pulsing", "jumping", "flashing", "blinking", "wobbling", "swaying", "dancing", "shaking",
                 "exploding", "flying", "spiralling", "spiraling", "expanding", "fading", "morphing", "swimming")
 TONE_WORDS = ("dark", "light", "bright", "pale")
+# The other words of the world's training captions (lumina_research.world.captions: its sentence frames, motion
+# phrases, size and speed words), and plain English words that name nothing: a prompt may use these freely.
+CAPTION_WORDS = frozenset("""
+a an the on over against with and plain solid simple animation background backdrop small little tiny large big
+slowly gently quickly rapidly moving drifting sliding travelling traveling heading floating rising gliding sinking
+falling standing staying sitting resting not to of off back forth around frame walls leftward rightward upward
+upwards downward downwards diagonally stationary motionless still left right up down bouncing dark blue
+one two three shape shapes object objects in at is are it its that this there very while across
+""".split())
 
 
 def model_vocabulary(model: str) -> Optional[Dict[str, Tuple[str, ...]]]:
@@ -44,11 +52,14 @@ def vocabulary_text(vocab: Optional[Dict[str, Tuple[str, ...]]]) -> str:
 
 
 def unseen_words(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) -> List[str]:
-    """The colours, shapes, backgrounds and motions `prompt` names that the model was not trained on
-    ([] for a model without a list). Its captions call the navy background "blue" or "dark blue" too."""
+    """Every word of `prompt` the model was not trained on ([] for a model without a list): a colour, shape,
+    background or motion outside its vocabulary is named with its kind ("hexagon (shape)", "white background"),
+    any other word outside its vocabulary and its captions' words as it is ("dog", "beach"). Its captions call the
+    navy background "blue" or "dark blue" too."""
     if not vocab or not prompt:
         return []
     words = re.findall(r"[a-z]+", str(prompt).lower())
+    known = set(CAPTION_WORDS) | {w for names in vocab.values() for name in names for w in name.split()}
     unseen: List[str] = []
     for i, word in enumerate(words):
         stem = word[:-1] if word.endswith("s") and word[:-1] in SHAPE_WORDS else word
@@ -64,6 +75,8 @@ def unseen_words(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) -> Li
             unseen.append(f"{stem} (shape)")
         elif word in MOTION_WORDS and word not in vocab["motions"]:
             unseen.append(f"{word} (motion)")
+        elif stem not in known and word not in TONE_WORDS:
+            unseen.append(word)
     return list(dict.fromkeys(unseen))
 
 
@@ -72,5 +85,5 @@ def vocabulary_notice(prompt: str, vocab: Optional[Dict[str, Tuple[str, ...]]]) 
     unseen = unseen_words(prompt, vocab)
     if not unseen:
         return ""
-    return (f"⚠ Not in this model's training: {', '.join(unseen)}. It draws only what it was trained on, "
-            f"so it will pick something from its own vocabulary instead.")
+    return (f"⚠ Not in this model's training: {', '.join(unseen)}. It draws only what it was trained on (the "
+            f"words listed under the prompt), so these words will be ignored or drawn as something it knows.")

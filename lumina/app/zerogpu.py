@@ -4,21 +4,22 @@ On a ZeroGPU Space (SPACES_ZERO_GPU=true) every call to `run_generation` borrows
 returned by `gpu_duration`, which is estimated from the request:
 
     seconds = OVERHEAD_SECONDS + sum over denoising steps of predicted forward seconds at that step's
-              scale (lumina.costs: FLOPs from the transformer config / fitted GPU throughput) x passes
+              scale (lumina.costs: FLOPs from the transformer config / the device's throughput) x passes
 
-and capped at ZEROGPU_MAX_SECONDS. Requests whose estimate exceeds the cap are refused before any GPU
+made once per video by `lumina.app.jobs.JobRunner.plan` (the same figure as the job's cost limit), with a
+margin, capped at ZEROGPU_MAX_SECONDS. Requests whose estimate exceeds the cap are refused before any GPU
 is requested (`check_budget`). Elsewhere `spaces.GPU` returns the function unchanged, so nothing of
 this costs anything locally.
 
 ZeroGPU runs the decorated function in a forked worker and pickles its arguments, so
-`run_generation` takes only plain values (a holder id, a model name, the request, a path) and finds
-the loaded pipeline through `ModelHolder.registry`.
+`run_generation` takes only plain values (a runner id, a model name, the planned video, a path) and finds
+the loaded pipeline through `RUNNERS`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 try:  # `spaces` must be imported before anything initialises CUDA (lumina.app imports this first).
     import spaces
@@ -35,10 +36,10 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
         return task if callable(task) else (lambda fn: fn)
 
 
-from lumina.costs import load_fit, request_seconds
+from lumina.costs import forward_seconds, load_fit
 from lumina.errors import InvalidRequestError
-from lumina.generation import ResolvedRequest
 from lumina.models.components import latent_size as release_latent_size
+from lumina.sampling import plan
 
 # Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
 OVERHEAD_SECONDS = 20.0
@@ -46,16 +47,22 @@ OVERHEAD_SECONDS = 20.0
 ZEROGPU_MAX_SECONDS = 300
 ZEROGPU_MIN_SECONDS = 15
 SAFETY = 1.2
+# The job runners of this process by id (lumina.app.jobs.JobRunner registers itself): a forked worker gets the id.
+RUNNERS: Dict[int, Any] = {}
 
 
-def estimate_seconds(transformer_config, req: ResolvedRequest,
-                     latent_size: Callable[[int, int, int], tuple] = release_latent_size,
-                     fit: Optional[Dict[str, float]] = None) -> float:
-    """Estimated seconds for one video (before the safety factor and the cap), from lumina.costs;
+def estimate_seconds(transformer_config, req, latent_size: Callable[[int, int, int], tuple] = release_latent_size,
+                     fit: Optional[Dict[str, float]] = None, steps: Optional[Sequence] = None) -> float:
+    """Seconds for one video (before the margin and the cap): lumina.costs' seconds of each step of `steps` (the
+    request's step plan; made here when not given) at its scale, two passes where guidance is on, plus the overhead.
     `latent_size`: (frames, height, width) -> latent size (the release VAE's; a pipeline says its own);
     `fit`: the throughput of the device that runs it (default: a CUDA GPU's)."""
-    latent = latent_size(req.frames, req.height, req.width)
-    denoise, _ = request_seconds(transformer_config, req.config, latent, fit or load_fit("cuda"))
+    f, h, w = latent_size(req.frames, req.height, req.width)
+    fit = fit or load_fit("cuda")
+    denoise = 0.0
+    for step in plan(req.config) if steps is None else steps:
+        tokens = -(-f // step.patch.f) * (h // step.patch.p) * (w // step.patch.p)
+        denoise += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1)
     return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
 
 
@@ -64,37 +71,28 @@ def duration_for(seconds: float) -> int:
     return int(min(ZEROGPU_MAX_SECONDS, max(ZEROGPU_MIN_SECONDS, math.ceil(seconds * SAFETY))))
 
 
-def check_budget(pipe, req: ResolvedRequest, enforce: Optional[bool] = None) -> float:
-    """Refuse a request that cannot finish within one ZeroGPU call; returns the estimate in seconds.
+def check_budget(seconds: float, enforce: Optional[bool] = None) -> None:
+    """Refuse a video whose estimate (`JobRunner.plan`'s) cannot finish within one ZeroGPU call.
 
     Enforced only on ZeroGPU unless `enforce` says otherwise.
     """
-    seconds = estimate_seconds(pipe.transformer.config, req, pipe.latent_size)
     if (ON_ZEROGPU if enforce is None else enforce) and seconds * SAFETY > ZEROGPU_MAX_SECONDS:
         raise InvalidRequestError(
             f"this request needs about {seconds:.0f} s of GPU time but a ZeroGPU call may last at most "
             f"{ZEROGPU_MAX_SECONDS} s: use fewer frames, a smaller size, fewer steps or the multiscale schedule"
         )
-    return seconds
 
 
-def gpu_duration(holder_id: int, model: Optional[str], req: ResolvedRequest, out_path: str,
-                 progress=None, label: str = "") -> int:
-    """Dynamic duration for `spaces.GPU`: called with run_generation's arguments."""
-    from lumina.app.state import ModelHolder
-
-    pipe, _ = ModelHolder.registry[holder_id].get(model)
-    return duration_for(estimate_seconds(pipe.transformer.config, req, pipe.latent_size))
+def gpu_duration(runner_id: int, model: Optional[str], video, out_path: str, progress=None, label: str = "") -> int:
+    """Dynamic duration for `spaces.GPU`, called with run_generation's arguments: the job's own estimate."""
+    return duration_for(video.seconds)
 
 
 @_GPU(duration=gpu_duration)
-def run_generation(holder_id: int, model: Optional[str], req: ResolvedRequest, out_path: str,
-                   progress=None, label: str = "") -> Dict[str, Any]:
-    """One video on the GPU (or CPU): progress per step with its scale, stoppable via the holder's control."""
-    from lumina.app.state import ModelHolder
-
-    holder = ModelHolder.registry[holder_id]
-    return holder.generate(model, req, out_path, progress=progress, label=label)
+def run_generation(runner_id: int, model: Optional[str], video, out_path: str, progress=None,
+                   label: str = "") -> Dict[str, Any]:
+    """One video (`lumina.app.jobs.Video`) on the GPU (or CPU): progress per step, stoppable by its owner."""
+    return RUNNERS[runner_id].render(model, video, out_path, progress=progress, label=label)
 
 
 # The bundled V2A model is small: sound for a 10 s clip takes seconds on a GPU.

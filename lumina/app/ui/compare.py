@@ -9,31 +9,29 @@ import gradio as gr
 import pandas as pd
 
 from lumina import validation as V
-from lumina.app.endpoints import Studio
+from lumina.app.endpoints import COMPARE_REPEATS, Studio
 from lumina.app.form import COMPARE_SCHEDULES, size_choices
 from lumina.app.results import CompareState
-from lumina.app.ui.common import Slider, prompt_and_seed, running, wire_stop
+from lumina.app.ui.common import Number, Slider, prompt_and_seed, wire_job, wire_stop
 
 COMPARE_INTRO = (
-    "One prompt and seed rendered with each patch schedule, after a short untimed warm-up run. Coarser patches "
-    "mean fewer tokens per step, so faster denoising: each panel gives its denoising time (and its ratio to 1x2), "
-    "the whole clip's time (text encoding, decoding and writing included), tokens per step and measured motion. "
-    "**2x4 alone** runs every step at the coarsest scale: a speed floor, not a usable video (this model adds "
-    "detail only at finer scales, so it comes out as coloured noise, and that flicker reads as high measured "
-    "motion). **multiscale** starts at 2x4 and finishes at 1x2."
+    "One prompt and seed rendered with each patch schedule. Coarser patches mean fewer tokens per step; whether "
+    "that makes denoising faster on this machine is what the timings say: after an untimed warm-up, each schedule "
+    "runs several times in turn, and each panel gives its **median** denoising time with the range of its runs "
+    "(and the median's ratio to 1x2's), the whole clip's time, tokens per step and measured motion. The status "
+    "says which schedule was fastest and whether its runs stand clear of the others'. **2x4** runs every step at "
+    "the coarsest scale, **multiscale** starts there and finishes at 1x2."
 )
 
 
-COMPARE_COLUMNS = ["schedule", "denoise (s)", "denoise vs 1x2", "whole clip (s)", "tokens per step",
-                   "measured motion"]
+COMPARE_COLUMNS = ["schedule", "denoise median (s)", "runs (s)", "vs 1x2", "tokens/step", "motion"]
 
 
 def compare_table(results) -> pd.DataFrame:
     return pd.DataFrame([{
-        "schedule": r.schedule, "denoise (s)": round(r.denoise, 3), "denoise vs 1x2": round(r.relative, 3),
-        "whole clip (s)": round(r.seconds, 3),
-        "tokens per step": ", ".join(f"{k}: {v}" for k, v in r.tokens_per_step.items()),
-        "measured motion": None if r.motion is None else round(r.motion, 3),
+        "schedule": r.schedule, "denoise median (s)": round(r.denoise, 3), "runs (s)": r.spread,
+        "vs 1x2": round(r.relative, 2), "tokens/step": ", ".join(f"{v}" for v in r.tokens_per_step.values()),
+        "motion": None if r.motion is None else round(r.motion, 2),
     } for r in results], columns=COMPARE_COLUMNS)
 
 
@@ -69,7 +67,7 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
     schedules = studio.schedule_choices()
     with gr.Tab("Compare", id="compare"):
         gr.Markdown(COMPARE_INTRO)
-        c_prompt, c_seed = prompt_and_seed(first_prompt, "for every schedule")
+        c_prompt, c_seed = prompt_and_seed(first_prompt, "for every schedule", "compare")
         with gr.Row():
             c_schedules = gr.CheckboxGroup(
                 [s for s in COMPARE_SCHEDULES if s in schedules], label="Schedules",
@@ -79,7 +77,9 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
             c_resolution = gr.Dropdown(size_choices(studio.model_defaults()), value=d["resolution"],
                                        label="Resolution", allow_custom_value=True,
                                        info="larger: bigger speed differences")
-            c_frames = gr.Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
+            c_frames = Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
+            c_repeats = Number(value=COMPARE_REPEATS, label="Timed runs", precision=0,
+                               info="runs of each schedule (1-9): the median and range are shown")
         with gr.Row():
             c_run = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             c_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="compare-stop")
@@ -93,21 +93,24 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
                                              elem_classes="compare-video"))
                     c_captions.append(gr.Markdown(f"**{name}**", label=f"{name} caption",
                                                   elem_classes="cell-label"))
-        c_movie = gr.Video(label="Side by side (one mp4, labelled with schedule and denoising time)",
-                           interactive=False, loop=True, elem_id="compare-movie", buttons=["download"])
-        c_table = gr.Dataframe(pd.DataFrame(columns=COMPARE_COLUMNS), label="Summary", interactive=False)
+        c_movie = gr.Video(label="Side by side", interactive=False, loop=True, elem_id="compare-movie",
+                           buttons=["download"])
+        c_table = gr.Dataframe(pd.DataFrame(columns=COMPARE_COLUMNS), label="Summary", interactive=False,
+                               elem_id="compare-table", wrap=True)
 
     wire_stop(studio, c_stop, c_status)
 
-    def compare(prompt, seed, schedules, steps, resolution, frames, request: gr.Request = None):
-        """Render one prompt and seed with each chosen patch schedule; panels fill as they finish."""
+    def compare(prompt, seed, schedules, steps, resolution, frames, repeats=COMPARE_REPEATS,
+                request: gr.Request = None):
+        """Render one prompt and seed with each chosen patch schedule, several timed runs each; panels fill as
+        they finish."""
         shown: set = set()
         for state in studio.compare(prompt=prompt, seed=seed, schedules=schedules, steps=steps,
-                                    resolution=resolution, frames=frames, request=request):
+                                    resolution=resolution, frames=frames, repeats=repeats, request=request):
             yield compare_outputs(state, schedules or (), shown)
 
-    c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames]
-    running(c_run, c_stop, compare, c_inputs, c_videos + c_captions + [c_table, c_movie, c_status],
-            api_name="compare", show_progress_on=[c_status], show_progress="minimal",
-            validator=studio.admission(len(c_inputs)))
+    c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames, c_repeats]
+    outputs = c_videos + c_captions + [c_table, c_movie, c_status]
+    wire_job(studio, c_run, c_stop, compare, c_inputs, outputs, c_status, "compare",
+             cleared=c_videos + [c_table, c_movie], show_progress_on=[c_status], show_progress="minimal")
     return c_resolution

@@ -1,5 +1,6 @@
-"""The Generate tab: the prompt, the result right under Generate, the examples, the settings in closed accordions and
-the session's history. Its inputs are GENERATE_SETTINGS, each drawn by its entry in FIELDS."""
+"""The Generate tab: the prompt, the result right under Generate, the examples, the settings in one closed "Advanced"
+section and the session's history. Its inputs are GENERATE_SETTINGS, each drawn by its entry in FIELDS where its
+Setting says (group and row)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import gradio as gr
 
 from lumina import validation as V
 from lumina.app.endpoints import Studio
-from lumina.app.form import (CUSTOM, GENERATE_SETTINGS, LENGTH_MODES, SOUND_NOTE, frames_notice, on_a_space,
-                             size_choices)
+from lumina.app.form import (
+    CUSTOM, GENERATE_SETTINGS, GROUPS, LENGTH_MODES, SOUND_NOTE, frames_notice, on_a_space, size_choices,
+)
 from lumina.app.results import settings_caption
-from lumina.app.ui.common import HEAVY, LIGHT, Slider, running, wire_stop
+from lumina.app.ui.common import HEAVY, LIGHT, QUIET, Number, Slider, wire_job, wire_stop
 from lumina.app.vocabulary import vocabulary_text
 
 HISTORY_SIZE = 24
@@ -33,18 +35,19 @@ FIELDS: Dict[str, Callable[..., gr.Component]] = {
         info=f"sizes this model supports (max {studio.model_defaults().max_resolution})", **kw),
     "custom_size": lambda d, studio, **kw: gr.Checkbox(value=d["custom_size"], scale=1, info="type width and height",
                                                        **kw),
-    "width": lambda d, studio, **kw: gr.Number(value=d["width"], precision=0, info="multiples of 32", **kw),
-    "height": lambda d, studio, **kw: gr.Number(value=d["height"], precision=0, info="multiples of 32", **kw),
+    "width": lambda d, studio, **kw: Number(value=d["width"], precision=0, info="multiples of 32", **kw),
+    "height": lambda d, studio, **kw: Number(value=d["height"], precision=0, info="multiples of 32", **kw),
     "length_mode": lambda d, studio, **kw: gr.Radio(list(LENGTH_MODES), value=d["length_mode"],
                                                     info="give the length in seconds or in frames", **kw),
-    "duration": lambda d, studio, **kw: gr.Number(value=d["duration"], visible=d["length_mode"] == "seconds",
+    "duration": lambda d, studio, **kw: Number(value=d["duration"], visible=d["length_mode"] == "seconds",
                                                   info="rounded to whole frames", **kw),
-    "frames": lambda d, studio, **kw: gr.Number(value=d["frames"], precision=0, visible=d["length_mode"] == "frames",
+    "frames": lambda d, studio, **kw: Number(value=d["frames"], precision=0, visible=d["length_mode"] == "frames",
                                                 info="1 (an image) or a multiple of 8", **kw),
-    "fps": lambda d, studio, **kw: gr.Number(value=d["fps"], precision=0,
+    "fps": lambda d, studio, **kw: Number(value=d["fps"], precision=0,
                                              info=f"frames per second, {V.FPS_RANGE[0]}..{V.FPS_RANGE[1]}", **kw),
     "steps": lambda d, studio, **kw: Slider(2, V.MAX_STEPS, value=d["steps"], step=1,
-                                            info="more steps: finer results, slower (steps - 1 model calls)", **kw),
+                                            info="points on the way from noise to the video (the progress counts them); more: finer, "
+                                                 "slower", **kw),
     "guidance": lambda d, studio, **kw: Slider(*V.GUIDANCE_RANGE, value=d["guidance"], step=0.5,
                                                info="how strongly the prompt is followed (0 = not guided)", **kw),
     "guidance_until": lambda d, studio, **kw: Slider(0, 1, value=d["guidance_until"], step=0.01,
@@ -73,7 +76,7 @@ FIELDS: Dict[str, Callable[..., gr.Component]] = {
     "custom_schedule": lambda d, studio, **kw: gr.Textbox(value=d["custom_schedule"], visible=d["schedule"] == CUSTOM,
                                                           info="patch sizes with the flow time each starts at",
                                                           placeholder="2x4, 2x2@0.03, 1x2@0.125", **kw),
-    "seed": lambda d, studio, **kw: gr.Number(value=d["seed"], precision=0,
+    "seed": lambda d, studio, **kw: Number(value=d["seed"], precision=0,
                                               info="the same seed and settings give the same video", **kw),
     "randomize_seed": lambda d, studio, **kw: gr.Checkbox(value=d["randomize_seed"],
                                                           info=f"draw a new seed (0..{V.MAX_SEED}) each time",
@@ -84,10 +87,11 @@ FIELDS: Dict[str, Callable[..., gr.Component]] = {
                                                      **kw),
     "model": lambda d, studio, **kw: gr.Dropdown(studio.holder.choices, value=d["model"],
                                                  info="one model is loaded at a time", **kw),
-    "memory_mode": lambda d, studio, **kw: gr.Dropdown(studio.holder.memory_modes, value=d["memory_mode"],
-                                                       info="GPU memory savers: 'vae tiling' decodes in tiles, "
-                                                            "'model offload' keeps parts on the CPU; "
-                                                            "'a + b' uses both; CPU: none", **kw),
+    "memory_mode": lambda d, studio, **kw: gr.Dropdown(
+        studio.holder.memory_modes, value=d["memory_mode"], interactive=len(studio.holder.memory_modes) > 1,
+        info=("GPU memory savers: 'vae-tiling' decodes in tiles, 'model-offload' keeps parts on the CPU, '8bit' "
+              "stores weights in 8 bits; 'auto' picks from the free memory") if len(studio.holder.memory_modes) > 1
+        else f"on {studio.holder.device} there is no GPU memory to save: none", **kw),
     "lora": lambda d, studio, **kw: gr.Textbox(value=d["lora"], visible=not on_a_space(), lines=1, max_lines=4,
                                                placeholder="style.safetensors:0.8",
                                                info="a LoRA file on this machine for this model, PATH or PATH:SCALE "
@@ -138,8 +142,41 @@ def reuse_settings(entry):
     return [ui.get(name) for name in GENERATE_SETTINGS]
 
 
-def build_generate_tab(studio: Studio, examples: Sequence[Dict[str, Any]], first_prompt: str) -> GenerateTab:
-    """The tab and its events; `examples`: Studio.example_results, shown as a gallery."""
+def _draw_advanced(field: Callable[[str], gr.Component], d: Dict[str, Any], studio: Studio) -> Dict[str, Any]:
+    """Every setting with a group, under its group's heading in one closed "Advanced" section, side by side where
+    they share a row; the live notes under their groups. Returns the notes and the custom-size row."""
+    drawn: Dict[str, Any] = {}
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+        for group, title in GROUPS.items():
+            gr.Markdown(f"**{title}**", elem_classes="group-title")
+            names = [n for n, s in GENERATE_SETTINGS.items() if s.group == group]
+            rows = list(dict.fromkeys(GENERATE_SETTINGS[n].row or n for n in names))
+            for row in rows:
+                members = [n for n in names if (GENERATE_SETTINGS[n].row or n) == row]
+                if len(members) == 1:
+                    field(members[0])
+                    continue
+                with gr.Row(visible=row != "custom" or bool(d["custom_size"])) as box:
+                    for name in members:
+                        field(name)
+                drawn[f"row:{row}"] = box
+            if group == "size":
+                drawn["size_note"] = gr.Markdown()
+                drawn["length_note"] = gr.Markdown(frames_notice(d["length_mode"], d["duration"], d["frames"],
+                                                                 d["fps"]))
+            elif group == "scales":
+                drawn["schedule_note"] = gr.Markdown(studio.check_schedule(d["schedule"], d["custom_schedule"]))
+    return drawn
+
+
+def example_gallery_items(examples: Sequence[Dict[str, Any]]) -> List:
+    return [(e["tiles"], e["prompt"]) for e in examples]
+
+
+def build_generate_tab(demo: gr.Blocks, studio: Studio, examples: Sequence[Sequence[Any]],
+                       first_prompt: str) -> GenerateTab:
+    """The tab and its events; `examples`: [prompt, seed] pairs, shown as a gallery of the ones rendered so far
+    (read again on every page load: they are rendered after the server starts)."""
     d = {**studio.defaults_for_ui(), "prompt": first_prompt}
     drawn: Dict[str, gr.Component] = {}
 
@@ -166,43 +203,14 @@ def build_generate_tab(studio: Studio, examples: Sequence[Dict[str, Any]], first
                 with gr.Accordion("Settings of this video (JSON)", open=False, visible=False) as details_acc:
                     settings = gr.JSON(label="Settings")
             with gr.Column(scale=4, min_width=300):
-                gr.Markdown("**Examples**: click one to see its result and load its prompt and seed",
-                            visible=bool(examples))
+                examples_note = gr.Markdown("**Examples**: click one to see its result and load its prompt and seed",
+                                            visible=bool(examples))
+                shown_examples = gr.State([])
+                refresh = gr.Timer(3.0, active=bool(examples))  # inside the tab: a Tabs holds only tabs
                 example_gallery = gr.Gallery(
-                    [(e["tiles"], e["prompt"]) for e in examples], label="Examples", show_label=False,
-                    columns=3, rows=-(-len(examples) // 3), height="auto", allow_preview=False,
-                    object_fit="contain", elem_id="examples", visible=bool(examples))
-                with gr.Accordion("Size and length", open=False):
-                    with gr.Row():
-                        resolution = field("resolution")
-                        custom_size = field("custom_size")
-                    with gr.Row(visible=False) as custom_row:
-                        width = field("width")
-                        height = field("height")
-                    size_note = gr.Markdown()
-                    with gr.Row():
-                        length_mode, duration, frames, fps = map(field, ("length_mode", "duration", "frames", "fps"))
-                    length_note = gr.Markdown(frames_notice(d["length_mode"], d["duration"], d["frames"], d["fps"]))
-                with gr.Accordion("Sampling", open=False):
-                    for name in ("negative_prompt", "steps", "time_shift", "shared_noise", "guidance",
-                                 "guidance_until"):
-                        field(name)
-                with gr.Accordion("Motion", open=False):
-                    for name in ("motion", "neg_motion", "neg_motion_until", "neg_motion_after"):
-                        field(name)
-                with gr.Accordion("Scales (patch schedule)", open=False):
-                    schedule = field("schedule")
-                    custom_schedule = field("custom_schedule")
-                    schedule_note = gr.Markdown(studio.check_schedule(d["schedule"], d["custom_schedule"]))
-                with gr.Accordion("Seed, sound and model", open=False):
-                    with gr.Row():
-                        seed = field("seed")
-                        randomize_seed = field("randomize_seed")
-                    field("add_sound")
-                    with gr.Row():
-                        model = field("model")
-                        field("memory_mode")
-                    field("lora")
+                    [], label="Examples", show_label=False, columns=3, rows=-(-len(examples) // 3), height="auto",
+                    allow_preview=False, object_fit="contain", elem_id="examples", visible=bool(examples))
+                notes = _draw_advanced(field, d, studio)
         gr.Markdown("### History (this session)")
         history_state = gr.State([])
         selected = gr.State(None)
@@ -227,49 +235,61 @@ def build_generate_tab(studio: Studio, examples: Sequence[Dict[str, Any]], first
 
     generate.__signature__ = inspect.signature(studio.generate)  # the bound method's: without `self`
 
-    gen = running(generate_btn, stop_btn, generate, gen_inputs, gen_outputs, api_name="generate",
-                  show_progress_on=[video], validator=studio.admission(len(gen_inputs)))
-    gen.success(add_history, [history_state, video, sidecar_file, settings], [history_state, history],
-                api_visibility="private", show_progress="hidden", queue=False)
-    gen.then(lambda v: [gr.update(visible=bool(v))] * 2, [video], [details_row, details_acc],
-             api_visibility="private", show_progress="hidden", queue=False)
+    gen = wire_job(studio, generate_btn, stop_btn, generate, gen_inputs, gen_outputs, status, "generate",
+                   show_progress_on=[video])
+    gen.success(add_history, [history_state, video, sidecar_file, settings], [history_state, history], **QUIET)
+    gen.then(lambda v: [gr.update(visible=bool(v))] * 2, [video], [details_row, details_acc], **QUIET)
     wire_stop(studio, stop_btn, status, api_name="stop")
 
-    def show_example(evt: gr.SelectData):
-        e = examples[evt.index]
+    def load_examples_gallery():
+        """The examples rendered so far; the timer looks again every few seconds until all are there."""
+        shown = studio.example_results(examples)
+        waiting = len(examples) - len(shown)
+        note = "**Examples**: click one to see its result and load its prompt and seed"
+        if waiting:
+            note += f" ({waiting} more are being rendered for this model and appear here when ready)"
+        return shown, example_gallery_items(shown), note, gr.Timer(active=waiting > 0)
+
+    gallery_outputs = [shown_examples, example_gallery, examples_note, refresh]
+    demo.load(load_examples_gallery, None, gallery_outputs, **QUIET)
+    refresh.tick(load_examples_gallery, None, gallery_outputs, **QUIET)
+
+    def show_example(shown, evt: gr.SelectData):
+        e = shown[evt.index]
         return (e["prompt"], e["seed"], False, e["video"], e["sidecar"], e["seed"], e["settings"], e["status"],
                 gr.update(visible=True), gr.update(visible=True))
 
-    example_gallery.select(show_example, None, [prompt, seed, randomize_seed] + gen_outputs
-                           + [details_row, details_acc], api_visibility="private", queue=False,
-                           show_progress="hidden")
+    example_gallery.select(show_example, [shown_examples], [prompt, form["seed"], form["randomize_seed"]]
+                           + gen_outputs + [details_row, details_acc], **QUIET)
 
     # live checks and visibility
-    prompt.change(studio.prompt_notice, [prompt, model], [prompt_notice], **LIGHT)
+    prompt.change(studio.prompt_notice, [prompt, form["model"]], [prompt_notice], **LIGHT)
 
     def on_schedule(schedule, custom_schedule, model):
         return gr.update(visible=schedule == CUSTOM), studio.check_schedule(schedule, custom_schedule, model)
 
-    gr.on([schedule.change, custom_schedule.change], on_schedule, [schedule, custom_schedule, model],
-          [custom_schedule, schedule_note], **LIGHT)
+    gr.on([form["schedule"].change, form["custom_schedule"].change], on_schedule,
+          [form["schedule"], form["custom_schedule"], form["model"]], [form["custom_schedule"], notes["schedule_note"]],
+          **LIGHT)
 
     def on_size(custom_size, width, height, model):
         return (gr.update(visible=bool(custom_size)), gr.update(interactive=not custom_size),
                 studio.size_note(custom_size, width, height, model))
 
-    gr.on([custom_size.change, width.change, height.change], on_size, [custom_size, width, height, model],
-          [custom_row, resolution, size_note], **LIGHT)
+    gr.on([form["custom_size"].change, form["width"].change, form["height"].change], on_size,
+          [form["custom_size"], form["width"], form["height"], form["model"]],
+          [notes["row:custom"], form["resolution"], notes["size_note"]], **LIGHT)
 
     def on_length(length_mode, duration, frames, fps):
         return (gr.update(visible=length_mode == "seconds"), gr.update(visible=length_mode == "frames"),
                 frames_notice(length_mode, duration, frames, fps))
 
-    gr.on([length_mode.change, duration.change, frames.change, fps.change], on_length,
-          [length_mode, duration, frames, fps], [duration, frames, length_note], **LIGHT)
+    length = [form[name] for name in ("length_mode", "duration", "frames", "fps")]
+    gr.on([c.change for c in length], on_length, length, [form["duration"], form["frames"], notes["length_note"]],
+          **LIGHT)
 
-    history.select(select_history, [history_state], [selected, selected_settings, reuse_btn],
-                   api_visibility="private", queue=False)
-    reuse_btn.click(reuse_settings, [selected], gen_inputs, api_visibility="private", queue=False)
+    history.select(select_history, [history_state], [selected, selected_settings, reuse_btn], **QUIET)
+    reuse_btn.click(reuse_settings, [selected], gen_inputs, **QUIET)
     return GenerateTab(form, prompt_notice)
 
 
