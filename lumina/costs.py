@@ -63,16 +63,16 @@ def forward_seconds(config, tokens: int, fit: Dict[str, float]) -> float:
 
 def request_seconds(
     transformer_config, sample_config: SampleConfig, latent_shape: Tuple[int, int, int], fit: Optional[dict] = None,
-    cache: Optional[StepCache] = None,
+    cache: Optional[StepCache] = None, steps: Optional[Sequence] = None,
 ) -> Tuple[float, Dict[str, int]]:
     """Predicted denoising seconds for one video, and the tokens per step of each scale used. With a step `cache`,
     each step is charged the share of its work the cache still computes (`lumina.cache.work_share`), the per-forward
-    overhead included."""
+    overhead included. `steps`: the config's step plan, where the caller has made it already."""
 
     fit = fit or load_fit()
     f, h, w = latent_shape
     total, tokens_by_scale = 0.0, {}
-    steps = plan(sample_config)
+    steps = plan(sample_config) if steps is None else steps
     stage_of = lambda step: (step.patch, cache is not None and cache.per_context and step.guided)  # noqa: E731
     stage_sizes: Dict[tuple, int] = {}  # a cache restarts at a patch switch, some in a new context too
     for step in steps:

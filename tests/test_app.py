@@ -674,3 +674,31 @@ load. Before the redesign one call parsed schedules 10 times and resolved 3 time
     assert status.startswith("✓") and settings["sample_config"]["P"] == ["2x4", [0.5, "1x2"]]
     assert calls["parse"] == 1 and calls["resolve"] == 1 and calls["plan"] == 1 and calls["load"] == 0
     assert calls["config"] == after_resolve[0] > 0
+
+
+def test_step_cache_in_generate_compare_and_the_gpu_estimate(studio):
+    """The Step cache setting reaches the pipeline (the sidecar records it and the forwards it skipped), Compare adds
+    a cached row for each schedule, and the ZeroGPU estimate charges the cached run less."""
+    import torch
+
+    from lumina.cache import StepCache
+    from lumina.generation import GenerationRequest, resolve_request
+    from lumina.models.transformer_nextdit import LuminaNextDiTVideo
+
+    video, sidecar, _, settings, status = studio.generate(prompt=PROMPT, seed=5, steps=16, cache="fbc:0.9")
+    saved = json.loads(Path(sidecar).read_text())
+    assert status.startswith("✓") and saved["request"]["cache"] == "fbc:0.9"
+    assert saved["cache"]["skipped"] > 0 and settings["ui"]["cache"] == "fbc:0.9"
+    with pytest.raises(gr.Error, match="allowed: fbc"):
+        studio.generate(prompt=PROMPT, cache="warp")
+    final = list(studio.compare(prompt=PROMPT, seed=3, schedules=["1x2", "multiscale"], steps=6, resolution="32x32",
+                                repeats=1, cache="taylorseer:3"))[-1]
+    assert [r.schedule for r in final.results] == ["1x2", "multiscale", "1x2 + taylorseer:3",
+                                                   "multiscale + taylorseer:3"]
+    assert final.status.startswith("✓ done: 4 schedules") and Path(final.side_by_side).exists()
+    with torch.device("meta"):
+        release = LuminaNextDiTVideo()
+    defaults = ModelDefaults()
+    plain = resolve_request(GenerationRequest(prompt="x", seed=0), defaults)
+    cached = resolve_request(GenerationRequest(prompt="x", seed=0, cache=StepCache.parse("taylorseer:4")), defaults)
+    assert zerogpu.estimate_seconds(release.config, cached) < 0.6 * zerogpu.estimate_seconds(release.config, plain)

@@ -37,6 +37,7 @@ from lumina.app.results import (
 from lumina.app.state import ModelHolder, OutputStore
 from lumina.app.vocabulary import model_vocabulary, unseen_words, vocabulary_notice
 from lumina.app import zerogpu
+from lumina.cache import StepCache
 from lumina.errors import GenerationInterrupted, InvalidRequestError, LuminaError
 from lumina.media import write_json
 from lumina.pipelines.defaults import ModelDefaults
@@ -351,9 +352,10 @@ class Studio:
     def compare(self, prompt: str, seed: Optional[float] = 0, schedules: Sequence[str] = COMPARE_SCHEDULES,
                 steps: Optional[float] = None, resolution: Optional[str] = None, frames: Optional[float] = None,
                 repeats: Optional[float] = COMPARE_REPEATS, negative_prompt: str = "", model: Optional[str] = None,
-                request: gr.Request = None) -> Iterator["CompareState"]:
+                cache: Optional[str] = None, request: gr.Request = None) -> Iterator["CompareState"]:
         """The same prompt and seed with several patch schedules, after an untimed warm-up, each run `repeats`
-        times (round-robin) for its median denoising time and their range.
+        times (round-robin) for its median denoising time and their range. With a step `cache` ("fast",
+        "fbc:0.1", ...), every schedule also runs with it, as rows "schedule + cache" of the table and the movie.
 
         Yields a CompareState whenever a schedule starts, reports a step or finishes a run; the last one has the
         status (what the timings show) and the side-by-side mp4 of all finished schedules.
@@ -368,6 +370,10 @@ class Studio:
             raise InvalidRequestError(f"repeats={repeats}: must be an integer in 1..9")
         values, defaults = self._shared_values(prompt, seed, steps, resolution, frames, negative_prompt, model)
         requests = [build_request({**values, "schedule": name}, defaults)[0] for name in names]
+        step_cache = StepCache.parse(cache)
+        if step_cache is not None:
+            requests += [dataclasses.replace(r, cache=step_cache) for r in requests]
+            names = names + [f"{name} + {step_cache.label}" for name in names]
         warm_up = dataclasses.replace(requests[0], config=requests[0].config.replace(steps=2), audio=False)
         job = self.runner.plan(owner_of(request), values["model"], [warm_up] + requests,
                                runs=[1] + [repeats] * len(requests))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from lumina import validation as V
+from lumina.cache import FAST, NONE, StepCache
 from lumina.errors import InvalidRequestError
 from lumina.generation import GenerationRequest, ResolvedRequest, resolve_request
 from lumina.pipelines.defaults import ModelDefaults
@@ -23,6 +24,8 @@ SCHEDULES = ("multiscale", "1x2", "2x2", "2x4")
 CUSTOM = "custom"
 COMPARE_SCHEDULES = ("1x2", "2x2", "2x4", "multiscale")
 LENGTH_MODES = ("seconds", "frames")
+# The step caches the app offers by name (any NAME:VALUE is accepted too); `fast` is the measured default.
+CACHE_CHOICES = [NONE, FAST, "fbc:0.05", "fbc:0.2", "taylorseer:3", "taylorseer:4", "pab:2", "mag:0.06"]
 MAX_GRID_SIDE = 5
 SOUND_NOTE = "Sound needs a video-to-audio (V2A) model; none is available yet, so this is off."
 LORA_SPACE_NOTE = "LoRAs are for local runs of the app: a LoRA names a file on the server's disk, which a Space does not offer"
@@ -82,6 +85,7 @@ GENERATE_SETTINGS: Dict[str, Setting] = {
     "add_sound": Setting("Add sound", bool, False, group="seed"),
     "model": Setting("Model", Optional[str], reset_with_model=False, group="seed", row="model"),
     "memory_mode": Setting("Memory mode", Optional[str], reset_with_model=False, group="seed", row="model"),
+    "cache": Setting("Step cache", Optional[str], group="sampling"),
     "lora": Setting("LoRA", Optional[str], group="seed"),  # cleared when the model changes: a LoRA is for one model
 }
 
@@ -214,7 +218,7 @@ def ui_defaults(defaults: ModelDefaults, model: Optional[str] = None) -> Dict[st
         "neg_motion": float(neg[0][1]), "neg_motion_until": float(neg[1][0]) if len(neg) > 1 else 1.0,
         "neg_motion_after": float(neg[-1][1]),
         "schedule": schedule, "custom_schedule": custom or format_schedule(multiscale), "seed": 0,
-        "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none", "lora": "",
+        "randomize_seed": False, "add_sound": False, "model": model, "memory_mode": "none", "cache": NONE, "lora": "",
     }
 
 
@@ -272,6 +276,7 @@ def build_request(values: Dict[str, Any], defaults: ModelDefaults,
         steps=V.as_int("steps", values["steps"]), time_shift=number("time_shift", "time shift"),
         shared_noise=number("shared_noise", "shared noise"),
         seed=None if seed is None else V.as_int("seed", seed), audio=bool(values.get("add_sound")), loras=loras,
+        cache=StepCache.parse(values.get("cache")),
     )
     return resolve_request(req, defaults), notices
 

@@ -36,10 +36,9 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
         return task if callable(task) else (lambda fn: fn)
 
 
-from lumina.costs import forward_seconds, load_fit
+from lumina.costs import load_fit, request_seconds
 from lumina.errors import InvalidRequestError
 from lumina.models.components import latent_size as release_latent_size
-from lumina.sampling import plan
 
 # Text encoding, VAE decoding, mp4 encoding and moving weights: paid once per video.
 OVERHEAD_SECONDS = 20.0
@@ -53,16 +52,12 @@ RUNNERS: Dict[int, Any] = {}
 
 def estimate_seconds(transformer_config, req, latent_size: Callable[[int, int, int], tuple] = release_latent_size,
                      fit: Optional[Dict[str, float]] = None, steps: Optional[Sequence] = None) -> float:
-    """Seconds for one video (before the margin and the cap): lumina.costs' seconds of each step of `steps` (the
-    request's step plan; made here when not given) at its scale, two passes where guidance is on, plus the overhead.
+    """Seconds for one video (before the margin and the cap): lumina.costs' prediction over `steps` (the request's
+    step plan; made there when not given), with the request's step cache, plus the overhead.
     `latent_size`: (frames, height, width) -> latent size (the release VAE's; a pipeline says its own);
     `fit`: the throughput of the device that runs it (default: a CUDA GPU's)."""
-    f, h, w = latent_size(req.frames, req.height, req.width)
-    fit = fit or load_fit("cuda")
-    denoise = 0.0
-    for step in plan(req.config) if steps is None else steps:
-        tokens = -(-f // step.patch.f) * (h // step.patch.p) * (w // step.patch.p)
-        denoise += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1)
+    denoise, _ = request_seconds(transformer_config, req.config, latent_size(req.frames, req.height, req.width),
+                                 fit or load_fit("cuda"), req.cache, steps)
     return OVERHEAD_SECONDS * (1.5 if req.audio else 1.0) + denoise
 
 

@@ -10,9 +10,10 @@ import pandas as pd
 
 from lumina import validation as V
 from lumina.app.endpoints import COMPARE_REPEATS, Studio
-from lumina.app.form import COMPARE_SCHEDULES, size_choices
+from lumina.app.form import CACHE_CHOICES, COMPARE_SCHEDULES, size_choices
 from lumina.app.results import CompareState
 from lumina.app.ui.common import Number, Slider, prompt_and_seed, wire_job, wire_stop
+from lumina.cache import NONE
 
 COMPARE_INTRO = (
     "One prompt and seed rendered with each patch schedule. Coarser patches mean fewer tokens per step; whether "
@@ -80,6 +81,8 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
             c_frames = Number(value=d["frames"], label="Frames", precision=0, info="1 or a multiple of 8")
             c_repeats = Number(value=COMPARE_REPEATS, label="Timed runs", precision=0,
                                info="runs of each schedule (1-9): the median and range are shown")
+            c_cache = gr.Dropdown(CACHE_CHOICES, value=NONE, label="Step cache rows", allow_custom_value=True,
+                                  info="also run each schedule with this step cache (rows 'schedule + cache')")
         with gr.Row():
             c_run = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             c_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="compare-stop")
@@ -100,16 +103,17 @@ def build_compare_tab(studio: Studio, first_prompt: str) -> gr.Dropdown:
 
     wire_stop(studio, c_stop, c_status)
 
-    def compare(prompt, seed, schedules, steps, resolution, frames, repeats=COMPARE_REPEATS,
+    def compare(prompt, seed, schedules, steps, resolution, frames, repeats=COMPARE_REPEATS, cache=NONE,
                 request: gr.Request = None):
-        """Render one prompt and seed with each chosen patch schedule, several timed runs each; panels fill as
-        they finish."""
+        """Render one prompt and seed with each chosen patch schedule (and, with a step cache, each again with it),
+        several timed runs each; panels fill as they finish."""
         shown: set = set()
         for state in studio.compare(prompt=prompt, seed=seed, schedules=schedules, steps=steps,
-                                    resolution=resolution, frames=frames, repeats=repeats, request=request):
+                                    resolution=resolution, frames=frames, repeats=repeats, cache=cache,
+                                    request=request):
             yield compare_outputs(state, schedules or (), shown)
 
-    c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames, c_repeats]
+    c_inputs = [c_prompt, c_seed, c_schedules, c_steps, c_resolution, c_frames, c_repeats, c_cache]
     outputs = c_videos + c_captions + [c_table, c_movie, c_status]
     wire_job(studio, c_run, c_stop, compare, c_inputs, outputs, c_status, "compare",
              cleared=c_videos + [c_table, c_movie], show_progress_on=[c_status], show_progress="minimal")

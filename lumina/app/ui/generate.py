@@ -15,11 +15,13 @@ import gradio as gr
 from lumina import validation as V
 from lumina.app.endpoints import Studio
 from lumina.app.form import (
-    CUSTOM, GENERATE_SETTINGS, GROUPS, LENGTH_MODES, SOUND_NOTE, frames_notice, on_a_space, size_choices,
+    CACHE_CHOICES, CUSTOM, GENERATE_SETTINGS, GROUPS, LENGTH_MODES, SOUND_NOTE, frames_notice, on_a_space,
+    size_choices,
 )
 from lumina.app.results import settings_caption
 from lumina.app.ui.common import HEAVY, LIGHT, QUIET, Number, Slider, wire_job, wire_stop
 from lumina.app.vocabulary import vocabulary_text
+from lumina.cache import FAST_CACHE
 
 HISTORY_SIZE = 24
 
@@ -92,6 +94,10 @@ FIELDS: Dict[str, Callable[..., gr.Component]] = {
         info=("GPU memory savers: 'vae-tiling' decodes in tiles, 'model-offload' keeps parts on the CPU, '8bit' "
               "stores weights in 8 bits; 'auto' picks from the free memory") if len(studio.holder.memory_modes) > 1
         else f"on {studio.holder.device} there is no GPU memory to save: none", **kw),
+    "cache": lambda d, studio, **kw: gr.Dropdown(
+        CACHE_CHOICES, value=d["cache"], allow_custom_value=True,
+        info=f"reuse work between denoising steps: 'fast' ({FAST_CACHE.label}) is about 0.5-0.6x the denoising time "
+             f"at the same adherence (measured); or NAME:VALUE, e.g. taylorseer:4", **kw),
     "lora": lambda d, studio, **kw: gr.Textbox(value=d["lora"], visible=not on_a_space(), lines=1, max_lines=4,
                                                placeholder="style.safetensors:0.8",
                                                info="a LoRA file on this machine for this model, PATH or PATH:SCALE "
