@@ -640,7 +640,8 @@ def test_sound_tab_adds_a_track_to_an_upload_and_refuses_bad_files(random_pipeli
     worker.join(120)
     assert result["value"][:3] == (None, None, None) and result["value"][3].startswith("■ stopped")
     assert said[0] == "making sound with Lumina-V2A…"
-    assert len(list((tmp_path / "out").glob("sound-*"))) == 4  # the two results above (mp4 + waveform) only
+    kept = sorted(p.suffix for p in (tmp_path / "out").glob("sound-*"))
+    assert kept == [".json", ".json", ".mp4", ".mp4", ".png", ".png"]  # the two results above (mp4, sidecar, waveform)
 
 
 def test_one_generate_call_parses_and_resolves_once(studio, monkeypatch):
