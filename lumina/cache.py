@@ -29,7 +29,7 @@ METHODS: Dict[str, tuple] = {
                    (2, 20), True),
     "pab": ("Pyramid Attention Broadcast: steps an attention output is reused", 2, (2, 20), True),
     # diffusers 0.42 hooks FasterCache's attention reuse only onto modules named blocks.*attn, so here it approximates
-    # the negative branch (from the positive one, every 5 steps in 4) and leaves attention to pab.
+    # the negative branch from the positive one (computing it one step in N) and leaves attention reuse to pab.
     "faster": ("FasterCache: steps between two computations of the negative branch", 5, (2, 20), True),
     "mag": ("MagCache: accumulated magnitude error allowed before a step is computed again", 0.06, (0.0, 1.0),
             False),
@@ -55,7 +55,7 @@ class StepCache:
             low <= knob <= high and knob == int(knob) if integer else low < knob <= high)
         if not in_range:
             allowed = f"a whole number from {low} to {high}" if integer else f"a number in ({low}, {high}]"
-            raise InvalidRequestError(f"cache {self.method}:{self.knob:g}: the value must be {allowed} "
+            raise InvalidRequestError(f"cache {self.method}:{self.knob}: the value must be {allowed} "
                                       f"({METHODS[self.method][0]})")
         object.__setattr__(self, "knob", int(knob) if integer else float(knob))
 
