@@ -12,6 +12,7 @@ docs/screenshots with LUMINA_SCREENSHOTS=docs/screenshots (which also serves the
 from __future__ import annotations
 
 import os
+import shutil
 import re
 import tempfile
 import time
@@ -51,7 +52,11 @@ WATCH_STOP = """() => { window.stopWasEnabled = false; const b = document.queryS
 @pytest.fixture(scope="module")
 def server(random_pipeline_dir, tmp_path_factory):
     # refreshing the README's pictures shows the shipped offline model; the default run uses a small random one
-    model = TINY_DIR if os.environ.get("LUMINA_SCREENSHOTS") else random_pipeline_dir
+    model = TINY_DIR
+    if not os.environ.get("LUMINA_SCREENSHOTS"):  # a shape-world model's first screen: with the note on the model
+        model = tmp_path_factory.mktemp("shape_world") / "model"
+        shutil.copytree(random_pipeline_dir, model)
+        shutil.copy(TINY_DIR / "vocabulary.json", model / "vocabulary.json")
     # the Stop test's 199-step run must not meet the cost limit on a busy machine (tests/test_robust_app.py covers it)
     srv = Server(model, tmp_path_factory.mktemp("browser_server"), extra_args=["--max-job-seconds", "100000"])
     yield srv
@@ -279,6 +284,9 @@ def test_generate_on_a_phone(browser, server):
     page = _open(browser, server, PHONE)
     for tab in ("Generate", "Compare", "Motion", "Sound"):  # every tab in the bar, none behind "More"
         assert page.get_by_role("tab", name=tab).is_visible()
+    if (Path(server.model) / "vocabulary.json").exists():  # the note's short form, and the result still in view
+        note = page.inner_text("#model-note")
+        assert "toy model" in note and "GPU" in note and "backgrounds" not in note and _in_view(page, "#model-note")
     status = _generate(page)
     assert status.startswith("✓ seed")
     assert page.evaluate(BOTTOM_ON_PAGE, "#result-video video") <= PHONE["height"]

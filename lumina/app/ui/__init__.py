@@ -22,6 +22,8 @@ QUEUE_SIZE = 16
 
 CSS = """
 button[role="tab"] {padding-left: 10px; padding-right: 10px}
+.note-short {display: none}
+@media (max-width: 640px) {.note-long {display: none} .note-short {display: inline} #intro p {display: none}}
 .cell-label {font-size: 0.85em}
 #compare-panels > div {flex: 1 1 130px; min-width: 120px}
 #compare-table {overflow-x: auto; max-width: 100%}
@@ -41,10 +43,13 @@ INTRO = (
     "one job at a time"
 )
 # Said on the first screen when the model is one trained on the shape world (such as the bundled tiny one).
+# A phone gets the short form, so the result stays within its first screen.
 SHAPE_WORLD_NOTE = (
-    "**About this model:** a {params} M-parameter toy trained on a CPU on flat shapes (4 shapes, 9 colours, 6 dark "
-    "backgrounds) at {size} px; it draws only those, and says so when it drew nothing. The full Lumina-Video "
-    "(1.77 B parameters) needs a GPU: `python app.py --model DIR`, or this Space on ZeroGPU."
+    '<span class="note-long">**About this model:** a {params} M-parameter toy trained on a CPU on flat shapes (4 '
+    "shapes, 9 colours, 6 dark backgrounds) at {size} px; it draws only those, and says so when it drew nothing. The "
+    "full Lumina-Video (1.77 B parameters) needs a GPU: `python app.py --model DIR`, or this Space on ZeroGPU.</span>"
+    '<span class="note-short">**A {params} M toy model**: flat shapes at {size} px only; the full Lumina-Video '
+    "needs a GPU.</span>"
 )
 
 log = logging.getLogger("lumina.app")
@@ -91,7 +96,7 @@ def build_demo(model: Optional[str] = None, outputs_dir=None, keep: int = 100, e
 
     with gr.Blocks(title="Lumina-Video Studio", delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(INTRO.format(model=Path(studio.holder.default).name or studio.holder.default,
-                                 device=studio.holder.device))
+                                 device=studio.holder.device), elem_id="intro")
         if studio.vocabulary() is not None:
             gr.Markdown(model_note(studio), elem_id="model-note")
         with gr.Tabs():
