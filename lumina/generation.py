@@ -131,13 +131,11 @@ def generate_video(
     overwrite_sidecar: bool = False,
 ) -> Dict[str, Any]:
     """Run the pipeline (`run_pipeline`), write OUT.mp4 and OUT.json (every setting, seed, per-step schedule,
-    timings) as one pair (`lumina.media.write_pair`: the sidecar records its
-    video's size and sha256); returns the sidecar.
+    timings) as one pair (`lumina.media.write_pair`: the sidecar records its video's size and sha256); returns the
+    sidecar.
 
     `on_phase(name)` is told when the work after decoding starts ("adding sound", "writing mp4").
     `overwrite_sidecar`: replace an OUT.json this project did not write (refused otherwise)."""
-    import torch
-
     check_sidecar_target(out_path, overwrite_sidecar)  # before the work, not after it
     t_start = time.perf_counter()
     config = req.config
