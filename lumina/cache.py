@@ -174,22 +174,28 @@ class ForwardCounter:
     """Forwards per guidance branch (a guided step is two, as in `lumina.costs`) and how many of them ran their last
     block's attention (computed) or were answered by a cache (skipped): a hook on that attention's output projection,
     which runs only when the attention is computed, and counts the batch rows it computes (FasterCache computes the
-    positive rows alone when it approximates the negative branch)."""
+    positive rows alone when it approximates the negative branch). Attached once for a whole run."""
 
     def __init__(self):
         self.forwards = self.computed = 0
+        self._batch = 1
 
     @contextmanager
-    def watch(self, net, rows: int, batch: int):
-        """One forward of `rows` batch rows, `batch` rows a branch."""
-        ran = []
-        handle = net.layers[-1].attention.wo.register_forward_pre_hook(lambda m, args: ran.append(args[0].shape[0]))
+    def attached(self, nets):
+        handles = [net.layers[-1].attention.wo.register_forward_pre_hook(self._ran) for net in nets]
         try:
-            yield
+            yield self
         finally:
-            handle.remove()
-            self.forwards += rows // batch
-            self.computed += sum(ran) // batch
+            for handle in handles:
+                handle.remove()
+
+    def _ran(self, module, args) -> None:
+        self.computed += args[0].shape[0] // self._batch
+
+    def count(self, rows: int, batch: int) -> None:
+        """A forward of `rows` batch rows is about to run, `batch` rows a branch."""
+        self._batch = batch
+        self.forwards += rows // batch
 
     def summary(self, cache: Optional[StepCache]) -> Dict[str, object]:
         return {"cache": cache.label if cache else NONE, "forwards": self.forwards, "computed": self.computed,

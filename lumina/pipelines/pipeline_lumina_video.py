@@ -211,7 +211,8 @@ class LuminaVideoPipeline(DiffusionPipeline, LuminaVideoLoraLoaderMixin):
 
         def run(name, hidden, timestep, embeds, motion_score):
             context = net.cache_context(name) if caching else contextlib.nullcontext()
-            with context, counter.watch(net, hidden.shape[0], batch):
+            counter.count(hidden.shape[0], batch)
+            with context:
                 return net(hidden_states=hidden, timestep=timestep, encoder_hidden_states=embeds[0],
                            encoder_attention_mask=embeds[1], motion_score=motion_score, patch_size=step.patch,
                            caption_cache=captions, return_dict=False)[0]
@@ -224,22 +225,20 @@ class LuminaVideoPipeline(DiffusionPipeline, LuminaVideoLoraLoaderMixin):
             return v[batch:], v[:batch]
         return run("cond", x, t, pos, motion), run("uncond", x, t, neg, neg_motion)
 
-    def _tokenize(self, prompts: List[str]):
-        """System prompt + prompts -> tokens right padded to a multiple of 8, at most 256; and whether any was cut."""
+    def _texts(self, prompts: List[str]) -> List[str]:
         if self.text_encoder is None or self.tokenizer is None:
             raise InvalidRequestError("this pipeline has no text encoder: pass prompt_embeds and prompt_attention_mask")
-        texts = [SYSTEM_PROMPT + p for p in prompts]
-        full = self.tokenizer(texts, padding=False, truncation=False)["input_ids"]
-        tok = self.tokenizer(texts, padding=True, pad_to_multiple_of=8, max_length=MAX_PROMPT_TOKENS,
-                             truncation=True, padding_side="right", return_tensors="pt")
-        return tok, any(len(ids) > MAX_PROMPT_TOKENS for ids in full)
+        return [SYSTEM_PROMPT + p for p in prompts]
 
     def prompt_truncated(self, prompt: Union[str, List[str]]) -> bool:
         """Whether any prompt loses tokens to the 256-token limit."""
-        return self._tokenize([prompt] if isinstance(prompt, str) else list(prompt))[1]
+        texts = self._texts([prompt] if isinstance(prompt, str) else list(prompt))
+        return any(len(ids) > MAX_PROMPT_TOKENS for ids in self.tokenizer(texts, truncation=False)["input_ids"])
 
     def _encode_text(self, prompts: List[str], device):
-        tok, _ = self._tokenize(prompts)
+        """System prompt + prompts -> hidden_states[-2] and mask, right padded to a multiple of 8, at most 256 tokens."""
+        tok = self.tokenizer(self._texts(prompts), padding=True, pad_to_multiple_of=8, max_length=MAX_PROMPT_TOKENS,
+                             truncation=True, padding_side="right", return_tensors="pt")
         ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
         with torch.no_grad():
             out = self.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -314,7 +313,7 @@ class LuminaVideoPipeline(DiffusionPipeline, LuminaVideoLoraLoaderMixin):
         self._interrupt = False
         self._num_timesteps = len(steps)
         override, both, patch_of, schedule_log = None, None, {}, []
-        with self.progress_bar(total=len(steps)) as progress:
+        with self.progress_bar(total=len(steps)) as progress, counter.attached(self.denoisers.values()):
             for step in steps:
                 if self.interrupt:
                     raise GenerationInterrupted(f"stopped by request after {step.index} of {len(steps)} steps")
