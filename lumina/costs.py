@@ -61,6 +61,21 @@ def forward_seconds(config, tokens: int, fit: Dict[str, float]) -> float:
     return fit["overhead_s"] + forward_flops(config, tokens) / fit["flops_per_second"]
 
 
+def stage_positions(steps: Sequence, cache: Optional[StepCache]) -> List[Tuple[int, int]]:
+    """(position in its stage, the stage's length) of each step: a cache restarts at a patch-size switch and, for the
+    methods whose state is per cache context, where guidance turns off and the context changes."""
+    stage_of = lambda step: (step.patch, cache is not None and cache.per_context and step.guided)  # noqa: E731
+    sizes: Dict[tuple, int] = {}
+    for step in steps:
+        sizes[stage_of(step)] = sizes.get(stage_of(step), 0) + 1
+    out, position, previous = [], 0, None
+    for step in steps:
+        position = position + 1 if stage_of(step) == previous else 0
+        previous = stage_of(step)
+        out.append((position, sizes[previous]))
+    return out
+
+
 def request_seconds(
     transformer_config, sample_config: SampleConfig, latent_shape: Tuple[int, int, int], fit: Optional[dict] = None,
     cache: Optional[StepCache] = None, steps: Optional[Sequence] = None,
@@ -73,19 +88,12 @@ def request_seconds(
     f, h, w = latent_shape
     total, tokens_by_scale = 0.0, {}
     steps = plan(sample_config) if steps is None else steps
-    stage_of = lambda step: (step.patch, cache is not None and cache.per_context and step.guided)  # noqa: E731
-    stage_sizes: Dict[tuple, int] = {}  # a cache restarts at a patch switch, some in a new context too
-    for step in steps:
-        stage_sizes[stage_of(step)] = stage_sizes.get(stage_of(step), 0) + 1
-    position, previous = 0, None
-    for step in steps:
+    for step, (position, stage_steps) in zip(steps, stage_positions(steps, cache)):
         ps = step.patch
-        position = position + 1 if stage_of(step) == previous else 0
-        previous = stage_of(step)
         tokens = -(-f // ps.f) * (h // ps.p) * (w // ps.p)
         tokens_by_scale[ps.name] = tokens
         parts = forward_flops_parts(transformer_config, tokens)
-        share = work_share(cache, position, stage_sizes[stage_of(step)], (1.0 - step.t) * 1000.0, step.guided,
+        share = work_share(cache, position, stage_steps, (1.0 - step.t) * 1000.0, step.guided,
                            transformer_config.n_layers, parts["attention"] / sum(parts.values()))
         total += forward_seconds(transformer_config, tokens, fit) * (2 if step.guided else 1) * share
     return total, tokens_by_scale

@@ -70,20 +70,12 @@ def test_parallel_prediction_splits_compute_and_adds_the_ulysses_all_to_alls(rel
 def _predicted_computed(config, cache):
     """Branch forwards lumina.cache.work_share counts as computed over a run's plan (stages as costs reads them)."""
     from lumina.cache import work_share
+    from lumina.costs import stage_positions
     from lumina.sampling import plan
 
     steps = plan(config)
-    stage = lambda s: (s.patch, cache.per_context and s.guided)  # noqa: E731
-    sizes = {}
-    for s in steps:
-        sizes[stage(s)] = sizes.get(stage(s), 0) + 1
-    computed, position, previous = 0, 0, None
-    for s in steps:
-        position = position + 1 if stage(s) == previous else 0
-        previous = stage(s)
-        share = work_share(cache, position, sizes[stage(s)], (1 - s.t) * 1000, s.guided, 2, 0.5)
-        computed += (2 if s.guided else 1) * (share == 1.0)
-    return computed
+    return sum((2 if s.guided else 1) * (work_share(cache, position, size, (1 - s.t) * 1000, s.guided, 2, 0.5) == 1.0)
+               for s, (position, size) in zip(steps, stage_positions(steps, cache)))
 
 
 @pytest.mark.parametrize("label", ["taylorseer:3", "taylorseer:4", "pab:2", "pab:3"])
